@@ -1,0 +1,159 @@
+// Command scimflow runs scimflow: all services in one process (serve), one service against a NATS URL
+// (scim-ingest, identity-store, auth), and the admin, replay and benchmark tools. It only parses flags
+// and config and calls internal/app.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/scimflow/scimflow/internal/app"
+	"github.com/scimflow/scimflow/internal/logging"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `scimflow keeps zero-trust access in step with the identity provider.
+
+Usage:
+  scimflow <command> [flags]
+
+Commands:
+  serve           run scim-ingest, identity-store and auth in one process (embedded JetStream unless nats.url is set)
+  scim-ingest     run only the SCIM service, against nats.url
+  identity-store  run only the registry and admin API, against nats.url
+  auth            run only the OIDC/session service, against nats.url
+  version         print the version
+
+Run 'scimflow <command> -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "scimflow", buildVersion())
+		return 0
+	case "serve":
+		return runServices(cmd, rest, app.AllServices, true, stdout, stderr)
+	case "scim-ingest", "identity-store", "auth":
+		return runServices(cmd, rest, []string{cmd}, false, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "scimflow: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+const defaultConfig = "scimflow.yaml"
+
+func runServices(cmd string, args []string, services []string, embeddedOK bool, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", defaultConfig, "config file (YAML); the default is used only if it exists")
+	logFormat := fs.String("log-format", "", "log format: json or text (overrides log.format)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: scimflow %s [flags]\n\n", cmd)
+		if embeddedOK {
+			fmt.Fprintln(stderr, "Runs all three services in one process. With nats.url empty, JetStream is embedded under data_dir/nats.")
+		} else {
+			fmt.Fprintf(stderr, "Runs only %s, against the NATS server at nats.url (SCIMFLOW_NATS_URL).\n", cmd)
+		}
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	path := *configPath
+	if path == defaultConfig && !explicit(fs, "config") {
+		if _, err := os.Stat(path); err != nil {
+			path = ""
+		}
+	}
+	f, err := app.Load(path, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+		return 2
+	}
+	if *logFormat != "" {
+		f.Log.Format = *logFormat
+	}
+	if !embeddedOK && f.NATS.URL == "" {
+		fmt.Fprintf(stderr, "scimflow: invalid config:\nnats.url: required for %s (set it or SCIMFLOW_NATS_URL; only serve embeds NATS)\n", cmd)
+		return 2
+	}
+	if err := f.Validate(services...); err != nil {
+		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+		return 2
+	}
+	log, err := logging.New(stderr, f.Log.Format, f.Log.Level)
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, f, services, log) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			log.Error("shutdown took longer than 10s; exiting")
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow: %v\n", err)
+		log.Error("exit", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func explicit(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+

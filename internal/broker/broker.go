@@ -1,0 +1,218 @@
+// Package broker is scimflow's NATS platform: an embedded nats-server with JetStream, a connection to
+// a remote one that reconnects forever, and the idempotent set-up of the streams and KV buckets every
+// service relies on.
+//
+// The all-in-one process and the separate services differ only in how they reach NATS (DESIGN.md
+// §2.6): Embedded gives an in-process connection, Connect a URL one; both return a *nats.Conn.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+// KVIdPConfig is the KV bucket holding IdP definitions, keyed by IdP id.
+const KVIdPConfig = "idp_config"
+
+// DuplicateWindow is the JetStream deduplication window of every stream (Nats-Msg-Id = event id).
+const DuplicateWindow = 2 * time.Minute
+
+// EmbeddedConfig configures the embedded server.
+type EmbeddedConfig struct {
+	StoreDir string // JetStream file store; required
+	Listen   string // optional TCP address ("127.0.0.1:4222"); empty: in-process only
+	Name     string // server name; default "scimflow"
+}
+
+// Embedded is a running embedded nats-server.
+type Embedded struct {
+	Server *server.Server
+}
+
+// StartEmbedded starts nats-server in this process with JetStream on the file store and SyncAlways
+// (fsync before every ack, DESIGN.md §2.4). It returns once the server accepts connections.
+func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("embedded nats: store dir is required")
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	opts := EmbeddedOptions(cfg)
+	if cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen %q: %w", cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen %q: bad port", cfg.Listen)
+		}
+		opts.DontListen = false
+		opts.Host, opts.Port = host, p
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s (is the listen address in use?)")
+	}
+	if logger != nil {
+		logger.Info("embedded nats started", "store_dir", cfg.StoreDir, "listen", cfg.Listen)
+	}
+	return &Embedded{Server: s}, nil
+}
+
+// EmbeddedOptions returns the server options StartEmbedded uses; the config guard test asserts them.
+func EmbeddedOptions(cfg EmbeddedConfig) *server.Options {
+	name := cfg.Name
+	if name == "" {
+		name = "scimflow"
+	}
+	return &server.Options{
+		ServerName:        name,
+		JetStream:         true,
+		StoreDir:          filepath.Clean(cfg.StoreDir),
+		SyncAlways:        true,
+		DontListen:        true,
+		NoSigs:            true,
+		NoLog:             true,
+		JetStreamMaxStore: -1,
+		MaxPayload:        1 << 20,
+	}
+}
+
+// Connect returns an in-process connection named name.
+func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// Shutdown stops the server and waits for it.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+// Connect dials url and keeps reconnecting forever, also when the server is unreachable at start
+// (the services then report /readyz 503 until set-up succeeds).
+func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if logger != nil {
+				logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			if logger != nil {
+				logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			}
+		}),
+	)
+}
+
+// StreamsConfig is how the streams are created.
+type StreamsConfig struct {
+	Replicas int           // 1 on one node, 3 in a cluster; default 1
+	MaxAge   time.Duration // 0: unlimited
+}
+
+// StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams: file storage, deny
+// delete and purge (a sequence gap then always means loss), a 2-minute duplicate window, limits
+// retention, discard new (refuse rather than silently drop).
+func StreamConfigs(c StreamsConfig) []jetstream.StreamConfig {
+	replicas := max(c.Replicas, 1)
+	var out []jetstream.StreamConfig
+	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth} {
+		out = append(out, jetstream.StreamConfig{
+			Name:        name,
+			Description: "scimflow " + name + " events",
+			Subjects:    events.StreamSubjects[name],
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Discard:     jetstream.DiscardNew,
+			MaxAge:      c.MaxAge,
+			MaxMsgs:     -1,
+			MaxBytes:    -1,
+			MaxMsgSize:  1 << 20,
+			Replicas:    replicas,
+			Duplicates:  DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+		})
+	}
+	return out
+}
+
+// KVConfigs returns the KV buckets created at start.
+func KVConfigs(c StreamsConfig) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{{
+		Bucket:      KVIdPConfig,
+		Description: "scimflow identity provider definitions",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(c.Replicas, 1),
+	}}
+}
+
+// EnsureStreams creates or updates the streams and KV buckets. It is idempotent: every service calls
+// it at start, and concurrent calls agree.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
+	for _, sc := range StreamConfigs(c) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, kc := range KVConfigs(c) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("kv %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// WaitSetup calls EnsureStreams until it succeeds or ctx ends, backing off up to 5 s between tries.
+// Services call it before reporting ready, so an unreachable NATS keeps them alive but not ready.
+func WaitSetup(ctx context.Context, js jetstream.JetStream, c StreamsConfig, logger *slog.Logger) error {
+	wait := 100 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := EnsureStreams(tctx, js, c)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if logger != nil {
+			logger.Warn("nats set-up not done yet; retrying", "err", err, "retry_in", wait.String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
