@@ -48,6 +48,7 @@ type SCIMUserUpserted struct {
 	Changed         []string       `json:"changed"`          // top-level attribute names that changed; all of them on create
 	Created         bool           `json:"created"`          // true on the resource's first version
 	ResourceVersion int64          `json:"resource_version"` // meta.version; strictly increasing per resource
+	Policy          Policy         `json:"policy"`           // the IdP's policy when the change committed
 }
 
 // EventType implements Payload.
@@ -70,6 +71,7 @@ type SCIMUserDeleted struct {
 	Email           string   `json:"email"`
 	Groups          []string `json:"groups"`
 	ResourceVersion int64    `json:"resource_version"`
+	Policy          Policy   `json:"policy"`
 }
 
 // EventType implements Payload.
@@ -91,6 +93,7 @@ type SCIMGroupUpserted struct {
 	Changed         []string `json:"changed"`
 	Created         bool     `json:"created"`
 	ResourceVersion int64    `json:"resource_version"`
+	Policy          Policy   `json:"policy"`
 }
 
 // EventType implements Payload.
@@ -116,6 +119,7 @@ type SCIMGroupMembers struct {
 	Chunk           int      `json:"chunk"`  // 0-based index of this event among the change's events
 	Chunks          int      `json:"chunks"` // number of events the change was split into
 	ResourceVersion int64    `json:"resource_version"`
+	Policy          Policy   `json:"policy"`
 }
 
 // EventType implements Payload.
@@ -135,6 +139,7 @@ type SCIMGroupDeleted struct {
 	DisplayName     string `json:"display_name"`
 	ExternalID      string `json:"external_id,omitempty"`
 	ResourceVersion int64  `json:"resource_version"`
+	Policy          Policy `json:"policy"`
 }
 
 // EventType implements Payload.
@@ -315,6 +320,7 @@ type LoggedIn struct {
 	Groups        []string       `json:"groups,omitempty"` // from the groups claim, when SCIM is not enabled
 	OIDCFields    map[string]any `json:"oidc_fields,omitempty"`
 	SessionIDHash string         `json:"session_id_hash"` // SHA-256 of the session id, hex
+	SCIMEnabled   bool           `json:"scim_enabled"`    // the IdP's scim_config.enabled at login: SCIM groups replace the claim
 	IssuedAt      time.Time      `json:"issued_at"`
 	ExpiresAt     time.Time      `json:"expires_at"`
 }
