@@ -1,0 +1,320 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/boltdb"
+	"github.com/scimflow/scimflow/internal/consumer"
+	"github.com/scimflow/scimflow/internal/natstest"
+)
+
+// counting is a projection that counts applies per event id in bbolt, so a double apply is visible.
+func counting(failFirst map[string]int) consumer.Handler {
+	var mu sync.Mutex
+	return func(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
+		mu.Lock()
+		if failFirst[m.Event.ID] > 0 {
+			failFirst[m.Event.ID]--
+			mu.Unlock()
+			return errors.New("transient")
+		}
+		mu.Unlock()
+		if m.Event.Data.(events.SeatRemoved).Reason == "poison" {
+			return consumer.Permanent(errors.New("cannot apply"))
+		}
+		b, err := tx.CreateBucketIfNotExists([]byte("applied"))
+		if err != nil {
+			return err
+		}
+		var n uint64
+		if v := b.Get([]byte(m.Event.ID)); v != nil {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return b.Put([]byte(m.Event.ID), binary.BigEndian.AppendUint64(nil, n+1))
+	}
+}
+
+func publish(t *testing.T, js jetstream.JetStream, n int, reason string) []events.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []events.Event
+	for i := 0; i < n; i++ {
+		e := events.New("idp1", time.Now(), "", "", events.SeatRemoved{UserID: fmt.Sprintf("u%d", i%7), Email: "a@x", Reason: reason})
+		b, err := events.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, e.Subject, b, jetstream.WithMsgID(e.ID)); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+type fixture struct {
+	db  *bolt.DB
+	js  jetstream.JetStream
+	reg *prometheus.Registry
+}
+
+func start(t *testing.T, f fixture, stream string, h consumer.Handler) (*consumer.Runner, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	r, err := consumer.New(f.db, f.js, consumer.Config{Stream: stream, Durable: "test", MetricsPrefix: "t", BatchSize: 16, IdleCheck: 200 * time.Millisecond}, h, f.reg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, cancel, done
+}
+
+func appliedCounts(t *testing.T, db *bolt.DB) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("applied")); b != nil {
+			b.ForEach(func(k, v []byte) error { out[string(k)] = binary.BigEndian.Uint64(v); return nil })
+		}
+		return nil
+	})
+	return out
+}
+
+func checkExactlyOnce(t *testing.T, db *bolt.DB, evs []events.Event) {
+	t.Helper()
+	got := appliedCounts(t, db)
+	for _, e := range evs {
+		if got[e.ID] != 1 {
+			t.Errorf("event %s applied %d times, want 1", e.ID, got[e.ID])
+		}
+	}
+	if len(got) != len(evs) {
+		t.Errorf("applied %d distinct events, want %d", len(got), len(evs))
+	}
+}
+
+func openDB(t *testing.T) *bolt.DB {
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestRestartServerAndConsumerMidStream: the NATS server and then the consumer restart in the middle
+// of a stream; every event is applied exactly once and the cursor ends at the stream's last sequence.
+func TestRestartServerAndConsumerMidStream(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	evs := publish(t, js, 150, "x")
+	r, cancel, done := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if c := r.Cursor(); c < 40 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	srv.Restart() // server restart mid-stream
+	evs = append(evs, publish(t, js, 100, "x")...)
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if c := r.Cursor(); c < 180 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	cancel() // consumer restart mid-stream
+	<-done
+	evs = append(evs, publish(t, js, 50, "x")...)
+	f.reg = prometheus.NewRegistry()
+	r2, _, _ := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if c := r2.Cursor(); c != 300 {
+			return fmt.Errorf("cursor %d, want 300", c)
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f.db, evs)
+}
+
+// TestTransientErrorNaksAndRetries: a handler error naks with backoff; the event is applied once later
+// and the events after it are applied in order, none skipped.
+func TestTransientErrorNaksAndRetries(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	evs := publish(t, js, 30, "x")
+	r, _, _ := start(t, f, events.StreamIdentity, counting(map[string]int{evs[10].ID: 2, evs[25].ID: 1}))
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if c := r.Cursor(); c != 30 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f.db, evs)
+	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_naks_total")); got < 3 {
+		t.Errorf("naks_total = %v, want at least the 3 failed deliveries", got)
+	}
+}
+
+// TestPoisonIsTermedCountedAndSkipped: an undecodable message and an event the handler marks
+// permanent are termed, recorded and counted; the consumer goes on.
+func TestPoisonIsTermedCountedAndSkipped(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	ctx := context.Background()
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	good := publish(t, js, 3, "x")
+	if _, err := js.Publish(ctx, "identity.idp1.user.u1.seat_removed", []byte(`{"type":"garbage"}`)); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 1, "poison")
+	good = append(good, publish(t, js, 3, "x")...)
+	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if c := r.Cursor(); c != 8 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f.db, good)
+	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_poison_total")); got != 2 {
+		t.Errorf("poison_total = %v, want 2", got)
+	}
+	var poisoned int
+	f.db.View(func(tx *bolt.Tx) error { poisoned = tx.Bucket([]byte(consumer.PoisonBucket)).Stats().KeyN; return nil })
+	if poisoned != 2 {
+		t.Errorf("poison records = %d, want 2", poisoned)
+	}
+}
+
+// TestTruncatedStreamHalts: events the consumer never applied were dropped by the stream's limits;
+// the consumer halts instead of skipping them.
+func TestTruncatedStreamHalts(t *testing.T) {
+	t.Parallel()
+	srv := natstest.StartBare(t)
+	_, js := srv.Connect("test")
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TRUNC", Subjects: []string{"identity.>"}, MaxMsgs: 5, Discard: jetstream.DiscardOld}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 12, "x")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	r, _, _ := start(t, f, "TRUNC", counting(nil))
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if err := r.Halted(); err == nil {
+			return errors.New("not halted")
+		}
+		return nil
+	})
+	if r.Cursor() != 0 || len(appliedCounts(t, f.db)) != 0 {
+		t.Errorf("after halt cursor = %d, applied %d; want nothing applied", r.Cursor(), len(appliedCounts(t, f.db)))
+	}
+	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_halted")); got != 1 {
+		t.Errorf("halted gauge = %v, want 1", got)
+	}
+}
+
+// TestGapHalts: a message missing in the middle of the stream (deleted) halts the consumer at the
+// event before it.
+func TestGapHalts(t *testing.T) {
+	t.Parallel()
+	srv := natstest.StartBare(t)
+	_, js := srv.Connect("test")
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GAP", Subjects: []string{"identity.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := publish(t, js, 6, "x")
+	if err := st.DeleteMsg(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	r, _, _ := start(t, f, "GAP", counting(nil))
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if err := r.Halted(); err == nil {
+			return fmt.Errorf("not halted; cursor %d", r.Cursor())
+		}
+		return nil
+	})
+	if r.Cursor() != 3 {
+		t.Errorf("cursor at halt = %d, want 3", r.Cursor())
+	}
+	checkExactlyOnce(t, f.db, evs[:3])
+}
+
+// TestCursorBehindServerStateRestarts: a bbolt file restored from an older backup (cursor behind what
+// the server's durable consumer acked) is replayed from its own cursor, not from the server's.
+func TestCursorBehindServerStateRestarts(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	evs := publish(t, js, 20, "x")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	r, cancel, done := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if r.Cursor() != 20 {
+			return fmt.Errorf("cursor %d", r.Cursor())
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	// A fresh file: as if restored from before any event.
+	f2 := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	r2, _, _ := start(t, f2, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if r2.Cursor() != 20 {
+			return fmt.Errorf("cursor %d", r2.Cursor())
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f2.db, evs)
+	if r2.CaughtUpAt().IsZero() {
+		t.Error("CaughtUpAt is zero after catching up")
+	}
+}
+
+func mustGet(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			v := mf.Metric[0]
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
+			if v.Counter != nil {
+				g.Set(v.Counter.GetValue())
+			} else if v.Gauge != nil {
+				g.Set(v.Gauge.GetValue())
+			}
+			return g
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return nil
+}

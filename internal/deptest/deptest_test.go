@@ -1,0 +1,61 @@
+// Package deptest enforces the layering of DESIGN.md §6: services never import each other, and
+// platform code under internal/ (except the wiring in internal/app) never imports a service.
+package deptest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/scimflow/scimflow"
+
+type pkg struct {
+	ImportPath  string
+	Imports     []string
+	TestImports []string
+}
+
+func TestLayering(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := 0
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		seen++
+		mine := serviceOf(p.ImportPath)
+		for _, imp := range append(p.Imports, p.TestImports...) {
+			other := serviceOf(imp)
+			if other == "" {
+				continue
+			}
+			switch {
+			case mine != "" && other != mine:
+				t.Errorf("%s imports %s: services never import each other; share events/ or internal/ instead", p.ImportPath, imp)
+			case mine == "" && strings.HasPrefix(p.ImportPath, module+"/internal/") && !strings.HasPrefix(p.ImportPath, module+"/internal/app"):
+				t.Errorf("%s imports %s: platform code must not depend on a service", p.ImportPath, imp)
+			case strings.HasPrefix(p.ImportPath, module+"/events"):
+				t.Errorf("%s imports %s: the wire contract depends on nothing domain-specific", p.ImportPath, imp)
+			}
+		}
+	}
+	if seen < 5 {
+		t.Fatalf("go list found %d packages; the test is not looking at the module", seen)
+	}
+}
+
+// serviceOf returns the service folder of an import path under services/, or "".
+func serviceOf(path string) string {
+	rest, ok := strings.CutPrefix(path, module+"/services/")
+	if !ok {
+		return ""
+	}
+	return strings.SplitN(rest, "/", 2)[0]
+}

@@ -1,0 +1,161 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/boltdb"
+	"github.com/scimflow/scimflow/internal/natstest"
+	"github.com/scimflow/scimflow/internal/outbox"
+)
+
+func appendN(t *testing.T, db *bolt.DB, n int) []events.Event {
+	t.Helper()
+	var evs []events.Event
+	for i := 0; i < n; i++ {
+		evs = append(evs, events.New("idp1", time.Now(), "req", "", events.SeatRemoved{UserID: fmt.Sprintf("u%d", i), Email: "a@x", Reason: "t"}))
+	}
+	err := db.Update(func(tx *bolt.Tx) error { return outbox.Append(tx, time.Now(), evs...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// streamIDs reads every event id in the IDENTITY stream with its multiplicity.
+func streamIDs(t *testing.T, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.Decode(m.Subject, m.Data)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		if m.Header.Get("Nats-Msg-Id") != e.ID {
+			t.Errorf("message %d: Nats-Msg-Id %q, want event id %q", seq, m.Header.Get("Nats-Msg-Id"), e.ID)
+		}
+		out[e.ID]++
+	}
+	return out
+}
+
+func runRelay(t *testing.T, db *bolt.DB, js jetstream.JetStream) (*outbox.Relay, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	r, err := outbox.NewRelay(db, js, outbox.RelayConfig{MetricsPrefix: "t", PublishWait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, cancel, done
+}
+
+// TestOutageNothingLostNothingDuplicated: records appended while NATS is down stay in the outbox
+// (depth reported) and are all published, each once, after NATS returns; a relay restarted on the
+// same file resumes where the previous one stopped.
+func TestOutageNothingLostNothingDuplicated(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, cancel, done := runRelay(t, db, js)
+	want := appendN(t, db, 50)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatalf("WaitDrained = %v", err)
+	}
+
+	srv.Stop()
+	want = append(want, appendN(t, db, 40)...)
+	r.Notify()
+	r.Refresh()
+	if d := r.Depth(); d != 40 {
+		t.Errorf("Depth() during outage = %d, want 40", d)
+	}
+	natstest.WaitFor(t, 5*time.Second, func() error {
+		if r.OldestAge() <= 0 {
+			return fmt.Errorf("oldest age %v", r.OldestAge())
+		}
+		return nil
+	})
+	cancel() // the relay process "restarts" while NATS is still down
+	<-done
+	srv.Restart()
+	r2, _, _ := runRelay(t, db, js)
+	want = append(want, appendN(t, db, 10)...)
+	r2.Notify()
+	if err := r2.WaitDrained(ctx); err != nil {
+		t.Fatalf("WaitDrained after outage = %v", err)
+	}
+	got := streamIDs(t, js)
+	for _, e := range want {
+		if got[e.ID] != 1 {
+			t.Errorf("event %s in stream %d times, want 1", e.ID, got[e.ID])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("stream holds %d events, want %d", len(got), len(want))
+	}
+	if r2.Depth() != 0 || r2.OldestAge() != 0 {
+		t.Errorf("after drain depth %d oldest %v, want 0 0", r2.Depth(), r2.OldestAge())
+	}
+}
+
+// TestRollbackPublishesNothing: records appended in a transaction that rolls back never reach NATS.
+func TestRollbackPublishesNothing(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, _, _ := runRelay(t, db, js)
+	db.Update(func(tx *bolt.Tx) error {
+		outbox.Append(tx, time.Now(), events.New("idp1", time.Now(), "", "", events.SeatRemoved{UserID: "rolled", Email: "a@x"}))
+		return fmt.Errorf("abort")
+	})
+	kept := appendN(t, db, 1)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := streamIDs(t, js)
+	if len(got) != 1 || got[kept[0].ID] != 1 {
+		t.Errorf("stream = %v, want only %s", got, kept[0].ID)
+	}
+}
