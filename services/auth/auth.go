@@ -1,22 +1,32 @@
 // Package auth is the OIDC relying party and session authority: logins, sessions signed with its own
 // keys, revocation projected from the IDENTITY stream, and forward-auth for reverse proxies.
+//
+// Every replica is self-sufficient on the hot path: a session cookie is a token signed with keys all
+// replicas share through the auth_keys KV bucket, and the revocation state (per user revoked_before,
+// lock, identity snapshot; logged-out session hashes) is a projection of the IDENTITY and AUTH streams
+// in the replica's own bbolt file, mirrored in memory. /verify therefore costs a cache lookup and two
+// map reads, and fails closed when the projection may be stale (DESIGN.md §2.5).
 package auth
 
 import (
 	"context"
 	"errors"
-	"net/http"
+	"fmt"
+	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
-	"golang.org/x/sync/errgroup"
-
-	"github.com/scimflow/scimflow/internal/boltdb"
-	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/platform"
 )
 
 // Name is the service name used in logs, metrics and the data file name.
 const Name = "auth"
+
+// MaxClockSkew is the largest leeway accepted for ID-token time claims (reference §3.5).
+const MaxClockSkew = 60 * time.Second
 
 // Config is the auth section of the config file.
 type Config struct {
@@ -24,11 +34,111 @@ type Config struct {
 	ExternalURL            string   `json:"external_url"` // redirect URI is {external_url}/callback
 	AllowedRedirectOrigins []string `json:"allowed_redirect_origins"`
 	DataDir                string   `json:"-"` // from data_dir
+
+	// ReplicaID names this replica's durable consumers and appears in logs. Every replica needs its
+	// own (and its own data_dir). Default: the hostname.
+	ReplicaID string `json:"replica_id"`
+	// SessionTTL is the absolute lifetime of a browser session. Default 24h.
+	SessionTTL config.Duration `json:"session_ttl"`
+	// RevocationMaxStaleness is how old the revocation state may be before sessions are refused
+	// (fail closed). Default 10s.
+	RevocationMaxStaleness config.Duration `json:"revocation_max_staleness"`
+	// AppTokenAudience is the aud of the X-Scimflow-Jwt-Assertion token. Default "scimflow".
+	AppTokenAudience string `json:"app_token_audience"`
+	// AppAudiences maps a protected application's host (as in X-Forwarded-Host) to its own
+	// audience, so a token minted for one app is useless at another.
+	AppAudiences map[string]string `json:"app_audiences"`
+	// AppTokenTTL is the lifetime of an app token. Default 5m.
+	AppTokenTTL config.Duration `json:"app_token_ttl"`
+	// KeyRotationInterval is how often the session and app-token signing key is replaced. The
+	// previous key keeps verifying for one more interval, so it must be at least SessionTTL.
+	// Default 168h.
+	KeyRotationInterval config.Duration `json:"key_rotation_interval"`
+	// SessionCookie is the session cookie's name; "__Host-" is prepended when external_url is https.
+	// Default "scimflow_session".
+	SessionCookie string `json:"session_cookie"`
+	// LoginCookie is the prefix of the login-transaction cookies. Default "scimflow_login".
+	LoginCookie string `json:"login_cookie"`
+	// LoginTimeout bounds a login from /login to /callback. Default 10m.
+	LoginTimeout config.Duration `json:"login_timeout"`
+	// ClockSkew is the leeway on ID-token exp and iat, at most 60s. Default 60s.
+	ClockSkew config.Duration `json:"clock_skew"`
+	// JWKSRefreshCooldown is the shortest time between two IdP JWKS fetches caused by a token
+	// whose key is unknown. Default 30s.
+	JWKSRefreshCooldown config.Duration `json:"jwks_refresh_cooldown"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Listen: ":8082", ExternalURL: "http://localhost:8082"}
+	return Config{
+		Listen:                 ":8082",
+		ExternalURL:            "http://localhost:8082",
+		SessionTTL:             config.Duration(24 * time.Hour),
+		RevocationMaxStaleness: config.Duration(10 * time.Second),
+		AppTokenAudience:       "scimflow",
+		AppTokenTTL:            config.Duration(5 * time.Minute),
+		KeyRotationInterval:    config.Duration(7 * 24 * time.Hour),
+		SessionCookie:          "scimflow_session",
+		LoginCookie:            "scimflow_login",
+		LoginTimeout:           config.Duration(10 * time.Minute),
+		ClockSkew:              config.Duration(MaxClockSkew),
+		JWKSRefreshCooldown:    config.Duration(30 * time.Second),
+	}
+}
+
+// withDefaults fills zero values with the defaults, so a Config built in code (tests, other wiring)
+// only names what it changes.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.SessionTTL == 0 {
+		c.SessionTTL = d.SessionTTL
+	}
+	if c.RevocationMaxStaleness == 0 {
+		c.RevocationMaxStaleness = d.RevocationMaxStaleness
+	}
+	if c.AppTokenAudience == "" {
+		c.AppTokenAudience = d.AppTokenAudience
+	}
+	if c.AppTokenTTL == 0 {
+		c.AppTokenTTL = d.AppTokenTTL
+	}
+	if c.KeyRotationInterval == 0 {
+		c.KeyRotationInterval = d.KeyRotationInterval
+	}
+	if c.SessionCookie == "" {
+		c.SessionCookie = d.SessionCookie
+	}
+	if c.LoginCookie == "" {
+		c.LoginCookie = d.LoginCookie
+	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = d.LoginTimeout
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = d.ClockSkew
+	}
+	if c.JWKSRefreshCooldown == 0 {
+		c.JWKSRefreshCooldown = d.JWKSRefreshCooldown
+	}
+	if c.ReplicaID == "" {
+		c.ReplicaID, _ = os.Hostname()
+		if c.ReplicaID == "" {
+			c.ReplicaID = "auth"
+		}
+	}
+	c.ReplicaID = sanitizeName(c.ReplicaID)
+	return c
+}
+
+// sanitizeName makes s usable in a JetStream durable name (no dots, spaces or wildcards).
+func sanitizeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '-'
+	}, s)
 }
 
 // Validate reports every problem at once.
@@ -39,6 +149,26 @@ func (c Config) Validate() error {
 	}
 	if c.ExternalURL == "" {
 		errs = append(errs, errors.New("auth.external_url: required"))
+	} else if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("auth.external_url: %q is not an absolute http(s) URL", c.ExternalURL))
+	}
+	for _, o := range c.AllowedRedirectOrigins {
+		if _, err := parseOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("auth.allowed_redirect_origins: %w", err))
+		}
+	}
+	c = c.withDefaults()
+	if c.SessionTTL < 0 || c.AppTokenTTL < 0 || c.RevocationMaxStaleness < 0 || c.LoginTimeout < 0 || c.JWKSRefreshCooldown < 0 {
+		errs = append(errs, errors.New("auth: durations must not be negative"))
+	}
+	if c.ClockSkew < 0 || c.ClockSkew.D() > MaxClockSkew {
+		errs = append(errs, fmt.Errorf("auth.clock_skew: %s, want 0 to %s", c.ClockSkew.D(), MaxClockSkew))
+	}
+	if c.KeyRotationInterval.D() < c.SessionTTL.D() {
+		errs = append(errs, fmt.Errorf("auth.key_rotation_interval: %s is shorter than session_ttl %s; sessions would outlive their key", c.KeyRotationInterval.D(), c.SessionTTL.D()))
+	}
+	if c.AppTokenTTL.D() > time.Hour {
+		errs = append(errs, fmt.Errorf("auth.app_token_ttl: %s; app tokens are meant to be short-lived (at most 1h)", c.AppTokenTTL.D()))
 	}
 	return errors.Join(errs...)
 }
@@ -48,21 +178,17 @@ type Deps = platform.Deps
 
 // Run serves the auth endpoints until ctx ends.
 func Run(ctx context.Context, cfg Config, d Deps) error {
-	db, err := boltdb.Open(filepath.Join(cfg.DataDir, Name+".db"), outbox.Bucket)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	s, err := newServer(cfg, d, filepath.Join(cfg.DataDir, Name+".db"))
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	relay, err := outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, d.Registry, d.Log(), d.Now)
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
+	defer s.close()
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: cfg.Listen, Handler: mux,
-		Start: func(ctx context.Context, g *errgroup.Group) error {
-			g.Go(func() error { return relay.Run(ctx) })
-			return nil
-		},
+		Name: Name, Addr: cfg.Listen, Handler: s.routes(), Ready: s.ready,
+		Start: s.start,
 	}, d)
 }

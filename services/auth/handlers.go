@@ -1,0 +1,502 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/oauth2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/outbox"
+)
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers a browser-facing failure as a JSON problem; internal errors are logged with the
+// request id, and no detail of them is shown.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, err error) {
+	if status >= 500 && err != nil {
+		s.log.Error(code, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()), "path", r.URL.Path)
+	}
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+// handleLogin starts an OIDC login: GET /login?idp_id=…&redirect_url=….
+func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) { s.startLogin(w, r, false) }
+
+// handleTest is the IdP's "Test" button: a login that shows the identity instead of making a session.
+func (s *server) handleTest(w http.ResponseWriter, r *http.Request) { s.startLogin(w, r, true) }
+
+func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
+	q := r.URL.Query()
+	idpID := q.Get("idp_id")
+	if idpID == "" {
+		if ids := s.idps.ids(); len(ids) == 1 {
+			idpID = ids[0]
+		} else {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "idp_required",
+				"error_description": "choose an identity provider with ?idp_id=", "idp_ids": ids})
+			return
+		}
+	}
+	entry, ok := s.idps.get(idpID)
+	if !ok {
+		s.writeError(w, r, http.StatusNotFound, "unknown_idp", "no such identity provider", nil)
+		return
+	}
+	rp, err := entry.relyingParty(r.Context(), s)
+	if err != nil {
+		s.writeError(w, r, http.StatusBadGateway, "idp_unavailable", "the identity provider's configuration could not be loaded", err)
+		return
+	}
+	now := s.now()
+	txn := loginTxn{
+		ID: randomToken(16), IdP: idpID, State: randomToken(32), Nonce: randomToken(32),
+		Redirect: s.redirects.Target(q.Get("redirect_url")), Test: test,
+		Expires: now.Add(s.cfg.LoginTimeout.D()).Unix(),
+	}
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(txn.Nonce)}
+	if rp.idp.Config.PKCEEnabled {
+		txn.Verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(txn.Verifier))
+	}
+	name := s.txnCookieName(txn.State)
+	sealed, err := s.keys.keys().seal(txn, name)
+	if err != nil {
+		s.writeError(w, r, http.StatusInternalServerError, "internal", "internal error", err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: sealed, Path: "/", MaxAge: int(s.cfg.LoginTimeout.D().Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, rp.oauth.AuthCodeURL(txn.State, opts...), http.StatusFound)
+}
+
+// txnCookieName gives each login transaction its own cookie (so logins in several tabs do not
+// overwrite each other), named by a hash of its state: the callback finds it from the state alone.
+func (s *server) txnCookieName(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return s.loginPrefix + base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+func (s *server) clearCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+}
+
+// handleCallback finishes a login: it checks the transaction, exchanges the code (with the PKCE
+// verifier), verifies the ID token with the transaction's IdP, applies the lock, and mints a session.
+func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" || len(state) > 256 {
+		s.loginFailed(w, r, "", "missing_state", http.StatusBadRequest, nil)
+		return
+	}
+	name := s.txnCookieName(state)
+	c, err := r.Cookie(name)
+	// The transaction is single-use: whatever happens next, the browser forgets it.
+	s.clearCookie(w, name)
+	if err != nil {
+		s.loginFailed(w, r, "", "no_login_transaction", http.StatusBadRequest, nil)
+		return
+	}
+	var txn loginTxn
+	if err := s.keys.keys().open(c.Value, name, &txn); err != nil {
+		s.loginFailed(w, r, "", "bad_login_transaction", http.StatusBadRequest, nil)
+		return
+	}
+	now := s.now()
+	switch {
+	case !constantTimeEqual(txn.State, state):
+		s.loginFailed(w, r, txn.IdP, "state_mismatch", http.StatusBadRequest, nil)
+		return
+	case now.Unix() > txn.Expires:
+		s.loginFailed(w, r, txn.IdP, "login_expired", http.StatusBadRequest, nil)
+		return
+	}
+	// Mark the transaction used on every replica before looking at the response: a replayed
+	// code+state (with a copied cookie) is refused even if the first use failed.
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	_, err = s.txnKV.Create(ctx, txn.ID, nil)
+	cancel()
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		s.loginFailed(w, r, txn.IdP, "login_replayed", http.StatusBadRequest, nil)
+		return
+	}
+	if err != nil {
+		s.loginFailed(w, r, txn.IdP, "txn_store_unavailable", http.StatusServiceUnavailable, err)
+		return
+	}
+	entry, ok := s.idps.get(txn.IdP)
+	if !ok {
+		s.loginFailed(w, r, txn.IdP, "unknown_idp", http.StatusBadRequest, nil)
+		return
+	}
+	rp, err := entry.relyingParty(r.Context(), s)
+	if err != nil {
+		s.loginFailed(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err)
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		s.loginFailed(w, r, txn.IdP, "idp_error", http.StatusForbidden, fmt.Errorf("idp error %q", e))
+		return
+	}
+	// Mix-up defence (RFC 9207): the response's iss, when sent or promised, names this transaction's IdP.
+	if iss, has := q["iss"]; has || rp.issParam {
+		if !has || len(iss) != 1 || iss[0] != rp.issuer {
+			s.loginFailed(w, r, txn.IdP, "issuer_mismatch", http.StatusBadRequest, nil)
+			return
+		}
+	}
+	code := q.Get("code")
+	if code == "" {
+		s.loginFailed(w, r, txn.IdP, "missing_code", http.StatusBadRequest, nil)
+		return
+	}
+	claims, sub, lerr := s.exchange(r.Context(), rp, txn, code, now)
+	if lerr != nil {
+		var le *loginError
+		if errors.As(lerr, &le) {
+			s.loginFailed(w, r, txn.IdP, le.reason, http.StatusForbidden, le.err)
+		} else {
+			s.loginFailed(w, r, txn.IdP, "error", http.StatusBadGateway, lerr)
+		}
+		return
+	}
+	s.completeLogin(w, r, rp, txn, claims, sub, now)
+}
+
+// exchange redeems the code and returns the checked ID-token claims merged with userinfo.
+func (s *server) exchange(ctx context.Context, rp *relyingParty, txn loginTxn, code string, now time.Time) (map[string]any, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.idpClient)
+	var opts []oauth2.AuthCodeOption
+	if txn.Verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(txn.Verifier))
+	}
+	tok, err := rp.oauth.Exchange(ctx, code, opts...)
+	if err != nil {
+		return nil, "", deny("token_exchange_failed", "%v", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return nil, "", deny("no_id_token", "token response without id_token")
+	}
+	idt, err := rp.verifyIDToken(ctx, raw, txn.Nonce, tok.AccessToken, now, s.cfg.ClockSkew.D())
+	if err != nil {
+		return nil, "", err
+	}
+	claims := idt.claims
+	if rp.provider != nil {
+		ui, err := rp.provider.UserInfo(oidc.ClientContext(ctx, s.idpClient), oauth2.StaticTokenSource(tok))
+		if err != nil {
+			return nil, "", deny("userinfo_failed", "%v", err)
+		}
+		if ui.Subject != idt.sub {
+			return nil, "", deny("userinfo_sub_mismatch", "userinfo sub differs from the ID token's")
+		}
+		var extra map[string]any
+		if err := ui.Claims(&extra); err == nil {
+			for k, v := range extra {
+				if _, ok := claims[k]; !ok {
+					claims[k] = v
+				}
+			}
+		}
+	}
+	return claims, idt.sub, nil
+}
+
+// loginIdentity is what a login resolved: the registry id and the identity the session carries.
+type loginIdentity struct {
+	userID     string
+	email      string
+	name       string
+	groups     []events.Group
+	claimGroup []string
+	fields     map[string]any
+}
+
+func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (loginIdentity, error) {
+	email, _ := claims[rp.emailClaim].(string)
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == "" || len(email) > 320 {
+		return loginIdentity{}, deny("no_email", "claim %q missing or empty", rp.emailClaim)
+	}
+	// An email the IdP says is unverified is not used to identify anyone (O21). Absent means the IdP
+	// does not say (Entra ID); anything but the JSON boolean true when present is "unverified".
+	if rp.emailClaim == "email" {
+		if v, has := claims["email_verified"]; has {
+			if b, ok := v.(bool); !ok || !b {
+				return loginIdentity{}, deny("email_unverified", "email_verified is %v", v)
+			}
+		}
+	}
+	li := loginIdentity{email: email}
+	li.name, _ = claims["name"].(string)
+	if id, ok := s.state.userIDByEmail(rp.idp.ID, email); ok {
+		li.userID = id
+	} else {
+		li.userID = events.UserID(rp.idp.ID, email)
+	}
+	li.claimGroup = groupsClaim(claims)
+	if rp.idp.SCIMConfig.Enabled {
+		// SCIM membership replaces the claim: take the registry's groups (none if SCIM never
+		// provisioned the user).
+		if u, ok := s.state.user(li.userID); ok && u.Identity != nil {
+			li.groups = slices.Clone(u.Identity.Groups)
+		}
+	} else {
+		for _, g := range li.claimGroup {
+			li.groups = append(li.groups, events.Group{ID: g, Name: g})
+		}
+	}
+	if len(rp.fieldClaims) > 0 {
+		li.fields = map[string]any{}
+		for _, name := range rp.fieldClaims {
+			if v, ok := claims[name]; ok {
+				li.fields[name] = v
+			}
+		}
+	}
+	return li, nil
+}
+
+// completeLogin applies the lock, then either shows the identity (/test) or mints the session and
+// records the LoggedIn event with it in one transaction.
+func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyingParty, txn loginTxn, claims map[string]any, sub string, now time.Time) {
+	li, err := s.resolveIdentity(rp, claims)
+	if err != nil {
+		var le *loginError
+		errors.As(err, &le)
+		s.recordDenied(rp.idp.ID, li.userID, "", sub, le.reason)
+		s.loginFailed(w, r, txn.IdP, le.reason, http.StatusForbidden, le.err)
+		return
+	}
+	// The lock is read now, at the callback, not at /login: a deprovision that lands during the
+	// login still stops it (R3). A stale projection cannot tell, so the login fails closed.
+	if err := s.staleness(); err != nil {
+		s.metrics.failClosed.WithLabelValues("callback").Inc()
+		s.loginFailed(w, r, txn.IdP, "fail_closed", http.StatusServiceUnavailable, nil)
+		return
+	}
+	if u, ok := s.state.user(li.userID); ok && u.Locked {
+		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, "locked")
+		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
+		return
+	}
+	if txn.Test {
+		s.metrics.logins.WithLabelValues(txn.IdP, "success", "test").Inc()
+		writeJSON(w, http.StatusOK, map[string]any{
+			"email": li.email, "user_uuid": li.userID, "name": li.name, "sub": sub,
+			"idp":    idpRef{ID: rp.idp.ID, Type: "oidc"},
+			"groups": nonNilGroups(li.groups), "oidc_fields": li.fields, "claims": claims,
+		})
+		return
+	}
+	sid := newSessionID()
+	exp := now.Add(s.cfg.SessionTTL.D())
+	sc := sessionClaims{
+		Issuer: s.issuer, Audience: sessionAudience, Type: typSession, Subject: li.userID, SID: sid, IdP: rp.idp.ID,
+		OIDCSub: sub, Email: li.email, Name: li.name, Groups: li.groups, OIDCFields: li.fields,
+		IssuedAt: now.Unix(), IssuedNano: now.UnixNano(), Expiry: exp.Unix(),
+	}
+	tok, err := s.keys.keys().sign(sc)
+	if err == nil && len(tok) > 3800 {
+		// Too big for a cookie: drop the bulky parts; /verify then relies on the registry snapshot.
+		sc.Groups, sc.OIDCFields = nil, nil
+		tok, err = s.keys.keys().sign(sc)
+	}
+	if err != nil {
+		s.loginFailed(w, r, txn.IdP, "error", http.StatusInternalServerError, err)
+		return
+	}
+	var claimGroups []string
+	if !rp.idp.SCIMConfig.Enabled {
+		claimGroups = li.claimGroup
+	}
+	ev := events.New(rp.idp.ID, now, txn.ID, "", events.LoggedIn{
+		UserID: li.userID, Email: li.email, Sub: sub, Name: li.name, Groups: claimGroups, OIDCFields: li.fields,
+		SessionIDHash: hashSID(sid), SCIMEnabled: rp.idp.SCIMConfig.Enabled, IssuedAt: now, ExpiresAt: exp,
+	})
+	evs := []events.Event{ev}
+	// Session fixation (R9): a session this browser held before logging in again ends now.
+	var old *sessionClaims
+	if oc, err := r.Cookie(s.sessionName); err == nil {
+		if prev, err := s.verifySession(r.Context(), oc.Value, now); err == nil {
+			old = prev
+			evs = append(evs, events.New(prev.IdP, now, txn.ID, ev.ID, events.LoggedOut{
+				UserID: prev.Subject, Email: prev.Email, SessionIDHash: hashSID(prev.SID), ExpiresAt: prev.expires()}))
+		}
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if old != nil {
+			h, exp := hashSID(old.SID), old.expires()
+			if err := putLoggedOut(tx, h, exp); err != nil {
+				return err
+			}
+			tx.OnCommit(func() { s.state.putLoggedOut(h, exp) })
+		}
+		return outbox.Append(tx, now, evs...)
+	}); err != nil {
+		s.loginFailed(w, r, txn.IdP, "error", http.StatusInternalServerError, err)
+		return
+	}
+	s.relay.Notify()
+	s.metrics.logins.WithLabelValues(txn.IdP, "success", "").Inc()
+	s.metrics.sessions.WithLabelValues(txn.IdP).Inc()
+	s.setSessionCookie(w, tok, exp, now)
+	http.Redirect(w, r, txn.Redirect, http.StatusFound)
+}
+
+func nonNilGroups(gs []events.Group) []events.Group {
+	if gs == nil {
+		return []events.Group{}
+	}
+	return gs
+}
+
+func (s *server) setSessionCookie(w http.ResponseWriter, tok string, exp, now time.Time) {
+	http.SetCookie(w, &http.Cookie{Name: s.sessionName, Value: tok, Path: "/", MaxAge: int(exp.Sub(now).Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+}
+
+// recordDenied publishes a login_denied event for a login the IdP allowed but auth refused.
+func (s *server) recordDenied(idp, userID, email, sub, reason string) {
+	if userID == "" {
+		if email == "" {
+			return // nothing identifies the user; the metric and the log record it
+		}
+		userID = events.UserID(idp, email)
+	}
+	now := s.now()
+	ev := events.New(idp, now, "", "", events.LoginDenied{UserID: userID, Email: email, Sub: sub, Reason: reason})
+	if err := s.db.Update(func(tx *bolt.Tx) error { return outbox.Append(tx, now, ev) }); err != nil {
+		s.log.Error("record login_denied", "err", err)
+		return
+	}
+	s.relay.Notify()
+}
+
+// loginFailed answers a refused or failed login and counts it.
+func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error) {
+	result := "denied"
+	if status >= 500 {
+		result = "error"
+	}
+	if idp == "" {
+		idp = "unknown"
+	}
+	s.metrics.logins.WithLabelValues(idp, result, reason).Inc()
+	if err != nil {
+		s.log.Warn("login refused", "idp_id", idp, "reason", reason, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
+	}
+	s.writeError(w, r, status, "login_failed", reason, nil)
+}
+
+// handleLogout ends the session on every replica: it is recorded here at once (with the LoggedOut
+// event in the same transaction) and reaches the other replicas through the AUTH stream.
+func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	if c, err := r.Cookie(s.sessionName); err == nil {
+		// Signature and expiry only: a revoked session may still log out.
+		if sc, err := s.verifySession(r.Context(), c.Value, now); err == nil {
+			h, exp := hashSID(sc.SID), sc.expires()
+			ev := events.New(sc.IdP, now, "", "", events.LoggedOut{UserID: sc.Subject, Email: sc.Email, SessionIDHash: h, ExpiresAt: exp})
+			if err := s.db.Update(func(tx *bolt.Tx) error {
+				if err := putLoggedOut(tx, h, exp); err != nil {
+					return err
+				}
+				tx.OnCommit(func() { s.state.putLoggedOut(h, exp) })
+				return outbox.Append(tx, now, ev)
+			}); err != nil {
+				s.writeError(w, r, http.StatusInternalServerError, "internal", "logout failed", err)
+				return
+			}
+			s.relay.Notify()
+			s.cache.drop(c.Value)
+		}
+	}
+	s.clearCookie(w, s.sessionName)
+	if t := r.URL.Query().Get("redirect_url"); t != "" {
+		http.Redirect(w, r, s.redirects.Target(t), http.StatusFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "logged_out"})
+}
+
+// handleCerts publishes the JWKS of auth's signing keys (current and previous).
+func (s *server) handleCerts(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	_ = json.NewEncoder(w).Encode(s.keys.keys().jwks())
+}
+
+// getIdentityResponse is /get-identity's body, with Cloudflare's field names.
+type getIdentityResponse struct {
+	ID         string         `json:"id"`
+	Email      string         `json:"email"`
+	Name       string         `json:"name,omitempty"`
+	UserUUID   string         `json:"user_uuid"`
+	IdP        idpRef         `json:"idp"`
+	Groups     []events.Group `json:"groups"`
+	OIDCFields map[string]any `json:"oidc_fields,omitempty"`
+	IAT        int64          `json:"iat"`
+	Exp        int64          `json:"exp"`
+	IP         string         `json:"ip,omitempty"`
+	Version    int            `json:"version"`
+}
+
+// handleGetIdentity returns the identity behind the session cookie.
+func (s *server) handleGetIdentity(w http.ResponseWriter, r *http.Request) {
+	cs, res, why := s.session(r.Context(), r, s.now())
+	switch res {
+	case sessionValid:
+	case sessionStale:
+		s.metrics.failClosed.WithLabelValues("get_identity").Inc()
+		s.writeError(w, r, http.StatusServiceUnavailable, "unavailable", "revocation state unavailable", nil)
+		return
+	default:
+		s.writeError(w, r, http.StatusUnauthorized, "unauthenticated", why, nil)
+		return
+	}
+	id := s.identityOf(cs.claims)
+	writeJSON(w, http.StatusOK, getIdentityResponse{
+		ID: id.UserID, Email: id.Email, Name: id.Name, UserUUID: id.UserID, IdP: idpRef{ID: id.IdP, Type: "oidc"},
+		Groups: nonNilGroups(id.Groups), OIDCFields: id.OIDCFields, IAT: cs.claims.IssuedAt, Exp: cs.claims.Expiry,
+		IP: r.Header.Get("X-Forwarded-For"), Version: 2,
+	})
+}
+
+// handleIndex is where a login with no (or a refused) redirect target lands.
+func (s *server) handleIndex(w http.ResponseWriter, r *http.Request) {
+	_, res, _ := s.session(r.Context(), r, s.now())
+	status := "signed_out"
+	if res == sessionValid {
+		status = "signed_in"
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": status})
+}

@@ -1,0 +1,100 @@
+package auth
+
+import (
+	"context"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/consumer"
+)
+
+// applyIdentity projects one IDENTITY event into tx: a deterministic function of the event (no
+// clock, no randomness). The in-memory mirror and the latency metric are updated after commit.
+func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
+	e := m.Event
+	var (
+		id, email string
+		change    func(u *userRecord)
+		revoking  bool
+	)
+	switch p := e.Data.(type) {
+	case events.IdentityChanged:
+		id, email = p.Identity.UserID, p.Identity.Email
+		snap := p.Identity
+		change = func(u *userRecord) {
+			u.Identity = &snap
+			u.IdentityAt = e.OccurredAt
+			u.Locked = snap.Locked
+			if snap.RevokedBefore != nil && snap.RevokedBefore.After(u.RevokedBefore) {
+				u.RevokedBefore = *snap.RevokedBefore
+			}
+		}
+	case events.SessionsRevoked:
+		id, email, revoking = p.UserID, p.Email, true
+		change = func(u *userRecord) {
+			if p.RevokedBefore.After(u.RevokedBefore) {
+				u.RevokedBefore = p.RevokedBefore
+			}
+		}
+	case events.UserLocked:
+		id, email, revoking = p.UserID, p.Email, true
+		change = func(u *userRecord) { u.Locked = true }
+	case events.UserUnlocked:
+		id, email = p.UserID, p.Email
+		change = func(u *userRecord) { u.Locked = false }
+	default:
+		return nil // seat_removed and future facts change nothing auth checks
+	}
+	if id == "" {
+		return consumer.Permanent(errMissingUserID)
+	}
+	u, _, err := getUser(tx, id)
+	if err != nil {
+		return err
+	}
+	oldKey := ""
+	if u.Email != "" {
+		oldKey = emailKey(u.IdP, u.Email)
+	}
+	u.UserID, u.IdP = id, e.IdPID
+	if email != "" {
+		u.Email = email
+	}
+	change(&u)
+	u.Version = m.Seq
+	if err := putUser(tx, u, oldKey); err != nil {
+		return err
+	}
+	occurred := e.OccurredAt
+	tx.OnCommit(func() {
+		s.state.putUser(u, oldKey)
+		if revoking {
+			s.metrics.revocationLatency.Observe(time.Since(occurred).Seconds())
+		}
+	})
+	return nil
+}
+
+// applyAuth projects the AUTH stream: a LoggedOut from any replica invalidates that session here.
+// This is how logout reaches every replica: the same durable, gap-checked path as revocation, so a
+// replica that was down catches up from its cursor, and staleness of this stream fails closed too.
+func (s *server) applyAuth(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
+	p, ok := m.Event.Data.(events.LoggedOut)
+	if !ok || p.SessionIDHash == "" {
+		return nil
+	}
+	if err := putLoggedOut(tx, p.SessionIDHash, p.ExpiresAt); err != nil {
+		return err
+	}
+	pruned, err := pruneLoggedOut(tx, m.Event.OccurredAt, 64)
+	if err != nil {
+		return err
+	}
+	tx.OnCommit(func() {
+		s.state.putLoggedOut(p.SessionIDHash, p.ExpiresAt)
+		s.state.dropLoggedOut(pruned)
+	})
+	return nil
+}

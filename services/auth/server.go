@@ -1,0 +1,284 @@
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/boltdb"
+	"github.com/scimflow/scimflow/internal/broker"
+	"github.com/scimflow/scimflow/internal/consumer"
+	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/outbox"
+)
+
+var errMissingUserID = errors.New("event has no user id")
+
+// server is one auth replica.
+type server struct {
+	cfg         Config
+	d           Deps
+	log         *slog.Logger
+	now         func() time.Time // request clock (Deps.Now)
+	db          *bolt.DB
+	relay       *outbox.Relay
+	state       *revState
+	metrics     *metrics
+	ready       *httpserv.Ready
+	redirects   redirectPolicy
+	issuer      string // iss of auth's own tokens: the external URL
+	redirectURI string
+	secure      bool // external URL is https: __Host- cookies with Secure
+	sessionName string
+	loginPrefix string
+	idpClient   *http.Client
+	idps        *idpRegistry
+	cache       *sessionCache
+
+	// Set by start, before the listener serves anything but health endpoints.
+	keys       *keyManager
+	txnKV      jetstream.KeyValue
+	identityRn *consumer.Runner
+	authRn     *consumer.Runner
+}
+
+func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
+	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp)
+	if err != nil {
+		return nil, err
+	}
+	reg := d.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &server{
+		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
+		ready:     &httpserv.Ready{},
+		redirects: newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
+		issuer:    strings.TrimSuffix(cfg.ExternalURL, "/"),
+		idpClient: newIdPClient(),
+		idps:      &idpRegistry{entries: map[string]*idpEntry{}},
+		cache:     newSessionCache(),
+	}
+	s.redirectURI = s.issuer + "/callback"
+	if u, _ := url.Parse(cfg.ExternalURL); u != nil && u.Scheme == "https" {
+		s.secure = true
+		s.sessionName = "__Host-" + cfg.SessionCookie
+		s.loginPrefix = "__Host-" + cfg.LoginCookie + "-"
+	} else {
+		s.sessionName = cfg.SessionCookie
+		s.loginPrefix = cfg.LoginCookie + "-"
+	}
+	fail := func(err error) (*server, error) {
+		db.Close()
+		return nil, err
+	}
+	if err := db.View(s.state.load); err != nil {
+		return fail(fmt.Errorf("load revocation state: %w", err))
+	}
+	if s.metrics, err = newMetrics(reg, s); err != nil {
+		return fail(err)
+	}
+	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, reg, s.log, d.Now)
+	if err != nil {
+		return fail(err)
+	}
+	idle := min(time.Second, max(s.cfg.RevocationMaxStaleness.D()/4, 10*time.Millisecond))
+	// The consumers and the staleness check use the process clock: staleness is elapsed real time,
+	// and must not jump when a test moves the request clock.
+	s.identityRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentity, Durable: "auth-" + cfg.ReplicaID,
+		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyIdentity, reg, s.log, time.Now)
+	if err != nil {
+		return fail(err)
+	}
+	s.authRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamAuth, Durable: "auth-logout-" + cfg.ReplicaID,
+		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyAuth, reg, s.log, time.Now)
+	if err != nil {
+		return fail(err)
+	}
+	s.ready.Set("revocation_state", func() error { return s.staleness() })
+	s.ready.Set("keys", func() error {
+		if s.keys == nil {
+			return errors.New("signing keys not loaded")
+		}
+		return nil
+	})
+	s.ready.Set("idp_config", func() error {
+		s.idps.mu.RLock()
+		defer s.idps.mu.RUnlock()
+		if !s.idps.synced {
+			return errors.New("idp_config not read yet")
+		}
+		return nil
+	})
+	return s, nil
+}
+
+func (s *server) close() { s.db.Close() }
+
+// start runs once the streams exist: it creates auth's KV buckets, loads the keys, and starts the
+// relay, both consumers, the key rotation and the idp_config watch.
+func (s *server) start(ctx context.Context, g *errgroup.Group) error {
+	replicas := max(s.d.Streams.Replicas, 1)
+	kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	keysKV, err := s.d.JS.CreateOrUpdateKeyValue(kctx, jetstream.KeyValueConfig{
+		Bucket: KVKeys, Description: "scimflow auth signing keys (current and previous)", History: 5,
+		Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", KVKeys, err)
+	}
+	s.txnKV, err = s.d.JS.CreateOrUpdateKeyValue(kctx, jetstream.KeyValueConfig{
+		Bucket: KVLoginTxn, Description: "scimflow auth: login transactions already used", History: 1,
+		TTL: s.cfg.LoginTimeout.D() + 2*MaxClockSkew, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", KVLoginTxn, err)
+	}
+	s.keys, err = newKeyManager(kctx, keysKV, s.cfg.KeyRotationInterval.D(), s.now, s.log)
+	if err != nil {
+		return err
+	}
+	idpKV, err := s.d.JS.KeyValue(kctx, broker.KVIdPConfig)
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", broker.KVIdPConfig, err)
+	}
+	g.Go(func() error { return s.relay.Run(ctx) })
+	g.Go(func() error { return s.identityRn.Run(ctx) })
+	g.Go(func() error { return s.authRn.Run(ctx) })
+	g.Go(func() error { return s.keys.run(ctx) })
+	g.Go(func() error { return s.watchIdPs(ctx, idpKV) })
+	return nil
+}
+
+// watchIdPs keeps the IdP registry equal to the idp_config bucket, so IdP changes apply without a
+// restart. A changed IdP gets a fresh relying party (new discovery, new JWKS cache).
+func (s *server) watchIdPs(ctx context.Context, kv jetstream.KeyValue) error {
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			s.log.Warn("watch idp_config failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				s.idps.mu.Lock()
+				s.idps.synced = true
+				s.idps.mu.Unlock()
+				continue
+			}
+			switch e.Operation() {
+			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+				s.idps.remove(e.Key())
+			default:
+				var cfg events.IdP
+				if err := json.Unmarshal(e.Value(), &cfg); err != nil {
+					s.log.Error("idp_config entry ignored: not an IdP", "idp_id", e.Key(), "err", err)
+					continue
+				}
+				if cfg.ID == "" {
+					cfg.ID = e.Key()
+				}
+				s.idps.put(cfg)
+			}
+		}
+		w.Stop()
+	}
+	return nil
+}
+
+// staleness returns an error when the revocation state may be stale (DESIGN.md §2.5): a consumer is
+// halted, never caught up, or last caught up longer ago than revocation_max_staleness.
+func (s *server) staleness() error {
+	for _, r := range []*consumer.Runner{s.identityRn, s.authRn} {
+		if err := r.Halted(); err != nil {
+			return err
+		}
+		at := r.CaughtUpAt()
+		if at.IsZero() {
+			return errors.New("revocation state not caught up yet")
+		}
+		if age := time.Since(at); age > s.cfg.RevocationMaxStaleness.D() {
+			return fmt.Errorf("revocation state is %s old (max %s)", age.Round(time.Millisecond), s.cfg.RevocationMaxStaleness.D())
+		}
+	}
+	return nil
+}
+
+// stalenessSeconds is the age of the older of the two projections, for the gauge.
+func (s *server) stalenessSeconds() float64 {
+	var worst time.Duration
+	for _, r := range []*consumer.Runner{s.identityRn, s.authRn} {
+		at := r.CaughtUpAt()
+		if at.IsZero() {
+			return -1
+		}
+		worst = max(worst, time.Since(at))
+	}
+	return worst.Seconds()
+}
+
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// metrics are auth's own series; the consumers and the outbox register theirs under scimflow_auth.
+type metrics struct {
+	logins            *prometheus.CounterVec
+	verify            *prometheus.CounterVec
+	verifyOK          prometheus.Counter
+	verifyLatency     prometheus.Histogram
+	sessions          *prometheus.CounterVec
+	failClosed        *prometheus.CounterVec
+	revocationLatency prometheus.Histogram
+	jwksFetches       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
+	m := &metrics{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_logins_total",
+			Help: "Login attempts that reached the callback, by IdP, result (success, denied, error) and reason."}, []string{"idp", "result", "reason"}),
+		verify: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_verify_requests_total",
+			Help: "Forward-auth /verify requests by result (ok, unauthenticated, redirect, fail_closed)."}, []string{"result"}),
+		verifyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_verify_duration_seconds",
+			Help: "Time to answer /verify.", Buckets: prometheus.ExponentialBuckets(0.00002, 2, 16)}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_sessions_issued_total",
+			Help: "Sessions created by successful logins, by IdP."}, []string{"idp"}),
+		failClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_fail_closed_total",
+			Help: "Requests refused because the revocation state may be stale, by endpoint."}, []string{"endpoint"}),
+		revocationLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_revocation_latency_seconds",
+			Help:    "Time from a sessions_revoked or locked event's occurred_at to its commit in this replica's projection.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}),
+		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_idp_jwks_fetches_total",
+			Help: "IdP JWKS fetches by IdP and result; bounded by the refresh cooldown."}, []string{"idp", "result"}),
+	}
+	m.verifyOK = m.verify.WithLabelValues("ok")
+	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
+		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
+		s.stalenessSeconds)
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, staleness} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register auth metrics: %w", err)
+		}
+	}
+	return m, nil
+}

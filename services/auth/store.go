@@ -1,0 +1,221 @@
+package auth
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+// Buckets of auth's bbolt file. They hold the revocation projection; the outbox and the consumer
+// cursors live next to them so that state and cursor commit together.
+const (
+	bucketUsers        = "users"          // user id → userRecord JSON
+	bucketEmails       = "emails"         // idp \x00 lower(email) → user id
+	bucketLoggedOut    = "logged_out"     // session id hash → expiry (8 bytes, unix nanos)
+	bucketLoggedOutExp = "logged_out_exp" // expiry (8 bytes) ‖ hash → empty; prunes logged_out
+)
+
+// userRecord is what auth knows about one registry user. It changes only by applying IDENTITY
+// events, in stream order, from their data alone, so every replica holds the same records.
+type userRecord struct {
+	UserID        string           `json:"user_id"`
+	IdP           string           `json:"idp"`
+	Email         string           `json:"email"`
+	RevokedBefore time.Time        `json:"revoked_before,omitzero"`
+	Locked        bool             `json:"locked"`
+	Identity      *events.Identity `json:"identity,omitempty"`
+	IdentityAt    time.Time        `json:"identity_at,omitzero"` // occurred_at of the snapshot's event
+	Version       uint64           `json:"version"`              // stream sequence of the last change
+}
+
+// revState is the in-memory mirror of the projection that the hot path reads. It is written only
+// from bbolt OnCommit hooks (and at start from the file), so it never shows uncommitted state.
+type revState struct {
+	mu        sync.RWMutex // guards the following
+	users     map[string]*userRecord
+	emails    map[string]string
+	loggedOut map[string]time.Time
+}
+
+func newRevState() *revState {
+	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{}}
+}
+
+func emailKey(idp, email string) string {
+	return idp + "\x00" + strings.ToLower(strings.TrimSpace(email))
+}
+
+// user returns a copy of the record of id.
+func (s *revState) user(id string) (userRecord, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	u, ok := s.users[id]
+	if !ok {
+		return userRecord{}, false
+	}
+	return *u, true
+}
+
+// userIDByEmail returns the registry id of (idp, email), if the projection knows it.
+func (s *revState) userIDByEmail(idp, email string) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.emails[emailKey(idp, email)]
+	return id, ok
+}
+
+// check returns why a session issued at issued for user id (with session hash h) is no longer
+// valid, or "" if it is. The caller holds no lock.
+func (s *revState) check(id, h string, issued time.Time) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if _, out := s.loggedOut[h]; out {
+		return "logged_out"
+	}
+	u, ok := s.users[id]
+	if !ok {
+		return ""
+	}
+	if u.Locked {
+		return "locked"
+	}
+	if !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore) {
+		return "revoked"
+	}
+	return ""
+}
+
+func (s *revState) putUser(u userRecord, oldEmailKey string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if oldEmailKey != "" && s.emails[oldEmailKey] == u.UserID {
+		delete(s.emails, oldEmailKey)
+	}
+	s.users[u.UserID] = &u
+	if u.Email != "" {
+		s.emails[emailKey(u.IdP, u.Email)] = u.UserID
+	}
+}
+
+func (s *revState) putLoggedOut(h string, exp time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loggedOut[h] = exp
+}
+
+func (s *revState) dropLoggedOut(hs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range hs {
+		delete(s.loggedOut, h)
+	}
+}
+
+// load fills the mirror from the file at start.
+func (s *revState) load(tx *bolt.Tx) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := tx.Bucket([]byte(bucketUsers)).ForEach(func(k, v []byte) error {
+		var u userRecord
+		if err := json.Unmarshal(v, &u); err != nil {
+			return fmt.Errorf("user %s: %w", k, err)
+		}
+		s.users[u.UserID] = &u
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := tx.Bucket([]byte(bucketEmails)).ForEach(func(k, v []byte) error {
+		s.emails[string(k)] = string(v)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketLoggedOut)).ForEach(func(k, v []byte) error {
+		if len(v) == 8 {
+			s.loggedOut[string(k)] = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		return nil
+	})
+}
+
+func getUser(tx *bolt.Tx, id string) (userRecord, bool, error) {
+	v := tx.Bucket([]byte(bucketUsers)).Get([]byte(id))
+	if v == nil {
+		return userRecord{UserID: id}, false, nil
+	}
+	var u userRecord
+	if err := json.Unmarshal(v, &u); err != nil {
+		return u, false, fmt.Errorf("user %s: %w", id, err)
+	}
+	return u, true, nil
+}
+
+func putUser(tx *bolt.Tx, u userRecord, oldEmailKey string) error {
+	v, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket([]byte(bucketUsers)).Put([]byte(u.UserID), v); err != nil {
+		return err
+	}
+	eb := tx.Bucket([]byte(bucketEmails))
+	if oldEmailKey != "" && string(eb.Get([]byte(oldEmailKey))) == u.UserID {
+		if err := eb.Delete([]byte(oldEmailKey)); err != nil {
+			return err
+		}
+	}
+	if u.Email != "" {
+		return eb.Put([]byte(emailKey(u.IdP, u.Email)), []byte(u.UserID))
+	}
+	return nil
+}
+
+func nanos(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+}
+
+// putLoggedOut records a logged-out session in tx.
+func putLoggedOut(tx *bolt.Tx, h string, exp time.Time) error {
+	if err := tx.Bucket([]byte(bucketLoggedOut)).Put([]byte(h), nanos(exp)); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketLoggedOutExp)).Put(append(nanos(exp), h...), nil)
+}
+
+// pruneLoggedOut deletes up to limit logged-out records that expired before t (an event time, so
+// the projection stays a function of the stream) and returns their hashes.
+func pruneLoggedOut(tx *bolt.Tx, t time.Time, limit int) ([]string, error) {
+	lo, idx := tx.Bucket([]byte(bucketLoggedOut)), tx.Bucket([]byte(bucketLoggedOutExp))
+	var keys [][]byte
+	c := idx.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < limit; k, _ = c.Next() {
+		if len(k) < 8 || int64(binary.BigEndian.Uint64(k[:8])) >= t.UnixNano() {
+			break
+		}
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	var out []string
+	for _, k := range keys {
+		h := string(k[8:])
+		if err := idx.Delete(k); err != nil {
+			return nil, err
+		}
+		// Only drop the record if it still carries this expiry (a later logout of the same session
+		// is impossible, but keep the index exact anyway).
+		if v := lo.Get([]byte(h)); len(v) == 8 && string(v) == string(k[:8]) {
+			if err := lo.Delete([]byte(h)); err != nil {
+				return nil, err
+			}
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}

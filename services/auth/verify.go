@@ -1,0 +1,331 @@
+package auth
+
+import (
+	"context"
+	"hash/maphash"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+// Identity headers /verify sets on success; reverse proxies copy them to the upstream request.
+const (
+	HeaderUserID       = "X-Scimflow-User-Id"
+	HeaderEmail        = "X-Scimflow-Email"
+	HeaderGroups       = "X-Scimflow-Groups"
+	HeaderJWTAssertion = "X-Scimflow-Jwt-Assertion"
+)
+
+// sessionCache remembers verified session tokens so /verify checks a signature once per session
+// and replica, not once per request. Only the signature and the static claims are cached: expiry
+// and revocation are checked on every request. Sharded to keep lock contention low; a full shard
+// is simply emptied (cheap and bounded; the next requests re-verify).
+type sessionCache struct {
+	seed   maphash.Seed
+	shards [64]cacheShard
+}
+
+type cacheShard struct {
+	mu sync.RWMutex // guards m
+	m  map[string]*cachedSession
+}
+
+const cacheShardMax = 4096
+
+// cachedSession is a verified session and its most recent app token per audience.
+type cachedSession struct {
+	claims *sessionClaims
+	hash   string // hashSID(claims.SID)
+	app    atomic.Pointer[appTokenCache]
+}
+
+type appTokenCache struct {
+	audience string
+	version  uint64 // user record version the token was built from
+	identKey string // snapshot or token identity, to notice a switch between them
+	kid      string
+	token    string
+	refresh  time.Time // mint a new one after this
+}
+
+func newSessionCache() *sessionCache {
+	c := &sessionCache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].m = map[string]*cachedSession{}
+	}
+	return c
+}
+
+func (c *sessionCache) shard(tok string) *cacheShard {
+	return &c.shards[maphash.String(c.seed, tok)%uint64(len(c.shards))]
+}
+
+func (c *sessionCache) get(tok string) *cachedSession {
+	sh := c.shard(tok)
+	sh.mu.RLock()
+	cs := sh.m[tok]
+	sh.mu.RUnlock()
+	return cs
+}
+
+func (c *sessionCache) put(tok string, cs *cachedSession) {
+	sh := c.shard(tok)
+	sh.mu.Lock()
+	if len(sh.m) >= cacheShardMax {
+		clear(sh.m)
+	}
+	sh.m[tok] = cs
+	sh.mu.Unlock()
+}
+
+func (c *sessionCache) drop(tok string) {
+	sh := c.shard(tok)
+	sh.mu.Lock()
+	delete(sh.m, tok)
+	sh.mu.Unlock()
+}
+
+// sessionResult is the outcome of checking a request's session.
+type sessionResult int
+
+const (
+	sessionValid sessionResult = iota
+	sessionNone                // no cookie, or a cookie that does not verify
+	sessionInvalid             // verified but expired, revoked, locked or logged out
+	sessionStale               // revocation state may be stale: fail closed
+)
+
+// session returns the request's valid session, or why there is none.
+func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*cachedSession, sessionResult, string) {
+	c, err := r.Cookie(s.sessionName)
+	if err != nil || c.Value == "" {
+		return nil, sessionNone, "no_session"
+	}
+	if err := s.staleness(); err != nil {
+		return nil, sessionStale, "stale"
+	}
+	cs := s.cache.get(c.Value)
+	if cs == nil {
+		claims, err := s.verifySession(ctx, c.Value, now)
+		if err == errExpired {
+			return nil, sessionInvalid, "expired"
+		}
+		if err != nil {
+			return nil, sessionNone, "invalid_token"
+		}
+		cs = &cachedSession{claims: claims, hash: hashSID(claims.SID)}
+		s.cache.put(c.Value, cs)
+	}
+	if !now.Before(cs.claims.expires()) {
+		s.cache.drop(c.Value)
+		return nil, sessionInvalid, "expired"
+	}
+	if why := s.state.check(cs.claims.Subject, cs.hash, cs.claims.issued()); why != "" {
+		return nil, sessionInvalid, why
+	}
+	return cs, sessionValid, ""
+}
+
+// identity is the identity a session stands for right now: the registry snapshot if it is newer
+// than the session (automatic updates apply at once), else what the login computed.
+type identity struct {
+	UserID     string
+	Email      string
+	Name       string
+	IdP        string
+	Groups     []events.Group
+	OIDCFields map[string]any
+	version    uint64
+	fromSnap   bool
+}
+
+func (s *server) identityOf(c *sessionClaims) identity {
+	id := identity{UserID: c.Subject, Email: c.Email, Name: c.Name, IdP: c.IdP, Groups: c.Groups, OIDCFields: c.OIDCFields}
+	u, ok := s.state.user(c.Subject)
+	if !ok {
+		return id
+	}
+	id.version = u.Version
+	if u.Identity != nil && !u.IdentityAt.Before(c.issued()) {
+		snap := u.Identity
+		id.fromSnap = true
+		if snap.Email != "" {
+			id.Email = snap.Email
+		}
+		if snap.Name != "" {
+			id.Name = snap.Name
+		}
+		id.Groups = snap.Groups
+		if snap.OIDCFields != nil {
+			id.OIDCFields = snap.OIDCFields
+		}
+	}
+	return id
+}
+
+func groupNames(gs []events.Group) []string {
+	out := make([]string, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, g.Name)
+	}
+	return out
+}
+
+// groupsHeader joins group names with commas; a comma or percent sign inside a name is
+// percent-encoded so the list splits unambiguously.
+func groupsHeader(gs []events.Group) string {
+	var b strings.Builder
+	for i, g := range gs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		n := g.Name
+		if strings.ContainsAny(n, ",%\r\n") {
+			n = strings.NewReplacer("%", "%25", ",", "%2C", "\r", "%0D", "\n", "%0A").Replace(n)
+		}
+		b.WriteString(n)
+	}
+	return b.String()
+}
+
+// appToken returns a cached or fresh app token for the session and audience. It is re-minted when
+// half its lifetime has passed, when the user's record changed, or when the signing key rotated.
+func (s *server) appToken(cs *cachedSession, id identity, aud string, now time.Time) (string, error) {
+	ring := s.keys.keys()
+	identKey := "t"
+	if id.fromSnap {
+		identKey = "s"
+	}
+	if a := cs.app.Load(); a != nil && a.audience == aud && a.version == id.version && a.identKey == identKey &&
+		a.kid == ring.current.kid && now.Before(a.refresh) {
+		return a.token, nil
+	}
+	ttl := s.cfg.AppTokenTTL.D()
+	exp := now.Add(ttl)
+	if e := cs.claims.expires(); exp.After(e) {
+		exp = e
+	}
+	tok, err := ring.sign(appClaims{
+		Issuer: s.issuer, Audience: []string{aud}, Type: typApp, Subject: id.UserID, Email: id.Email, Name: id.Name,
+		Groups: groupNames(id.Groups), IdP: idpRef{ID: id.IdP, Type: "oidc"}, OIDCFields: id.OIDCFields,
+		IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: exp.Unix(),
+	})
+	if err != nil {
+		return "", err
+	}
+	cs.app.Store(&appTokenCache{audience: aud, version: id.version, identKey: identKey, kid: ring.current.kid, token: tok,
+		refresh: now.Add(ttl / 2)})
+	return tok, nil
+}
+
+// originalURL rebuilds the URL the browser asked the reverse proxy for: X-Original-URL (nginx
+// snippet), else X-Forwarded-Proto/Host/Uri (Traefik, Caddy). Empty if unknown.
+func originalURL(r *http.Request) string {
+	if u := r.Header.Get("X-Original-Url"); u != "" {
+		return u
+	}
+	host := r.Header.Get("X-Forwarded-Host")
+	if host == "" {
+		return ""
+	}
+	proto := r.Header.Get("X-Forwarded-Proto")
+	if proto != "http" && proto != "https" {
+		proto = "https"
+	}
+	uri := r.Header.Get("X-Forwarded-Uri")
+	if uri == "" || uri[0] != '/' {
+		uri = "/"
+	}
+	return proto + "://" + host + uri
+}
+
+// forwardedHost is the protected application's host, for picking its audience.
+func forwardedHost(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		return strings.ToLower(h)
+	}
+	if u, err := url.Parse(r.Header.Get("X-Original-Url")); err == nil {
+		return strings.ToLower(u.Host)
+	}
+	return ""
+}
+
+func (s *server) audienceFor(r *http.Request) string {
+	if len(s.cfg.AppAudiences) > 0 {
+		if a, ok := s.cfg.AppAudiences[forwardedHost(r)]; ok {
+			return a
+		}
+	}
+	return s.cfg.AppTokenAudience
+}
+
+// isBrowser decides between a 302 to the login page and a 401: API callers (XHR, non-HTML Accept,
+// bearer credentials) get 401 like Cloudflare Access answers X-Requested-With requests.
+func isBrowser(r *http.Request) bool {
+	if r.URL.Query().Get("redirect") == "false" || r.Header.Get("X-Requested-With") != "" || r.Header.Get("Authorization") != "" {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// handleVerify is the forward-auth endpoint for nginx auth_request, Traefik ForwardAuth and Caddy
+// forward_auth.
+func (s *server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	now := s.now()
+	cs, res, _ := s.session(r.Context(), r, now)
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	switch res {
+	case sessionValid:
+		id := s.identityOf(cs.claims)
+		tok, err := s.appToken(cs, id, s.audienceFor(r), now)
+		if err != nil {
+			s.log.Error("mint app token", "err", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		h.Set(HeaderUserID, id.UserID)
+		h.Set(HeaderEmail, id.Email)
+		h.Set(HeaderGroups, groupsHeader(id.Groups))
+		h.Set(HeaderJWTAssertion, tok)
+		w.WriteHeader(http.StatusOK)
+		s.metrics.verifyOK.Inc()
+	case sessionStale:
+		s.metrics.failClosed.WithLabelValues("verify").Inc()
+		s.metrics.verify.WithLabelValues("fail_closed").Inc()
+		h.Set("Retry-After", "1")
+		http.Error(w, "revocation state unavailable", http.StatusServiceUnavailable)
+	default:
+		if isBrowser(r) {
+			s.metrics.verify.WithLabelValues("redirect").Inc()
+			http.Redirect(w, r, s.loginURL("", originalURL(r)), http.StatusFound)
+		} else {
+			s.metrics.verify.WithLabelValues("unauthenticated").Inc()
+			h.Set("WWW-Authenticate", `Cookie realm="scimflow"`)
+			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		}
+	}
+	s.metrics.verifyLatency.Observe(time.Since(start).Seconds())
+}
+
+// loginURL is auth's /login for idp (empty: the only IdP, or a chooser) returning to target.
+func (s *server) loginURL(idp, target string) string {
+	q := url.Values{}
+	if idp != "" {
+		q.Set("idp_id", idp)
+	}
+	if target != "" {
+		q.Set("redirect_url", target)
+	}
+	u := s.issuer + "/login"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
+}
