@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/platform"
 )
@@ -177,7 +179,10 @@ func (c Config) Validate() error {
 type Deps = platform.Deps
 
 // Run serves the auth endpoints until ctx ends.
-func Run(ctx context.Context, cfg Config, d Deps) error {
+func Run(ctx context.Context, cfg Config, d Deps) error { return run(ctx, cfg, d, nil) }
+
+// run is Run with a hook that receives the replica once it has started (tests reach its internals).
+func run(ctx context.Context, cfg Config, d Deps, started func(*server)) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -189,6 +194,14 @@ func Run(ctx context.Context, cfg Config, d Deps) error {
 	defer s.close()
 	return platform.Serve(ctx, platform.Service{
 		Name: Name, Addr: cfg.Listen, Handler: s.routes(), Ready: s.ready,
-		Start: s.start,
+		Start: func(ctx context.Context, g *errgroup.Group) error {
+			if err := s.start(ctx, g); err != nil {
+				return err
+			}
+			if started != nil {
+				started(s)
+			}
+			return nil
+		},
 	}, d)
 }

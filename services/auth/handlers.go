@@ -12,11 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/oauth2"
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/oauth2"
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/httpserv"
@@ -346,7 +345,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	// Session fixation (R9): a session this browser held before logging in again ends now.
 	var old *sessionClaims
 	if oc, err := r.Cookie(s.sessionName); err == nil {
-		if prev, err := s.verifySession(r.Context(), oc.Value, now); err == nil {
+		if prev, _, err := s.verifySession(r.Context(), oc.Value, now); err == nil {
 			old = prev
 			evs = append(evs, events.New(prev.IdP, now, txn.ID, ev.ID, events.LoggedOut{
 				UserID: prev.Subject, Email: prev.Email, SessionIDHash: hashSID(prev.SID), ExpiresAt: prev.expires()}))
@@ -423,7 +422,7 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	if c, err := r.Cookie(s.sessionName); err == nil {
 		// Signature and expiry only: a revoked session may still log out.
-		if sc, err := s.verifySession(r.Context(), c.Value, now); err == nil {
+		if sc, _, err := s.verifySession(r.Context(), c.Value, now); err == nil {
 			h, exp := hashSID(sc.SID), sc.expires()
 			ev := events.New(sc.IdP, now, "", "", events.LoggedOut{UserID: sc.Subject, Email: sc.Email, SessionIDHash: h, ExpiresAt: exp})
 			if err := s.db.Update(func(tx *bolt.Tx) error {

@@ -26,6 +26,9 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 		change = func(u *userRecord) {
 			u.Identity = &snap
 			u.IdentityAt = e.OccurredAt
+			if snap.Locked && !u.Locked {
+				lockRevokes(u, e.OccurredAt)
+			}
 			u.Locked = snap.Locked
 			if snap.RevokedBefore != nil && snap.RevokedBefore.After(u.RevokedBefore) {
 				u.RevokedBefore = *snap.RevokedBefore
@@ -40,7 +43,10 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 		}
 	case events.UserLocked:
 		id, email, revoking = p.UserID, p.Email, true
-		change = func(u *userRecord) { u.Locked = true }
+		change = func(u *userRecord) {
+			lockRevokes(u, e.OccurredAt)
+			u.Locked = true
+		}
 	case events.UserUnlocked:
 		id, email = p.UserID, p.Email
 		change = func(u *userRecord) { u.Locked = false }
@@ -97,4 +103,12 @@ func (s *server) applyAuth(_ context.Context, tx *bolt.Tx, m consumer.Msg) error
 		s.state.dropLoggedOut(pruned)
 	})
 	return nil
+}
+
+// lockRevokes makes a lock revoke every session issued up to it, so lifting the lock later never
+// revives them (DESIGN.md §4), even if no sessions_revoked event accompanied the lock.
+func lockRevokes(u *userRecord, at time.Time) {
+	if at.After(u.RevokedBefore) {
+		u.RevokedBefore = at
+	}
 }

@@ -476,7 +476,6 @@ func (rp *relyingParty) verifyIDToken(ctx context.Context, raw, nonce, accessTok
 	return &idToken{sub: sub, claims: claims}, nil
 }
 
-
 // groupsClaim returns the value of the claim named "groups" in any letter case, as strings.
 func groupsClaim(claims map[string]any) []string {
 	for k, v := range claims {

@@ -103,13 +103,13 @@ var errBadToken = errors.New("invalid token")
 
 // verifyJWS checks a compact JWS against the keyring (reloading it once if the kid is unknown) and
 // returns its payload.
-func (m *keyManager) verifyJWS(ctx context.Context, raw string) ([]byte, error) {
+func (m *keyManager) verifyJWS(ctx context.Context, raw string) ([]byte, string, error) {
 	if len(raw) > maxTokenLen {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
 	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{signingAlg})
 	if err != nil || len(jws.Signatures) != 1 {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
 	kid := jws.Signatures[0].Header.KeyID
 	r := m.keys()
@@ -118,33 +118,33 @@ func (m *keyManager) verifyJWS(ctx context.Context, raw string) ([]byte, error) 
 		k, ok = m.keys().byKID[kid]
 	}
 	if !ok {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
 	payload, err := jws.Verify(&k.priv.PublicKey)
 	if err != nil {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
-	return payload, nil
+	return payload, kid, nil
 }
 
 // verifySession checks a session token's signature, type, audience, issuer and expiry. Revocation
 // is checked by the caller against the projection.
-func (s *server) verifySession(ctx context.Context, raw string, now time.Time) (*sessionClaims, error) {
-	payload, err := s.keys.verifyJWS(ctx, raw)
+func (s *server) verifySession(ctx context.Context, raw string, now time.Time) (*sessionClaims, string, error) {
+	payload, kid, err := s.keys.verifyJWS(ctx, raw)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var c sessionClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
 	if c.Type != typSession || c.Audience != sessionAudience || c.Issuer != s.issuer || c.SID == "" || c.Subject == "" || c.IdP == "" {
-		return nil, errBadToken
+		return nil, "", errBadToken
 	}
 	if !now.Before(c.expires()) {
-		return nil, errExpired
+		return nil, "", errExpired
 	}
-	return &c, nil
+	return &c, kid, nil
 }
 
 var errExpired = errors.New("session expired")

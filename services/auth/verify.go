@@ -41,6 +41,7 @@ const cacheShardMax = 4096
 type cachedSession struct {
 	claims *sessionClaims
 	hash   string // hashSID(claims.SID)
+	kid    string // the key that signed it: once retired, the cached entry is void too
 	app    atomic.Pointer[appTokenCache]
 }
 
@@ -94,10 +95,10 @@ func (c *sessionCache) drop(tok string) {
 type sessionResult int
 
 const (
-	sessionValid sessionResult = iota
-	sessionNone                // no cookie, or a cookie that does not verify
-	sessionInvalid             // verified but expired, revoked, locked or logged out
-	sessionStale               // revocation state may be stale: fail closed
+	sessionValid   sessionResult = iota
+	sessionNone                  // no cookie, or a cookie that does not verify
+	sessionInvalid               // verified but expired, revoked, locked or logged out
+	sessionStale                 // revocation state may be stale: fail closed
 )
 
 // session returns the request's valid session, or why there is none.
@@ -111,15 +112,18 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 	}
 	cs := s.cache.get(c.Value)
 	if cs == nil {
-		claims, err := s.verifySession(ctx, c.Value, now)
+		claims, kid, err := s.verifySession(ctx, c.Value, now)
 		if err == errExpired {
 			return nil, sessionInvalid, "expired"
 		}
 		if err != nil {
 			return nil, sessionNone, "invalid_token"
 		}
-		cs = &cachedSession{claims: claims, hash: hashSID(claims.SID)}
+		cs = &cachedSession{claims: claims, hash: hashSID(claims.SID), kid: kid}
 		s.cache.put(c.Value, cs)
+	} else if _, ok := s.keys.keys().byKID[cs.kid]; !ok {
+		s.cache.drop(c.Value)
+		return nil, sessionNone, "invalid_token"
 	}
 	if !now.Before(cs.claims.expires()) {
 		s.cache.drop(c.Value)
