@@ -1,17 +1,34 @@
 // Package identitystore keeps the user registry: it projects the SCIM and AUTH streams into its own
 // bbolt file, applies each IdP's update policy, publishes IDENTITY events and serves the admin API.
+//
+// Three consumers feed the projection, each with its cursor in the same bbolt transaction as the state
+// it produced: identitystore-scim (SCIM stream: users, groups, provisioning log), identitystore-auth
+// (AUTH stream: logins take seats and rebuild identities) and identitystore-identity (IDENTITY
+// stream, of which only the admin API's facts are applied). Admin actions that change a user (revoke,
+// remove seat) are published to IDENTITY first and applied from there, so a replay of the streams
+// rebuilds them too.
 package identitystore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"net/http"
+	"fmt"
+	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/scimflow/scimflow/internal/boltdb"
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/broker"
+	"github.com/scimflow/scimflow/internal/config"
+	"github.com/scimflow/scimflow/internal/consumer"
+	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/internal/platform"
 )
@@ -19,16 +36,35 @@ import (
 // Name is the service name used in logs, metrics and the data file name.
 const Name = "identity-store"
 
+// Durable consumer names. They are API: renaming one reprocesses its stream.
+const (
+	DurableSCIM     = "identitystore-scim"
+	DurableAuth     = "identitystore-auth"
+	DurableIdentity = "identitystore-identity"
+)
+
+const metricsPrefix = "scimflow_identity_store"
+
+// DefaultSCIMLogRetention is how long SCIM provisioning-log rows are kept (by event time).
+const DefaultSCIMLogRetention = 30 * 24 * time.Hour
+
 // Config is the identity_store section of the config file.
 type Config struct {
-	Listen            string            `json:"listen"` // default ":8081"
-	DataDir           string            `json:"-"`      // from data_dir
-	AdminToken        string            `json:"-"`      // from admin_token
-	IdentityProviders []json.RawMessage `json:"-"`      // from identity_providers: seeded at start
+	Listen string `json:"listen"` // default ":8081"
+	// SCIMLogRetention is how long provisioning-log rows are kept, measured in event time: each new row
+	// prunes the rows older than its own time minus the retention. Default 720h (30 days).
+	SCIMLogRetention config.Duration `json:"scim_log_retention"`
+
+	DataDir           string            `json:"-"` // from data_dir
+	AdminToken        string            `json:"-"` // from admin_token; empty: generated into <data_dir>/admin_token
+	IdentityProviders []json.RawMessage `json:"-"` // from identity_providers: seeded at start
+	SCIMBaseURL       string            `json:"-"` // from scim_ingest.base_url; scim_base_url = it + /populations/{id}/scim/v2
 }
 
 // DefaultConfig returns the documented defaults.
-func DefaultConfig() Config { return Config{Listen: ":8081"} }
+func DefaultConfig() Config {
+	return Config{Listen: ":8081", SCIMLogRetention: config.Duration(DefaultSCIMLogRetention)}
+}
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
@@ -36,29 +72,172 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("identity_store.listen: required"))
 	}
+	if c.SCIMLogRetention < 0 {
+		errs = append(errs, errors.New("identity_store.scim_log_retention: must not be negative"))
+	}
+	for i, raw := range c.IdentityProviders {
+		if _, err := parseSeed(raw); err != nil {
+			errs = append(errs, fmt.Errorf("identity_providers[%d]: %w", i, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+func (c Config) retention() time.Duration {
+	if c.SCIMLogRetention == 0 {
+		return DefaultSCIMLogRetention
+	}
+	return c.SCIMLogRetention.D()
 }
 
 // Deps are the service's dependencies.
 type Deps = platform.Deps
 
+// service is one running identity-store: the registry file, its consumers and the admin API.
+type service struct {
+	cfg   Config
+	d     Deps
+	db    *bolt.DB
+	proj  *projector
+	relay *outbox.Relay
+	token string
+	now   func() time.Time
+
+	scim, auth, ident *consumer.Runner
+}
+
 // Run serves the admin API and runs the projection until ctx ends.
 func Run(ctx context.Context, cfg Config, d Deps) error {
-	db, err := boltdb.Open(filepath.Join(cfg.DataDir, Name+".db"), outbox.Bucket)
+	s, err := newService(cfg, d)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	relay, err := outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_identity_store"}, d.Registry, d.Log(), d.Now)
+	defer s.db.Close()
+	return s.serve(ctx)
+}
+
+func newService(cfg Config, d Deps) (*service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	token, err := adminToken(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openStore(filepath.Join(cfg.DataDir, Name+".db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock()}
+	fail := func(err error) (*service, error) {
+		db.Close()
+		return nil, err
+	}
+	if s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: metricsPrefix}, d.Registry, d.Log(), d.Now); err != nil {
+		return fail(err)
+	}
+	mk := func(stream, durable string) (*consumer.Runner, error) {
+		return consumer.New(db, d.JS, consumer.Config{Stream: stream, Durable: durable, MetricsPrefix: metricsPrefix}, s.handle, d.Registry, d.Log(), d.Now)
+	}
+	if s.scim, err = mk(events.StreamSCIM, DurableSCIM); err != nil {
+		return fail(err)
+	}
+	if s.auth, err = mk(events.StreamAuth, DurableAuth); err != nil {
+		return fail(err)
+	}
+	if s.ident, err = mk(events.StreamIdentity, DurableIdentity); err != nil {
+		return fail(err)
+	}
+	if d.Registry != nil {
+		if err := d.Registry.Register(&statsCollector{db: db}); err != nil {
+			return fail(fmt.Errorf("register metrics: %w", err))
+		}
+	}
+	return s, nil
+}
+
+// handle is the consumers' handler: apply, then put the derived IDENTITY events in the outbox in the
+// same transaction, and wake the relay once it committed.
+func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
+	out, err := s.proj.apply(tx, m.Event)
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
+	if len(out) == 0 {
+		return nil
+	}
+	if err := outbox.Append(tx, s.now(), out...); err != nil {
+		return err
+	}
+	tx.OnCommit(s.relay.Notify)
+	return nil
+}
+
+func (s *service) serve(ctx context.Context) error {
+	ready := &httpserv.Ready{}
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: cfg.Listen, Handler: mux,
+		Name: Name, Addr: s.cfg.Listen, Handler: s.routes(), Ready: ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
-			g.Go(func() error { return relay.Run(ctx) })
+			if err := s.seed(ctx); err != nil {
+				return err
+			}
+			g.Go(func() error { return s.relay.Run(ctx) })
+			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident} {
+				ready.Set("consumer "+name, consumerCheck(r))
+				g.Go(func() error { return r.Run(ctx) })
+			}
 			return nil
 		},
-	}, d)
+	}, s.d)
+}
+
+func consumerCheck(r *consumer.Runner) httpserv.Check {
+	return func() error {
+		if err := r.Halted(); err != nil {
+			return err
+		}
+		if !r.Ready() {
+			return errors.New("not set up yet")
+		}
+		return nil
+	}
+}
+
+// adminToken returns the configured token or, when none is configured, the one stored in
+// <data_dir>/admin_token, generating it (256 random bits, file mode 0600) on first start. The token is
+// never logged; its path is.
+func adminToken(cfg Config, d Deps) (string, error) {
+	if cfg.AdminToken != "" {
+		return cfg.AdminToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, "admin_token")
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		d.Log().Info("admin_token not configured; using the generated one", "path", path)
+		return string(trimNL(b)), nil
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(raw[:])
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	d.Log().Warn("admin_token not configured; generated one", "path", path)
+	return tok, nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// kv returns the idp_config bucket.
+func (s *service) kv(ctx context.Context) (jetstream.KeyValue, error) {
+	return s.d.JS.KeyValue(ctx, broker.KVIdPConfig)
 }
