@@ -264,6 +264,12 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	return r
 }
 
+// secondReplica starts another replica behind the same external URL (as behind a load balancer).
+func (h *harness) secondReplica() *replica {
+	ext := h.r.srv.cfg.ExternalURL
+	return h.startReplica("r2", func(c *Config) { c.ExternalURL = ext })
+}
+
 // browser is a cookie-keeping HTTP client that does not follow redirects.
 type browser struct {
 	c   *http.Client
