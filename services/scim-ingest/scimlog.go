@@ -1,0 +1,120 @@
+package scimingest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/outbox"
+)
+
+// maxEventBytes bounds one encoded event. JetStream refuses messages over 1 MB (max_payload), and a
+// refused outbox record would block the relay for good, so an event that could not be published is
+// refused before it commits (413) instead.
+const maxEventBytes = 900 << 10
+
+// maxLoggedBody bounds the request body copied into a provisioning-log record; a longer body is
+// replaced by a note of its size.
+const maxLoggedBody = 64 << 10
+
+// appendEvents adds evs to the outbox inside tx, refusing any event too large to publish.
+func appendEvents(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
+	for _, e := range evs {
+		b, err := events.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if len(b) > maxEventBytes {
+			return errorf(http.StatusRequestEntityTooLarge, "", "the resource is too large to publish (%d bytes encoded)", len(b))
+		}
+	}
+	return outbox.Append(tx, now, evs...)
+}
+
+const redacted = "[REDACTED]"
+
+// sensitiveKey reports whether an attribute name holds a secret: password (RFC 7643 returned:never)
+// and anything named like a secret or token.
+func sensitiveKey(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
+}
+
+// redactBody returns the request body for the provisioning log with secrets replaced: every
+// sensitive key at any depth, and the value of a PATCH operation whose path names one. A body that is
+// not JSON is not logged (it might be anything).
+func redactBody(body []byte) json.RawMessage {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	var v any
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		return json.RawMessage(`{"unparsable_body_bytes":` + itoa(len(body)) + `}`)
+	}
+	out, err := json.Marshal(redact(v))
+	if err != nil {
+		return nil
+	}
+	if len(out) > maxLoggedBody {
+		return json.RawMessage(`{"truncated_body_bytes":` + itoa(len(body)) + `}`)
+	}
+	return out
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func redact(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		pathSensitive := false
+		for k, e := range x {
+			if strings.EqualFold(k, "path") {
+				if p, ok := e.(string); ok && sensitiveKey(p) {
+					pathSensitive = true
+				}
+			}
+		}
+		for k, e := range x {
+			switch {
+			case sensitiveKey(k):
+				x[k] = redacted
+			case pathSensitive && strings.EqualFold(k, "value"):
+				x[k] = redacted
+			default:
+				x[k] = redact(e)
+			}
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = redact(e)
+		}
+		return x
+	}
+	return v
+}
+
+// newID returns a UUID version 7 (RFC 9562): time-ordered, so resources list in creation order, and
+// always a valid subject token. Client-supplied ids are never used in subjects.
+func newID(now time.Time) string {
+	var u [16]byte
+	binary.BigEndian.PutUint64(u[:8], uint64(now.UnixMilli())<<16)
+	rand.Read(u[6:])
+	u[6] = (u[6] & 0x0f) | 0x70
+	u[8] = (u[8] & 0x3f) | 0x80
+	s := hex.EncodeToString(u[:])
+	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
+}
