@@ -113,9 +113,9 @@ func seedStore(b *testing.B, dataDir, idp string, users int, bigGroup bool) (uid
 	}
 	defer db.Close()
 	now := time.Now()
-	for i := range users {
-		uids = append(uids, newID(now))
-		_ = i
+	var ids idGen
+	for range users {
+		uids = append(uids, ids.next(now))
 	}
 	const batch = 10000
 	for lo := 0; lo < users; lo += batch {

@@ -1,7 +1,6 @@
 package scimingest
 
 import (
-	"net/http"
 	"strings"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimfilter"
@@ -32,40 +31,4 @@ func (f parsedFilter) lookup(attrs ...string) (string, string, bool) {
 
 func (f parsedFilter) mentions(name string) bool {
 	return strings.Contains(f.raw, strings.ToLower(name))
-}
-
-// memberSelector interprets a members[filter] PATCH path. A filter made only of value eq "id" terms
-// joined by or gives the ids directly (Okta's remove members[value eq "…"]); any other filter gives
-// a selector evaluated against each stored member.
-func memberSelector(path string) ([]string, func(string) bool, error) {
-	p, err := scimfilter.ParsePath(path)
-	if err != nil {
-		return nil, nil, errorf(http.StatusBadRequest, scimInvalidPath, "%s", err.Error())
-	}
-	if !strings.EqualFold(p.Name, "members") || p.Filter == nil || p.Sub != "" {
-		return nil, nil, errorf(http.StatusBadRequest, scimInvalidPath, "unsupported members path")
-	}
-	if ids, ok := valueEqIDs(p.Filter); ok {
-		return ids, nil, nil
-	}
-	return nil, func(id string) bool { return p.Matches(map[string]any{"value": id}, scimfilter.EvalOptions{}) }, nil
-}
-
-func valueEqIDs(e scimfilter.Expr) ([]string, bool) {
-	switch x := e.(type) {
-	case *scimfilter.Compare:
-		v, ok := x.Value.(string)
-		if x.Op != scimfilter.Eq || !ok || !strings.EqualFold(x.Attr.Name, "value") || x.Attr.Sub != "" || x.Attr.URN != "" {
-			return nil, false
-		}
-		return []string{v}, true
-	case *scimfilter.Logical:
-		if x.Op != scimfilter.Or {
-			return nil, false
-		}
-		l, ok1 := valueEqIDs(x.Left)
-		r, ok2 := valueEqIDs(x.Right)
-		return append(l, r...), ok1 && ok2
-	}
-	return nil, false
 }

@@ -61,7 +61,7 @@ func (s *server) createGroup(w http.ResponseWriter, r *http.Request, info *reqIn
 	}
 	s.noteGroup(info, attrs)
 	idp, now := info.idp, s.now()
-	gid := newID(now)
+	gid := s.ids.next(now)
 	info.resourceID = gid
 	rec := &resourceRec{Attrs: attrs, Version: 1, Created: now, Modified: now}
 	err = s.commits.Update(r.Context(), func(tx *bolt.Tx) error {

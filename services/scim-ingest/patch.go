@@ -1,6 +1,7 @@
 package scimingest
 
 import (
+	"math"
 	"net/http"
 	"strings"
 
@@ -152,14 +153,11 @@ func (s *server) patchUser(w http.ResponseWriter, r *http.Request, uid string, i
 		return err
 	}
 	return s.updateUser(w, r, uid, info, func(old *resourceRec) (map[string]any, error) {
-		attrs, err := applyOps(copyAttrs(old.Attrs), ops)
+		m, err := s.applyOps(kindUser, old.Attrs, ops)
 		if err != nil {
 			return nil, err
 		}
-		m := map[string]any{"schemas": []any{userURN}}
-		for k, v := range attrs {
-			m[k] = v
-		}
+		m["schemas"] = []any{userURN}
 		return s.sc.validateUser(m)
 	}, http.StatusOK)
 }
@@ -169,182 +167,75 @@ func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, 
 	if err != nil {
 		return err
 	}
-	var attrOps []patchOp
-	var mops memberOps
-	total := 0
+	n := 0
 	for _, op := range ops {
-		isMembers, n, err := mops.take(op, s.cfg.MaxMembersPerRequest)
-		if err != nil {
-			return err
+		v := op.Value
+		if op.Path == "" {
+			v = nil
+			for k, mv := range op.Value.(map[string]any) {
+				if strings.EqualFold(k, "members") {
+					v = mv
+				}
+			}
+		} else if !strings.HasPrefix(strings.ToLower(op.Path), "members") {
+			continue
 		}
-		if total += n; total > s.cfg.MaxMembersPerRequest {
-			return errorf(http.StatusBadRequest, scimTooMany, "more than %d members in one request", s.cfg.MaxMembersPerRequest)
-		}
-		if !isMembers {
-			attrOps = append(attrOps, op)
+		if ids, err := memberIDs(v, math.MaxInt); err == nil {
+			n += len(ids)
 		}
 	}
+	if n > s.cfg.MaxMembersPerRequest {
+		return errorf(http.StatusBadRequest, scimTooMany, "more than %d members in one request", s.cfg.MaxMembersPerRequest)
+	}
+	rest, delta, byDelta, err := s.groupPatch(ops)
+	if err != nil {
+		return err
+	}
 	return s.updateGroup(w, r, gid, info, func(tx *bolt.Tx, old *resourceRec) (groupChange, error) {
-		attrs := old.Attrs
-		if len(attrOps) > 0 {
-			patched, err := applyOps(copyAttrs(old.Attrs), attrOps)
+		if !byDelta {
+			return s.patchWholeGroup(tx, info.idp.ID, gid, old, ops)
+		}
+		ch := delta
+		ch.attrs = old.Attrs
+		if len(rest) > 0 {
+			m, err := s.applyOps(kindGroup, old.Attrs, rest)
 			if err != nil {
 				return groupChange{}, err
 			}
-			m := map[string]any{"schemas": []any{groupURN}}
-			for k, v := range patched {
-				m[k] = v
-			}
-			var members []string
-			if attrs, members, err = s.sc.validateGroup(m, s.cfg.MaxMembersPerRequest); err != nil {
+			m["schemas"] = []any{groupURN}
+			if ch.attrs, _, err = s.sc.validateGroup(m, s.cfg.MaxMembersPerRequest); err != nil {
 				return groupChange{}, err
 			}
-			_ = members
 		}
-		ch := mops.resolve(func() []string { return children(tx, bucketMembers, info.idp.ID, gid) })
-		ch.attrs = attrs
 		return ch, nil
 	}, http.StatusNoContent)
 }
 
-func copyAttrs(a map[string]any) map[string]any {
-	return canonical(a)
-}
-
-// memberOps is the membership part of a group PATCH, kept as a sequence of primitive actions so that
-// "remove X, add X" composes in order, and resolved against stored membership only when an action
-// needs the current members (a remove by an arbitrary filter). The usual add / remove by id costs one
-// key per member, whatever the group's size.
-type memberOps struct {
-	actions []memberAction
-}
-
-type memberAction struct {
-	kind string // add, remove, clear, removeWhere
-	ids  []string
-	sel  func(id string) bool
-}
-
-// take records op if it concerns members, and returns how many member ids it carries.
-func (mo *memberOps) take(op patchOp, maxMembers int) (bool, int, error) {
-	lp := strings.ToLower(op.Path)
-	if op.Path == "" {
-		m := op.Value.(map[string]any)
-		for k, v := range m {
-			if strings.EqualFold(k, "members") {
-				delete(m, k)
-				ids, err := memberIDs(v, maxMembers)
-				if err != nil {
-					return false, 0, err
-				}
-				if op.Op == "replace" {
-					mo.actions = append(mo.actions, memberAction{kind: "clear"})
-				}
-				mo.actions = append(mo.actions, memberAction{kind: "add", ids: ids})
-				return len(m) == 0, len(ids), nil
-			}
-		}
-		return false, 0, nil
+// patchWholeGroup applies operations that need the member list to the group with all its members,
+// and turns the result into a full replacement (which updateGroup reduces to the delta).
+func (s *server) patchWholeGroup(tx *bolt.Tx, idp, gid string, old *resourceRec, ops []patchOp) (groupChange, error) {
+	attrs := make(map[string]any, len(old.Attrs)+1)
+	for k, v := range old.Attrs {
+		attrs[k] = v
 	}
-	if lp != "members" && !strings.HasPrefix(lp, "members[") && !strings.HasPrefix(lp, "members.") {
-		return false, 0, nil
+	var ms []any
+	for _, id := range children(tx, bucketMembers, idp, gid) {
+		ms = append(ms, map[string]any{"value": id})
 	}
-	if lp == "members" {
-		ids, err := memberIDs(op.Value, maxMembers)
-		if err != nil {
-			return true, 0, err
-		}
-		switch op.Op {
-		case "add":
-			mo.actions = append(mo.actions, memberAction{kind: "add", ids: ids})
-		case "replace":
-			mo.actions = append(mo.actions, memberAction{kind: "clear"}, memberAction{kind: "add", ids: ids})
-		case "remove":
-			if op.Value == nil {
-				mo.actions = append(mo.actions, memberAction{kind: "clear"})
-			} else {
-				// Entra removes members with a value list; the RFC would remove all (azure-docs #30826).
-				mo.actions = append(mo.actions, memberAction{kind: "remove", ids: ids})
-			}
-		}
-		return true, len(ids), nil
+	if ms != nil {
+		attrs["members"] = ms
 	}
-	if op.Op != "remove" {
-		return true, 0, errorf(http.StatusBadRequest, scimInvalidPath, "only remove may use a members filter path")
-	}
-	ids, sel, err := memberSelector(op.Path)
+	m, err := s.applyOps(kindGroup, attrs, ops)
 	if err != nil {
-		return true, 0, err
+		return groupChange{}, err
 	}
-	if sel == nil {
-		mo.actions = append(mo.actions, memberAction{kind: "remove", ids: ids})
-	} else {
-		mo.actions = append(mo.actions, memberAction{kind: "removeWhere", sel: sel})
+	m["schemas"] = []any{groupURN}
+	newAttrs, members, err := s.sc.validateGroup(m, max(s.cfg.MaxMembersPerRequest, len(ms)+s.cfg.MaxMembersPerRequest))
+	if err != nil {
+		return groupChange{}, err
 	}
-	return true, len(ids), nil
-}
-
-// resolve turns the actions into a group change. current lists the stored members; it is called only
-// when an action selects members by filter.
-func (mo *memberOps) resolve(current func() []string) groupChange {
-	cleared := false
-	state := map[string]bool{}
-	var order []string
-	set := func(id string, present bool) {
-		if _, ok := state[id]; !ok {
-			order = append(order, id)
-		}
-		state[id] = present
+	if members == nil {
+		members = []string{}
 	}
-	var stored []string
-	loaded := false
-	for _, a := range mo.actions {
-		switch a.kind {
-		case "clear":
-			cleared, state, order = true, map[string]bool{}, nil
-		case "add":
-			for _, id := range a.ids {
-				set(id, true)
-			}
-		case "remove":
-			for _, id := range a.ids {
-				set(id, false)
-			}
-		case "removeWhere":
-			if !cleared && !loaded {
-				stored, loaded = current(), true
-			}
-			if !cleared {
-				for _, id := range stored {
-					if p, ok := state[id]; (!ok || p) && a.sel(id) {
-						set(id, false)
-					}
-				}
-			}
-			for _, id := range order {
-				if state[id] && a.sel(id) {
-					state[id] = false
-				}
-			}
-		}
-	}
-	var ch groupChange
-	if cleared {
-		ch.replace = true
-		ch.members = []string{}
-		for _, id := range order {
-			if state[id] {
-				ch.members = append(ch.members, id)
-			}
-		}
-		return ch
-	}
-	for _, id := range order {
-		if state[id] {
-			ch.added = append(ch.added, id)
-		} else {
-			ch.removed = append(ch.removed, id)
-		}
-	}
-	return ch
+	return groupChange{attrs: newAttrs, replace: true, members: members}, nil
 }

@@ -151,12 +151,17 @@ func (sc schemas) normalizeBody(m map[string]any, coreURN string) {
 	}
 }
 
-// coerceBools turns string booleans into booleans where the schema says boolean.
+// coerceBools turns string booleans into booleans where the schema says boolean, and wraps a single
+// object sent for a multi-valued attribute in a list.
 func coerceBools(attrs schema.Attributes, m map[string]any) {
 	for k, v := range m {
 		for _, a := range attrs {
 			if !strings.EqualFold(a.Name(), k) {
 				continue
+			}
+			if mv, ok := v.(map[string]any); ok && a.MultiValued() {
+				v = []any{mv} // a single object for a multi-valued attribute
+				m[k] = v
 			}
 			switch {
 			case a.AttributeType() == "boolean":

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -107,13 +108,34 @@ func redact(v any) any {
 	return v
 }
 
-// newID returns a UUID version 7 (RFC 9562): time-ordered, so resources list in creation order, and
-// always a valid subject token. Client-supplied ids are never used in subjects.
-func newID(now time.Time) string {
+// idGen mints resource ids: UUID version 7 (RFC 9562) with a 12-bit counter in rand_a (§6.2, method
+// 1), so ids increase in the order they are minted even within one millisecond, resources list in
+// creation order, and every id is a valid subject token. Client-supplied ids are never used in
+// subjects.
+type idGen struct {
+	mu     sync.Mutex // guards the following
+	lastMs int64
+	seq    uint16
+}
+
+func (g *idGen) next(now time.Time) string {
+	g.mu.Lock()
+	ms := now.UnixMilli()
+	if ms <= g.lastMs {
+		ms = g.lastMs
+		g.seq++
+		if g.seq > 0x0fff {
+			ms, g.seq = ms+1, 0
+		}
+	} else {
+		g.seq = 0
+	}
+	g.lastMs = ms
+	seq := g.seq
+	g.mu.Unlock()
 	var u [16]byte
-	binary.BigEndian.PutUint64(u[:8], uint64(now.UnixMilli())<<16)
-	rand.Read(u[6:])
-	u[6] = (u[6] & 0x0f) | 0x70
+	binary.BigEndian.PutUint64(u[:8], uint64(ms)<<16|uint64(0x7000|seq))
+	rand.Read(u[8:])
 	u[8] = (u[8] & 0x3f) | 0x80
 	s := hex.EncodeToString(u[:])
 	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]

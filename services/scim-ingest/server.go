@@ -37,6 +37,7 @@ type server struct {
 	now     func() time.Time
 	sc      schemas
 	m       metrics
+	ids     idGen
 
 	mu       sync.RWMutex // guards the following
 	idps     map[string]events.IdP

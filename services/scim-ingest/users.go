@@ -97,7 +97,7 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request, info *reqInf
 	}
 	s.noteUser(info, attrs)
 	idp, now := info.idp, s.now()
-	uid := newID(now)
+	uid := s.ids.next(now)
 	info.resourceID = uid
 	rec := &resourceRec{Attrs: attrs, Version: 1, Created: now, Modified: now}
 	err = s.commits.Update(r.Context(), func(tx *bolt.Tx) error {
