@@ -147,6 +147,11 @@ func TestGroupMembership(t *testing.T) {
 		t.Errorf("replace delta = +%v -%v", added, removed)
 	}
 
+	// The user's readOnly groups attribute.
+	if g := h.do("GET", "/Users/"+u2, nil); len(g.body["groups"].([]any)) != 1 || g.body["groups"].([]any)[0].(map[string]any)["display"] != "Eng" {
+		t.Errorf("user groups = %v", g.body["groups"])
+	}
+
 	// excludedAttributes=members.
 	r = h.do("GET", "/Groups/"+gid+"?excludedAttributes=members", nil)
 	if r.status != 200 || r.body["members"] != nil || r.body["displayName"] != "Eng" {

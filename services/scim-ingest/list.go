@@ -86,13 +86,17 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 	resp := listResponse{Schemas: []string{listURN}, StartIndex: start, Resources: []any{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		withMembers := kind == kindGroup && proj.wants("members")
+		withGroups := kind == kindUser && proj.wants("groups")
 		emit := func(id string, rec *resourceRec) {
 			var members []string
-			if withMembers {
+			switch {
+			case withMembers:
 				members = children(tx, bucketMembers, idp, id)
 				if members == nil {
 					members = []string{}
 				}
+			case withGroups:
+				members = userGroups(tx, idp, id)
 			}
 			resp.Resources = append(resp.Resources, proj.apply(s.render(idp, kind, id, rec, members)))
 		}
@@ -116,11 +120,15 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 		}
 		ids, indexed := s.candidates(tx, kind, idp, f)
 		filterMembers := kind == kindGroup && f.mentions("members")
+		filterGroups := kind == kindUser && f.mentions("groups")
 		n, scanned := 0, 0
 		check := func(id string, rec *resourceRec) {
 			var members []string
-			if filterMembers {
+			switch {
+			case filterMembers:
 				members = children(tx, bucketMembers, idp, id)
+			case filterGroups:
+				members = userGroups(tx, idp, id)
 			}
 			if !f.match(s.render(idp, kind, id, rec, members)) {
 				return

@@ -3,6 +3,7 @@ package scimingest
 import (
 	"bytes"
 	"encoding/json"
+	bolt "go.etcd.io/bbolt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -308,8 +309,10 @@ func libError(e *scimerrors.ScimError, what string) error {
 	return errorf(http.StatusBadRequest, scimType, "invalid %s: %s", what, e.Detail)
 }
 
-// render builds the SCIM representation of a stored resource.
-func (s *server) render(idp, kind, id string, rec *resourceRec, members []string) map[string]any {
+// render builds the SCIM representation of a stored resource. related is a group's member ids, or a
+// user's groups (from userGroups); nil leaves the attribute out.
+func (s *server) render(idp, kind, id string, rec *resourceRec, related []string) map[string]any {
+	members := related
 	out := make(map[string]any, len(rec.Attrs)+4)
 	for k, v := range rec.Attrs {
 		out[k] = v
@@ -328,8 +331,20 @@ func (s *server) render(idp, kind, id string, rec *resourceRec, members []string
 			}
 			out["members"] = ms
 		}
-	} else if _, ok := rec.Attrs[enterpriseURN]; ok {
-		schemasList = append(schemasList, enterpriseURN)
+	} else {
+		if _, ok := rec.Attrs[enterpriseURN]; ok {
+			schemasList = append(schemasList, enterpriseURN)
+		}
+		if related != nil {
+			gs := make([]any, 0, len(related)/2)
+			base := s.scimBase(idp) + "/Groups/"
+			for i := 0; i+1 < len(related); i += 2 {
+				gs = append(gs, map[string]any{"value": related[i], "display": related[i+1], "$ref": base + related[i], "type": "direct"})
+			}
+			if len(gs) > 0 {
+				out["groups"] = gs
+			}
+		}
 	}
 	out["schemas"] = schemasList
 	out["meta"] = map[string]any{
@@ -443,4 +458,18 @@ func (p projection) subWanted(parent, full string) bool {
 		}
 	}
 	return false
+}
+
+// userGroups returns a user's groups as id, displayName pairs for render (the readOnly "groups"
+// attribute of RFC 7643 §4.1.2), or nil when the user is in none.
+func userGroups(tx *bolt.Tx, idp, uid string) []string {
+	var out []string
+	for _, gid := range children(tx, bucketUserGroups, idp, uid) {
+		name := ""
+		if g, err := getRec(tx, bucketGroups, idp, gid); err == nil && g != nil {
+			name = strAttr(g.Attrs, "displayName")
+		}
+		out = append(out, gid, name)
+	}
+	return out
 }

@@ -190,7 +190,12 @@ func (s *server) updateUser(w http.ResponseWriter, r *http.Request, uid string, 
 		w.WriteHeader(okStatus)
 		return nil
 	}
-	writeJSON(w, okStatus, parseProjection(r).apply(s.render(idp.ID, kindUser, uid, out, nil)))
+	proj := parseProjection(r)
+	var groups []string
+	if proj.wants("groups") {
+		s.db.View(func(tx *bolt.Tx) error { groups = userGroups(tx, idp.ID, uid); return nil })
+	}
+	writeJSON(w, okStatus, proj.apply(s.render(idp.ID, kindUser, uid, out, groups)))
 	return nil
 }
 
@@ -282,6 +287,9 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, kind, id string, in
 			}
 		} else {
 			s.noteUser(info, rec.Attrs)
+			if proj.wants("groups") {
+				members = userGroups(tx, idp, id)
+			}
 		}
 		version = rec.Version
 		out = s.render(idp, kind, id, rec, members)
