@@ -156,4 +156,3 @@ func explicit(fs *flag.FlagSet, name string) bool {
 	})
 	return found
 }
-
