@@ -32,6 +32,9 @@ Commands:
   scim-ingest     run only the SCIM service, against nats.url
   identity-store  run only the registry and admin API, against nats.url
   auth            run only the OIDC/session service, against nats.url
+  demo            start the embedded pipeline and a test OpenID provider, and narrate a lifecycle
+  replay          rebuild a service's projection from the streams into a fresh file, and dump files
+  bench           benchmarks (scimflow bench -h)
   version         print the version
 
 Run 'scimflow <command> -h' for a command's flags.
@@ -58,6 +61,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runServices(cmd, rest, app.AllServices, true, stdout, stderr)
 	case "scim-ingest", "identity-store", "auth":
 		return runServices(cmd, rest, []string{cmd}, false, stdout, stderr)
+	case "demo":
+		return runDemo(rest, stdout, stderr)
+	case "replay":
+		return runReplay(rest, stdout, stderr)
+	case "bench":
+		return runBench(rest, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "scimflow: unknown command %q\n\n%s", cmd, usage)
 	return 2
