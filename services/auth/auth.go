@@ -59,6 +59,11 @@ type Config struct {
 	// SessionCookie is the session cookie's name; "__Host-" is prepended when external_url is https.
 	// Default "scimflow_session".
 	SessionCookie string `json:"session_cookie"`
+	// CookieDomain, when set (e.g. "example.com"), scopes the session cookie to that domain so a
+	// reverse proxy in front of any app under it (app.example.com) receives it and can pass it to
+	// /verify. The cookie is then "__Secure-" prefixed instead of "__Host-" (which forbids Domain).
+	// Empty: a host-only cookie on external_url's host; apps must then be served on that host.
+	CookieDomain string `json:"cookie_domain"`
 	// LoginCookie is the prefix of the login-transaction cookies. Default "scimflow_login".
 	LoginCookie string `json:"login_cookie"`
 	// LoginTimeout bounds a login from /login to /callback. Default 10m.
@@ -153,6 +158,13 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("auth.external_url: required"))
 	} else if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("auth.external_url: %q is not an absolute http(s) URL", c.ExternalURL))
+	}
+	if c.CookieDomain != "" {
+		d := strings.TrimPrefix(strings.ToLower(c.CookieDomain), ".")
+		u, err := url.Parse(c.ExternalURL)
+		if err != nil || !(strings.EqualFold(u.Hostname(), d) || strings.HasSuffix(strings.ToLower(u.Hostname()), "."+d)) {
+			errs = append(errs, fmt.Errorf("auth.cookie_domain: external_url's host is not within %q", c.CookieDomain))
+		}
 	}
 	for _, o := range c.AllowedRedirectOrigins {
 		if _, err := parseOrigin(o); err != nil {

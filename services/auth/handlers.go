@@ -379,7 +379,12 @@ func nonNilGroups(gs []events.Group) []events.Group {
 }
 
 func (s *server) setSessionCookie(w http.ResponseWriter, tok string, exp, now time.Time) {
-	http.SetCookie(w, &http.Cookie{Name: s.sessionName, Value: tok, Path: "/", MaxAge: int(exp.Sub(now).Seconds()),
+	http.SetCookie(w, &http.Cookie{Name: s.sessionName, Value: tok, Path: "/", Domain: s.cookieDom, MaxAge: int(exp.Sub(now).Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+}
+
+func (s *server) clearSessionCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: s.sessionName, Value: "", Path: "/", Domain: s.cookieDom, MaxAge: -1,
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
 }
 
@@ -439,7 +444,7 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 			s.cache.drop(c.Value)
 		}
 	}
-	s.clearCookie(w, s.sessionName)
+	s.clearSessionCookie(w)
 	if t := r.URL.Query().Get("redirect_url"); t != "" {
 		http.Redirect(w, r, s.redirects.Target(t), http.StatusFound)
 		return

@@ -43,6 +43,7 @@ type server struct {
 	redirectURI string
 	secure      bool // external URL is https: __Host- cookies with Secure
 	sessionName string
+	cookieDom   string // Domain of the session cookie; empty: host-only
 	loginPrefix string
 	idpClient   *http.Client
 	idps        *idpRegistry
@@ -74,9 +75,13 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 		cache:     newSessionCache(),
 	}
 	s.redirectURI = s.issuer + "/callback"
+	s.cookieDom = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
 	if u, _ := url.Parse(cfg.ExternalURL); u != nil && u.Scheme == "https" {
 		s.secure = true
 		s.sessionName = "__Host-" + cfg.SessionCookie
+		if s.cookieDom != "" {
+			s.sessionName = "__Secure-" + cfg.SessionCookie
+		}
 		s.loginPrefix = "__Host-" + cfg.LoginCookie + "-"
 	} else {
 		s.sessionName = cfg.SessionCookie

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -188,6 +189,28 @@ func TestCookieAttributes(t *testing.T) {
 		}
 	}
 	checkCookie(t, session, "__Host-scimflow_session=", int((24 * time.Hour).Seconds()))
+}
+
+// TestCookieDomain: with cookie_domain the session cookie is __Secure- and scoped to the domain,
+// so reverse proxies of sibling hosts receive it.
+func TestCookieDomain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) {
+		c.ExternalURL, c.CookieDomain = "https://auth.example.com", "example.com"
+	}})
+	rec := httptest.NewRecorder()
+	now := h.clock.Now()
+	h.r.srv.setSessionCookie(rec, "tok", now.Add(time.Hour), now)
+	got := rec.Header().Get("Set-Cookie")
+	want := "__Secure-scimflow_session=tok; Path=/; Domain=example.com; Max-Age=3600; HttpOnly; Secure; SameSite=Lax"
+	if got != want {
+		t.Errorf("Set-Cookie = %q, want %q", got, want)
+	}
+	bad := DefaultConfig()
+	bad.ExternalURL, bad.CookieDomain = "https://auth.other.org", "example.com"
+	if err := bad.Validate(); err == nil {
+		t.Errorf("Validate(cookie_domain not covering external_url) = nil, want an error")
+	}
 }
 
 func checkCookie(t *testing.T, raw, prefix string, maxAge int) {
