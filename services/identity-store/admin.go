@@ -111,7 +111,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	writeJSON(w, status, env)
 }
 
-func (s *service) fail(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, s.d.Log(), err) }
+func (s *service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, s.d.Log(), err)
+}
 
 func readBody(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(r.Body)

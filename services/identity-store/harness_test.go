@@ -82,7 +82,10 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // start runs the service until stop.
-func (h *harness) start() *service {
+func (h *harness) start() *service { return h.startWith(nil) }
+
+// startWith runs the service with a hook called before each event is applied.
+func (h *harness) startWith(hook func(events.Event) error) *service {
 	h.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,6 +98,7 @@ func (h *harness) start() *service {
 		ln.Close()
 		h.t.Fatal(err)
 	}
+	s.beforeApply = hook
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -104,6 +104,10 @@ type service struct {
 	now   func() time.Time
 
 	scim, auth, ident *consumer.Runner
+
+	// beforeApply, when set (tests only), runs before each event is applied; an error it returns is
+	// handled like an apply error (a transient one makes the runner nak and redeliver).
+	beforeApply func(events.Event) error
 }
 
 // Run serves the admin API and runs the projection until ctx ends.
@@ -159,6 +163,11 @@ func newService(cfg Config, d Deps) (*service, error) {
 // handle is the consumers' handler: apply, then put the derived IDENTITY events in the outbox in the
 // same transaction, and wake the relay once it committed.
 func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
+	if s.beforeApply != nil {
+		if err := s.beforeApply(m.Event); err != nil {
+			return err
+		}
+	}
 	out, err := s.proj.apply(tx, m.Event)
 	if err != nil {
 		return err

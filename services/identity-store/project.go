@@ -104,6 +104,17 @@ func (t *txn) begin(u *user, isNew bool) *change {
 	return c
 }
 
+// seen reports whether the event already left its mark in u's history: AUTH and admin facts carry no
+// resource version, so a copy republished under another message id is recognised by its event id.
+func (t *txn) seen(u *user) bool {
+	return t.tx.Bucket([]byte(bkHistory)).Get(historyKey(u.ID, t.at(), t.ev.ID)) != nil
+}
+
+func historyKey(uid string, at time.Time, eventID string) []byte {
+	k := append(key(uid, ""), timeKey(at)...)
+	return append(k, eventID...)
+}
+
 func (c *change) note(format string, args ...any) {
 	c.notes = append(c.notes, fmt.Sprintf(format, args...))
 	c.forced = true
@@ -144,9 +155,7 @@ func (p *projector) finish(t *txn, c *change) error {
 		b := c.before.identity()
 		h.Before = &b
 	}
-	k := append(key(u.ID, ""), timeKey(t.at())...)
-	k = append(k, t.ev.ID...)
-	return putJSON(t.tx, bkHistory, k, h)
+	return putJSON(t.tx, bkHistory, historyKey(u.ID, t.at(), t.ev.ID), h)
 }
 
 // putUser stores u, keeps the email index and the per-IdP counters in step.
@@ -768,6 +777,9 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 		return err
 	}
 	isNew := u == nil
+	if !isNew && t.seen(u) {
+		return nil
+	}
 	if isNew {
 		uid := d.UserID
 		if uid == "" || t.tx.Bucket([]byte(bkUsers)).Get([]byte(uid)) != nil {
@@ -839,7 +851,7 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 
 func (p *projector) loggedOut(t *txn, d events.LoggedOut) error {
 	u, err := authUser(t.tx, t.ev.IdPID, normEmail(d.Email), d.UserID)
-	if err != nil || u == nil {
+	if err != nil || u == nil || t.seen(u) {
 		return err
 	}
 	if err := t.tx.Bucket([]byte(bkSessions)).Delete(key(u.ID, d.SessionIDHash)); err != nil {
@@ -852,7 +864,7 @@ func (p *projector) loggedOut(t *txn, d events.LoggedOut) error {
 
 func (p *projector) loginDenied(t *txn, d events.LoginDenied) error {
 	u, err := authUser(t.tx, t.ev.IdPID, normEmail(d.Email), d.UserID)
-	if err != nil || u == nil {
+	if err != nil || u == nil || t.seen(u) {
 		return err
 	}
 	c := t.begin(u, false)
@@ -862,7 +874,7 @@ func (p *projector) loginDenied(t *txn, d events.LoginDenied) error {
 
 func (p *projector) adminRevoked(t *txn, d events.SessionsRevoked) error {
 	u, err := getUser(t.tx, d.UserID)
-	if err != nil || u == nil || u.IdPID != t.ev.IdPID {
+	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
 		return err
 	}
 	c := t.begin(u, false)
@@ -878,7 +890,7 @@ func (p *projector) adminRevoked(t *txn, d events.SessionsRevoked) error {
 
 func (p *projector) adminSeatRemoved(t *txn, d events.SeatRemoved) error {
 	u, err := getUser(t.tx, d.UserID)
-	if err != nil || u == nil || u.IdPID != t.ev.IdPID {
+	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
 		return err
 	}
 	c := t.begin(u, false)

@@ -243,4 +243,3 @@ func replayInto(ctx context.Context, db *bolt.DB, src msgSource, o ReplayOptions
 		}
 	}
 }
-
