@@ -2,7 +2,6 @@ package scimingest
 
 import (
 	"context"
-	"errors"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -38,9 +37,6 @@ func (r *commitReq) finish(err error) {
 func newCommitter(db *bolt.DB, maxBatch int, after func(int)) *committer {
 	return &committer{db: db, reqs: make(chan *commitReq, 4*maxBatch), maxBatch: maxBatch, after: after}
 }
-
-// errStopped is returned for writes submitted after the committer stopped.
-var errStopped = errors.New("store is shutting down")
 
 // Update runs fn in a write transaction shared with concurrent writers and returns fn's error or the
 // commit's error. It returns only after the transaction is durable (or rolled back).
@@ -95,8 +91,15 @@ func (c *committer) Run(ctx context.Context) {
 }
 
 // commit runs batch in one transaction. If a function fails, the transaction is rolled back, the
-// others are committed together without it, and it is run alone so that it reports its own outcome.
+// others are committed together without it, and then it runs alone (on the state they left) so that
+// it reports its own outcome; requests keep their arrival order.
 func (c *committer) commit(batch []*commitReq) {
+	var solo []*commitReq
+	defer func() {
+		for _, r := range solo {
+			c.commit([]*commitReq{r})
+		}
+	}()
 	for len(batch) > 0 {
 		failed := -1
 		var fnErr error
@@ -127,10 +130,8 @@ func (c *committer) commit(batch []*commitReq) {
 			batch[0].finish(fnErr)
 			return
 		default:
-			bad := batch[failed]
-			rest := append(append([]*commitReq(nil), batch[:failed]...), batch[failed+1:]...)
-			c.commit([]*commitReq{bad})
-			batch = rest
+			solo = append(solo, batch[failed])
+			batch = append(append([]*commitReq(nil), batch[:failed]...), batch[failed+1:]...)
 		}
 	}
 }

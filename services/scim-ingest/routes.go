@@ -145,8 +145,14 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	if resLabel == "" {
 		resLabel = "other"
 	}
-	s.m.requests.WithLabelValues(idpLabel, r.Method, resLabel, strconv.Itoa(status)).Inc()
-	s.m.latency.WithLabelValues(r.Method, resLabel).Observe(s.now().Sub(start).Seconds())
+	method := r.Method // label values stay bounded whatever clients send
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	default:
+		method = "other"
+	}
+	s.m.requests.WithLabelValues(idpLabel, method, resLabel, strconv.Itoa(status)).Inc()
+	s.m.latency.WithLabelValues(method, resLabel).Observe(s.now().Sub(start).Seconds())
 	if !info.authed {
 		// Not this IdP's request (it may not even be the IdP): slog only, without the body or query.
 		s.log.Info("scim request rejected before authentication", "request_id", info.requestID,
