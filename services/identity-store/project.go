@@ -129,6 +129,9 @@ func (p *projector) finish(t *txn, c *change) error {
 		u.CreatedAt = t.at()
 	}
 	u.Groups = sortedGroups(u.Groups)
+	if u.Groups == nil {
+		u.Groups = []events.Group{}
+	}
 	after := u.identity()
 	var changes []string
 	if c.before == nil {

@@ -1,0 +1,142 @@
+package identitystore
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+func groupNames(u *user) []string {
+	out := []string{}
+	for _, g := range u.Groups {
+		out = append(out, g.Name)
+	}
+	return out
+}
+
+// TestPreProvisionedAndMembershipFirst: membership arrives before the user, the user is provisioned
+// before their first login (no seat), and the first login takes a seat and already carries the SCIM
+// groups. With SCIM disabled at login, the groups claim is used instead.
+func TestPreProvisionedAndMembershipFirst(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("okta")
+	p := pol(events.UpdateNoAction, true, false)
+	m := events.Chunk("g1", "Engineering", false, []string{"u1", "u2"}, nil, 1)[0]
+	m.Policy = p
+	h.publishPhased([]events.Event{
+		g.ev(m), // members before the group and the users
+		g.ev(events.SCIMGroupUpserted{GroupID: "g1", DisplayName: "Engineering", Created: true, ResourceVersion: 1, Policy: p}),
+		g.ev(scimUser("u1", "Erin@Example.com", "Erin", true, 1, p)),
+		g.ev(scimUser("u2", "frank@example.com", "Frank", true, 1, p)),
+	})
+	erin := h.userByEmail("okta", "erin@example.com")
+	if erin == nil || erin.status() != events.StatusProvisioned || erin.seatHeld() {
+		t.Fatalf("pre-provisioned user = %+v, want provisioned without a seat", erin)
+	}
+	if erin.ID != events.UserID("okta", "erin@example.com") {
+		t.Errorf("registry id = %s, want the default id of the lower-cased email", erin.ID)
+	}
+	if got := groupNames(erin); !cmp.Equal(got, []string{"Engineering"}) {
+		t.Errorf("provisioned groups = %v, want [Engineering] (membership before user resolved)", got)
+	}
+	h.publishPhased([]events.Event{
+		g.login("erin@example.com", "Erin E.", "s1", true, "claim-group"),
+		g.login("frank@example.com", "Frank F.", "s2", false, "Claim-Group", "other"),
+	})
+	erin = h.userByEmail("okta", "erin@example.com")
+	if erin.status() != events.StatusActive || !erin.seatHeld() || !cmp.Equal(groupNames(erin), []string{"Engineering"}) || erin.Name != "Erin E." {
+		t.Errorf("after first login: status=%s seat=%v groups=%v name=%q, want active, seat, [Engineering], name from the claims", erin.status(), erin.seatHeld(), groupNames(erin), erin.Name)
+	}
+	frank := h.userByEmail("okta", "frank@example.com")
+	if got := groupNames(frank); !cmp.Equal(got, []string{"Claim-Group", "other"}) {
+		t.Errorf("SCIM disabled at login: groups = %v, want the claim's", got)
+	}
+	if got := h.metric("scimflow_identity_store_seats", "idp_id", "okta"); got != 2 {
+		t.Errorf("seats metric = %v, want 2", got)
+	}
+	h.oracle()
+}
+
+// TestEmailChange: the registry id stays stable when the SCIM email changes, and a login with the new
+// email (auth sends the default id of the new email) finds the same user; the old email no longer does.
+func TestEmailChange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("entra")
+	p := pol(events.UpdateAutomatic, true, false)
+	h.publishPhased([]events.Event{g.login("gina@old.example", "Gina", "s1", true)})
+	uid := events.UserID("entra", "gina@old.example")
+	// SCIM links to the user who logged in first, by email.
+	h.publishPhased([]events.Event{g.ev(scimUser("u9", "gina@old.example", "Gina", true, 1, p))})
+	if u := h.user(uid); u == nil || u.SCIMUserID != "u9" {
+		t.Fatalf("SCIM user not linked to the logged-in user: %+v", u)
+	}
+	u := scimUser("u9", "gina@new.example", "Gina", true, 2, p)
+	u.Changed = []string{"userName", "emails"}
+	h.publishPhased([]events.Event{g.ev(u)})
+	if got := h.user(uid); got.Email != "gina@new.example" {
+		t.Errorf("after SCIM email change (automatic): email %q, want gina@new.example", got.Email)
+	}
+	h.publishPhased([]events.Event{g.login("gina@new.example", "Gina", "s2", true)})
+	if got := h.userByEmail("entra", "gina@new.example"); got == nil || got.ID != uid {
+		t.Errorf("login with the new email found %+v, want registry id %s", got, uid)
+	}
+	if h.user(events.UserID("entra", "gina@new.example")) != nil {
+		t.Error("a second user was created for the new email")
+	}
+	if got := h.userByEmail("entra", "gina@old.example"); got != nil {
+		t.Errorf("old email still leads to %s", got.ID)
+	}
+	// Deleted and created again under a new SCIM id: same registry user, old sessions stay invalid.
+	h.publishPhased([]events.Event{g.ev(events.SCIMUserDeleted{UserID: "u9", Email: "gina@new.example", ResourceVersion: 3, Policy: p})})
+	h.publishPhased([]events.Event{g.ev(scimUser("u10", "gina@new.example", "Gina", true, 1, p))})
+	got := h.user(uid)
+	if got.SCIMUserID != "u10" || got.Locked || got.RevokedBefore.IsZero() {
+		t.Errorf("re-created user: scim=%s locked=%v revoked_before=%v, want u10, unlocked, revoked_before kept", got.SCIMUserID, got.Locked, got.RevokedBefore)
+	}
+	if s := h.sessions(uid); len(s) != 0 {
+		t.Errorf("sessions from before the deletion are valid again: %v", s)
+	}
+	h.oracle()
+}
+
+// TestChunkedReplaceReauth: a full membership replacement split in chunks revokes only the users
+// whose membership really changed (reauth), not those removed by chunk 0 and re-added by chunk 1.
+func TestChunkedReplaceReauth(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("jc")
+	p := pol(events.UpdateReauth, true, false)
+	var setup []events.Event
+	setup = append(setup, g.ev(events.SCIMGroupUpserted{GroupID: "g", DisplayName: "Staff", Created: true, ResourceVersion: 1, Policy: p}))
+	for _, id := range []string{"a", "b", "c"} {
+		setup = append(setup, g.ev(scimUser(id, id+"@example.com", id, true, 1, p)))
+	}
+	m := events.Chunk("g", "Staff", false, []string{"a", "b"}, nil, 2)[0]
+	m.Policy = p
+	setup = append(setup, g.ev(m))
+	h.publishPhased(setup)
+	var logins []events.Event
+	for _, id := range []string{"a", "b", "c"} {
+		logins = append(logins, g.login(id+"@example.com", id, "s-"+id, true))
+	}
+	h.publishPhased(logins)
+	// Replace with {b, c} in two chunks: chunk 0 = [c], chunk 1 = [b].
+	c0 := events.SCIMGroupMembers{GroupID: "g", DisplayName: "Staff", Replace: true, Added: []string{"c"}, Removed: []string{}, Chunk: 0, Chunks: 2, ResourceVersion: 3, Policy: p}
+	c1 := events.SCIMGroupMembers{GroupID: "g", DisplayName: "Staff", Added: []string{"b"}, Removed: []string{}, Chunk: 1, Chunks: 2, ResourceVersion: 3, Policy: p}
+	e0, e1 := g.ev(c0), g.ev(c1)
+	h.publishPhased([]events.Event{e0, e1})
+	for id, want := range map[string]bool{"a": true, "b": false, "c": true} {
+		u := h.userByEmail("jc", id+"@example.com")
+		if got := !u.RevokedBefore.IsZero(); got != want {
+			t.Errorf("user %s revoked = %v, want %v", id, got, want)
+		}
+	}
+	h.oracle()
+}
