@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -436,13 +435,4 @@ func sampleValue(m *dto.Metric) float64 {
 
 func identityEvent(idp string, at time.Time, ident events.Identity) events.Event {
 	return events.New(idp, at, "corr", "", events.IdentityChanged{Identity: ident, Changed: []string{"groups"}})
-}
-
-func hasPrefixAny(s string, ps ...string) bool {
-	for _, p := range ps {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
 }

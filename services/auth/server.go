@@ -277,6 +277,13 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Help: "IdP JWKS fetches by IdP and result; bounded by the refresh cooldown."}, []string{"idp", "result"}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
+	// Create the series up front so dashboards and alerts see zeros, not absent series.
+	for _, r := range []string{"redirect", "unauthenticated", "fail_closed"} {
+		m.verify.WithLabelValues(r)
+	}
+	for _, e := range []string{"verify", "get_identity", "callback"} {
+		m.failClosed.WithLabelValues(e)
+	}
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)

@@ -369,3 +369,60 @@ func TestStalenessFailsClosed(t *testing.T) {
 		t.Errorf("/readyz = %d, want 503 while stale", resp.StatusCode)
 	}
 }
+
+// TestDeprovisionDuringLogin (R3): a lock that lands between /login and /callback stops the login.
+func TestDeprovisionDuringLogin(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	uid := events.UserID("idp-a", aliceEmail)
+	b := newBrowser()
+	cb := h.authorize(b, h.r, "idp-a", "")
+	at := h.clock.Now()
+	h.n.publish(t, events.New("idp-a", at, "c", "", events.SessionsRevoked{UserID: uid, Email: aliceEmail, RevokedBefore: at, Reason: events.ReasonDeprovisioned}))
+	h.n.publish(t, events.New("idp-a", at, "c", "", events.UserLocked{UserID: uid, Email: aliceEmail, Reason: "deprovisioned"}))
+	waitFor(t, "lock applied", 10*time.Second, func() error {
+		if u, _ := h.r.srv.state.user(uid); !u.Locked {
+			return errNotYet
+		}
+		return nil
+	})
+	resp, body := b.get(t, cb)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "locked") || b.cookie(h.r.url, h.r.srv.sessionName) != "" {
+		t.Errorf("callback after a mid-login deprovision = %d %s, want 403 locked and no session", resp.StatusCode, body)
+	}
+}
+
+// TestSnapshotLockAndRevokedBefore: an identity snapshot carrying locked and revoked_before has the
+// same effect as the dedicated events.
+func TestSnapshotLockAndRevokedBefore(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	uid := events.UserID("idp-a", aliceEmail)
+	old := h.mustLogin(newBrowser(), h.r, "idp-a")
+	at := h.clock.Now()
+	h.n.publish(t, identityEvent("idp-a", at, events.Identity{UserID: uid, Email: aliceEmail, Status: events.StatusActive, RevokedBefore: &at}))
+	waitVerify(t, h.r, old, http.StatusUnauthorized)
+	fresh := h.mustLogin(newBrowser(), h.r, "idp-a")
+	h.n.publish(t, identityEvent("idp-a", h.clock.Now(), events.Identity{UserID: uid, Email: aliceEmail, Status: events.StatusInactive, Locked: true, RevokedBefore: &at}))
+	waitVerify(t, h.r, fresh, http.StatusUnauthorized)
+}
+
+// TestMetricsExposed: auth's series are served on /metrics.
+func TestMetricsExposed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
+	verify(t, h.r, tok, nil)
+	verify(t, h.r, "", nil)
+	_, body := newBrowser().get(t, h.r.url+"/metrics")
+	for _, name := range []string{
+		"scimflow_auth_logins_total", "scimflow_auth_sessions_issued_total", "scimflow_auth_verify_requests_total",
+		"scimflow_auth_verify_duration_seconds", "scimflow_auth_revocation_staleness_seconds", "scimflow_auth_fail_closed_total",
+		"scimflow_auth_revocation_latency_seconds", "scimflow_auth_idp_jwks_fetches_total",
+		"scimflow_auth_consumer_cursor_sequence", "scimflow_auth_outbox_published_total",
+	} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
