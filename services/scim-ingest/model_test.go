@@ -98,7 +98,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		}
 	}
 	for step := range steps {
-		switch k := rng.IntN(9); k {
+		switch k := rng.IntN(10); k {
 		case 0, 1: // create user
 			name := names[rng.IntN(len(names))]
 			if rng.IntN(2) == 0 {
@@ -120,10 +120,16 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			}
 			u.Title = "t" + fmt.Sprint(rng.IntN(3))
 			u.Active = rng.IntN(3) > 0
+			if rng.IntN(3) == 0 { // rename, possibly onto another user's name
+				u.UserName = names[rng.IntN(len(names))] + "@X.test"
+			}
 			body := map[string]any{"schemas": []string{userURN}, "userName": u.UserName, "title": u.Title, "active": u.Active}
 			r := h.do("PUT", "/Users/"+id, body)
+			other, taken := m.userByName(u.UserName)
 			if _, ok := m.users[id]; !ok {
 				check("put missing user", r, 404)
+			} else if taken && other != id {
+				check("rename onto a taken userName", r, 409)
 			} else {
 				check("put user", r, 200)
 				m.users[id] = u
@@ -192,6 +198,22 @@ func runModel(t *testing.T, seed uint64, steps int) {
 					g.Members = map[string]bool{uid: true}
 					m.groups[gid] = g
 				}
+			}
+		case 9: // rename group (Okta's path-less replace with the id inside)
+			gid := pick(groupIDs())
+			name := groupNames[rng.IntN(len(groupNames))] + "-" + fmt.Sprint(rng.IntN(2))
+			r := h.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "replace", "value": map[string]any{"id": gid, "displayName": name}}))
+			g, ok := m.groups[gid]
+			other, taken := m.groupByName(name)
+			switch {
+			case !ok:
+				check("rename missing group", r, 404)
+			case taken && other != gid:
+				check("rename onto a taken group name", r, 409)
+			default:
+				check("rename group", r, 204)
+				g.Name = name
+				m.groups[gid] = g
 			}
 		case 8: // DELETE group
 			gid := pick(groupIDs())
