@@ -35,7 +35,7 @@ func Run(ctx context.Context, f File, services []string, log *slog.Logger) error
 	if err := f.Validate(services...); err != nil {
 		return err
 	}
-	unlock, err := lockDataDir(f.DataDir)
+	unlock, err := LockDataDir(f.DataDir)
 	if err != nil {
 		return err
 	}
@@ -129,9 +129,9 @@ func (s serviceGatherer) Gather() ([]*dto.MetricFamily, error) {
 	return out, err
 }
 
-// lockDataDir takes an exclusive, non-blocking lock on data_dir/.lock so a second process on the same
+// LockDataDir takes an exclusive, non-blocking lock on data_dir/.lock so a second process on the same
 // data dir fails at once with a clear error instead of fighting over the files.
-func lockDataDir(dir string) (func(), error) {
+func LockDataDir(dir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", dir, err)
 	}

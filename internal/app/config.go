@@ -69,6 +69,7 @@ func (f *File) propagate() {
 	f.IdentityStore.DataDir = f.DataDir
 	f.IdentityStore.AdminToken = f.AdminToken
 	f.IdentityStore.IdentityProviders = f.IdentityProviders
+	f.IdentityStore.SCIMBaseURL = f.SCIMIngest.BaseURL
 	f.Auth.DataDir = f.DataDir
 }
 
