@@ -1,0 +1,23 @@
+# Convenience targets. CI runs .ci/run (the README's test command plus checks); the long runs below are
+# not part of CI.
+.PHONY: test ci fuzz reliability bench
+
+test:
+	go vet ./... && go test -race ./...
+
+ci:
+	bash .ci/run
+
+# Long fuzzing of the SCIM filter parser, PATCH applier and bodies (FUZZTIME per target).
+FUZZTIME ?= 10m
+fuzz:
+	go test -run=NONE -fuzz=FuzzParse$$ -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimfilter
+	go test -run=NONE -fuzz=FuzzParsePath -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimfilter
+	go test -run=NONE -fuzz=FuzzApply -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimpatch
+
+# The long fault-injection run (many kill iterations, cluster scenarios); CI runs the short version.
+reliability:
+	SCIMFLOW_RELIABILITY_LONG=1 go test -race -timeout 60m -v ./reliability/
+
+bench:
+	go test -run=NONE -bench=. -benchtime=2s ./...
