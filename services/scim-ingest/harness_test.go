@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type harness struct {
 	done    chan error
 	secrets map[string]string
 	reqSeq  atomic.Int64
+
+	evMu    sync.Mutex // guards the following
+	evCache []events.Event
+	nextSeq uint64
 }
 
 type harnessOpt func(*Config)
@@ -204,9 +209,11 @@ func (h *harness) doAs(idp, secret, method, path string, body any, hdr map[strin
 	return out
 }
 
-// allEvents reads the whole SCIM stream.
+// allEvents reads the whole SCIM stream; messages already read are cached.
 func (h *harness) allEvents() []events.Event {
 	h.t.Helper()
+	h.evMu.Lock()
+	defer h.evMu.Unlock()
 	ctx := context.Background()
 	st, err := h.js.Stream(ctx, events.StreamSCIM)
 	if err != nil {
@@ -216,19 +223,21 @@ func (h *harness) allEvents() []events.Event {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var out []events.Event
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	if h.nextSeq == 0 {
+		h.nextSeq = 1
+	}
+	for ; h.nextSeq <= info.State.LastSeq; h.nextSeq++ {
+		m, err := st.GetMsg(ctx, h.nextSeq)
 		if err != nil {
-			h.t.Fatalf("GetMsg(%d) = %v", seq, err)
+			h.t.Fatalf("GetMsg(%d) = %v", h.nextSeq, err)
 		}
 		e, err := events.Decode(m.Subject, m.Data)
 		if err != nil {
 			h.t.Fatalf("Decode(%s) = %v", m.Subject, err)
 		}
-		out = append(out, e)
+		h.evCache = append(h.evCache, e)
 	}
-	return out
+	return slices.Clone(h.evCache)
 }
 
 // eventsOf waits for the provisioning-log record of the request (always its last event) and returns
