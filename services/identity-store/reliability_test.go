@@ -136,9 +136,7 @@ func TestDuplicatesAndOutOfOrder(t *testing.T) {
 	li := g.login("bob@example.com", "Bob Three", "s1", true)
 	del := g.ev(events.SCIMUserDeleted{UserID: "u1", UserName: "bob@example.com", Email: "bob@example.com", ResourceVersion: 5, Policy: p})
 	late := g.ev(scimUser("u1", "bob@example.com", "Bob Four", true, 4, p))
-	h.publish(v1, v3, v2)
-	h.publish(li)
-	h.caughtUp()
+	h.publishPhased([]events.Event{v1, v3, v2, li})
 	u := h.userByEmail("entra", "bob@example.com")
 	if u.Name != "Bob Three" || u.SCIM.Version != 3 {
 		t.Fatalf("after v1, v3, v2: name=%q version=%d, want Bob Three v3 (v2 is stale)", u.Name, u.SCIM.Version)
