@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"hash/maphash"
 	"net/http"
 	"net/url"
@@ -22,20 +23,24 @@ const (
 )
 
 // sessionCache remembers verified session tokens so /verify checks a signature once per session
-// and replica, not once per request. Only the signature and the static claims are cached: expiry
-// and revocation are checked on every request. Sharded to keep lock contention low; a full shard
-// is simply emptied (cheap and bounded; the next requests re-verify).
+// and replica, not once per request. Only the signature and the static claims are cached: expiry,
+// revocation, logout and key retirement are checked on every request. Entries are keyed by the
+// SHA-256 of the whole token (never by a part of it, which a forger could reuse). Sharded to keep
+// lock contention low; a full shard is simply emptied (bounded memory; those sessions re-verify).
 type sessionCache struct {
 	seed   maphash.Seed
 	shards [64]cacheShard
 }
 
+type tokenKey [sha256.Size]byte
+
 type cacheShard struct {
 	mu sync.RWMutex // guards m
-	m  map[string]*cachedSession
+	m  map[tokenKey]*cachedSession
 }
 
-const cacheShardMax = 4096
+// cacheShardMax bounds the cache at 64 × 1024 sessions per replica (a few tens of MB at most).
+const cacheShardMax = 1024
 
 // cachedSession is a verified session and its most recent app token per audience.
 type cachedSession struct {
@@ -57,37 +62,40 @@ type appTokenCache struct {
 func newSessionCache() *sessionCache {
 	c := &sessionCache{seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].m = map[string]*cachedSession{}
+		c.shards[i].m = map[tokenKey]*cachedSession{}
 	}
 	return c
 }
 
-func (c *sessionCache) shard(tok string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, tok)%uint64(len(c.shards))]
+func (c *sessionCache) shard(k tokenKey) *cacheShard {
+	return &c.shards[maphash.Comparable(c.seed, k)%uint64(len(c.shards))]
 }
 
 func (c *sessionCache) get(tok string) *cachedSession {
-	sh := c.shard(tok)
+	k := tokenKey(sha256.Sum256([]byte(tok)))
+	sh := c.shard(k)
 	sh.mu.RLock()
-	cs := sh.m[tok]
+	cs := sh.m[k]
 	sh.mu.RUnlock()
 	return cs
 }
 
 func (c *sessionCache) put(tok string, cs *cachedSession) {
-	sh := c.shard(tok)
+	k := tokenKey(sha256.Sum256([]byte(tok)))
+	sh := c.shard(k)
 	sh.mu.Lock()
 	if len(sh.m) >= cacheShardMax {
 		clear(sh.m)
 	}
-	sh.m[tok] = cs
+	sh.m[k] = cs
 	sh.mu.Unlock()
 }
 
 func (c *sessionCache) drop(tok string) {
-	sh := c.shard(tok)
+	k := tokenKey(sha256.Sum256([]byte(tok)))
+	sh := c.shard(k)
 	sh.mu.Lock()
-	delete(sh.m, tok)
+	delete(sh.m, k)
 	sh.mu.Unlock()
 }
 
