@@ -11,11 +11,6 @@ import (
 // membership, so that one member's change never loads a 100,000-member list. This file is the only
 // place that adapts it.
 
-var (
-	userPatchSchema  = scimpatch.UserSchema()
-	groupPatchSchema = scimpatch.GroupSchema()
-)
-
 func toPatchOps(ops []patchOp) []scimpatch.Operation {
 	out := make([]scimpatch.Operation, len(ops))
 	for i, op := range ops {
@@ -36,9 +31,9 @@ func patchError(err error) error {
 // applyOps applies PATCH operations to a copy of a resource's attributes (all or none). The caller
 // validates the result against the schema, which also drops anything never stored (password).
 func (s *server) applyOps(kind string, attrs map[string]any, ops []patchOp) (map[string]any, error) {
-	schema, urn := &userPatchSchema, userURN
+	schema, urn := &s.sc.userPatch, userURN
 	if kind == kindGroup {
-		schema, urn = &groupPatchSchema, groupURN
+		schema, urn = &s.sc.groupPatch, groupURN
 	}
 	res := make(map[string]any, len(attrs)+1)
 	for k, v := range attrs {
@@ -56,7 +51,7 @@ func (s *server) applyOps(kind string, attrs map[string]any, ops []patchOp) (map
 // when an operation needs the full member list (a members sub-attribute path, or a member filter
 // other than value equalities); the caller then applies everything to the group with its members.
 func (s *server) groupPatch(ops []patchOp) (rest []patchOp, ch groupChange, ok bool, err error) {
-	d, ok, err := scimpatch.MembersDelta(toPatchOps(ops), scimpatch.Options{Schema: &groupPatchSchema, MaxOperations: s.cfg.MaxPatchOps})
+	d, ok, err := scimpatch.MembersDelta(toPatchOps(ops), scimpatch.Options{Schema: &s.sc.groupPatch, MaxOperations: s.cfg.MaxPatchOps})
 	if err != nil || !ok {
 		return nil, groupChange{}, false, patchError(err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	scimerrors "github.com/elimity-com/scim/errors"
 	"github.com/elimity-com/scim/schema"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
 )
 
 // Schema URNs scimflow stores and serves.
@@ -34,6 +36,7 @@ const (
 type schemas struct {
 	user, enterprise, group         schema.Schema // validation
 	advertisedUser, advertisedGroup schema.Schema
+	userPatch, groupPatch           scimpatch.Schema // the shapes scimpatch applies operations to
 }
 
 func newSchemas() schemas {
@@ -43,7 +46,8 @@ func newSchemas() schemas {
 	}))
 	user := without(schema.CoreUserSchema(), "password")
 	group := schema.CoreGroupSchema()
-	s := schemas{advertisedUser: user, advertisedGroup: group, enterprise: schema.ExtensionEnterpriseUser()}
+	s := schemas{advertisedUser: user, advertisedGroup: group, enterprise: schema.ExtensionEnterpriseUser(),
+		userPatch: scimpatch.UserSchema(), groupPatch: scimpatch.GroupSchema()}
 	s.user = withAttr(user, externalID)
 	s.group = withAttr(without(group, "members"), externalID)
 	return s
@@ -101,12 +105,20 @@ func canonical(v map[string]any) map[string]any {
 	return out
 }
 
-// Legacy schema URNs that OneLogin's default template sends.
-var legacyURNs = map[string]string{
-	"urn:scim:schemas:core:2.0":                 "",
-	"urn:scim:schemas:core:2.0:user":            userURN,
-	"urn:scim:schemas:core:2.0:group":           groupURN,
-	"urn:scim:schemas:extension:enterprise:2.0": enterpriseURN,
+// legacyURN maps the legacy schema URNs of OneLogin's default template to current ones; "" means
+// the resource's own core URN.
+func legacyURN(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "urn:scim:schemas:core:2.0":
+		return "", true
+	case "urn:scim:schemas:core:2.0:user":
+		return userURN, true
+	case "urn:scim:schemas:core:2.0:group":
+		return groupURN, true
+	case "urn:scim:schemas:extension:enterprise:2.0":
+		return enterpriseURN, true
+	}
+	return "", false
 }
 
 // normalizeBody rewrites, in place, the shapes real IdPs send that the library rejects or silently
@@ -118,7 +130,7 @@ func (sc schemas) normalizeBody(m map[string]any, coreURN string) {
 	if list, ok := m["schemas"].([]any); ok {
 		for i, v := range list {
 			s, _ := v.(string)
-			if to, ok := legacyURNs[strings.ToLower(s)]; ok {
+			if to, ok := legacyURN(s); ok {
 				if to == "" {
 					to = coreURN
 				}
@@ -127,8 +139,7 @@ func (sc schemas) normalizeBody(m map[string]any, coreURN string) {
 		}
 	}
 	for k, v := range m {
-		lk := strings.ToLower(k)
-		if to, ok := legacyURNs[lk]; ok && to == enterpriseURN || strings.EqualFold(k, enterpriseURN) && k != enterpriseURN {
+		if to, ok := legacyURN(k); ok && to == enterpriseURN || strings.EqualFold(k, enterpriseURN) && k != enterpriseURN {
 			delete(m, k)
 			m[enterpriseURN] = v
 		}
