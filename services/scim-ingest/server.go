@@ -142,6 +142,7 @@ func (s *server) applyIdP(e jetstream.KeyValueEntry) {
 		delete(s.idps, id)
 		return
 	}
+	idp.ID = id // the key is authoritative: it is the path segment and the subjects' IdP token
 	s.idps[id] = idp
 }
 
