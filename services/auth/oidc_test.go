@@ -218,6 +218,7 @@ func TestManualEndpoints(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	opM := newOP(t, h.clock, "idp-m", nil)
 	opM.idp.Config.AuthURL, opM.idp.Config.TokenURL, opM.idp.Config.CertsURL = opM.AuthURL(), opM.TokenURL(), opM.JWKSURL()
+	opM.idp.Config.PKCEEnabled = false
 	h.n.putIdP(t, opM.idp)
 	waitFor(t, "idp-m registered", 10*time.Second, func() error {
 		if _, ok := h.r.srv.idps.get("idp-m"); !ok {
@@ -229,6 +230,9 @@ func TestManualEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.mustLogin(newBrowser(), h.r, "idp-m")
+	if ar := opM.LastAuthorizeRequest(); ar.Has("code_challenge") || ar.Has("code_challenge_method") {
+		t.Errorf("pkce_enabled=false but the authorise request has a code challenge: %v", ar)
+	}
 	opM.Forge(oidctest.ForgeryAlgPS256)
 	b := newBrowser()
 	resp, body := h.login(b, h.r, "idp-m", "")

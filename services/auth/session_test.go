@@ -426,3 +426,33 @@ func TestMetricsExposed(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduledKeyRotation: the rotation check replaces the key only once it is older than the
+// interval, and one replica's rotation reaches the others through the KV watch.
+func TestScheduledKeyRotation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	r2 := h.secondReplica()
+	ctx := context.Background()
+	kid := h.r.srv.keys.keys().current.kid
+	if rotated, err := h.r.srv.keys.rotate(ctx, false); rotated || err != nil {
+		t.Fatalf("rotate(fresh key) = %v, %v, want no rotation", rotated, err)
+	}
+	h.clock.Advance(h.r.srv.cfg.KeyRotationInterval.D() + time.Minute)
+	if rotated, err := h.r.srv.keys.rotate(ctx, false); !rotated || err != nil {
+		t.Fatalf("rotate(old key) = %v, %v, want a rotation", rotated, err)
+	}
+	if rotated, _ := r2.srv.keys.rotate(ctx, false); rotated {
+		t.Errorf("second replica rotated again within the interval")
+	}
+	next := h.r.srv.keys.keys().current.kid
+	if next == kid {
+		t.Fatal("kid unchanged after rotation")
+	}
+	waitFor(t, "rotation reaches r2", 10*time.Second, func() error {
+		if r2.srv.keys.keys().current.kid != next {
+			return errNotYet
+		}
+		return nil
+	})
+}
