@@ -478,6 +478,11 @@ func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 		d = &userDetail{userSummary: summary(u), Identity: u.identity(), SCIM: u.SCIM, ActiveSessions: []sessionView{}, History: []historyEntry{},
 			Seat: seatView{Held: u.seatHeld(), TakenAt: u.SeatTakenAt, RemovedAt: u.SeatRemovedAt, LastSeen: u.LastLoginAt}}
 		d.RevokedBefore = d.Identity.RevokedBefore
+		if d.SCIM != nil {
+			if _, err := getJSON(tx, bkSCIMAttrs, []byte(u.ID), &d.SCIM.Attributes); err != nil {
+				return err
+			}
+		}
 		if d.ActiveSessions, err = activeSessions(tx, u, now); err != nil {
 			return err
 		}

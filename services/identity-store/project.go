@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -26,12 +27,72 @@ type projector struct {
 // txn is the application of one event: the transaction, the event, and the IDENTITY events it
 // produces (ids derived from the event, so a replay mints the same ones).
 type txn struct {
-	tx  *bolt.Tx
-	ev  events.Event
-	out []events.Event
+	tx      *bolt.Tx
+	ev      events.Event
+	out     []events.Event
+	discard bool       // replay: nothing is published
+	cache   *userCache // replay: user records decoded once and written once per transaction
+}
+
+// userCache holds the users a replay transaction touched; flush writes them before the commit. The
+// live consumers do not use it (the runner owns the transaction), so they write through.
+type userCache struct {
+	users map[string]*user
+	dirty map[string]bool
+}
+
+func newUserCache() *userCache {
+	return &userCache{users: map[string]*user{}, dirty: map[string]bool{}}
+}
+
+func (c *userCache) flush(tx *bolt.Tx) error {
+	ids := make([]string, 0, len(c.dirty))
+	for id := range c.dirty {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if err := putJSON(tx, bkUsers, []byte(id), c.users[id]); err != nil {
+			return err
+		}
+	}
+	clear(c.dirty)
+	return nil
+}
+
+func (t *txn) getUser(uid string) (*user, error) {
+	if t.cache == nil || uid == "" {
+		return getUser(t.tx, uid)
+	}
+	if u, ok := t.cache.users[uid]; ok {
+		return u, nil
+	}
+	u, err := getUser(t.tx, uid)
+	if u != nil {
+		t.cache.users[uid] = u
+	}
+	return u, err
+}
+
+func (t *txn) userExists(uid string) bool {
+	if t.cache != nil && t.cache.users[uid] != nil {
+		return true
+	}
+	return t.tx.Bucket([]byte(bkUsers)).Get([]byte(uid)) != nil
+}
+
+func (t *txn) storeUser(u *user) error {
+	if t.cache == nil {
+		return putJSON(t.tx, bkUsers, []byte(u.ID), u)
+	}
+	t.cache.users[u.ID], t.cache.dirty[u.ID] = u, true
+	return nil
 }
 
 func (t *txn) publish(p events.Payload) {
+	if t.discard {
+		return
+	}
 	t.out = append(t.out, events.Derived(t.ev, len(t.out), p))
 }
 
@@ -46,7 +107,18 @@ func permanent(format string, args ...any) error {
 
 // apply applies ev inside tx and returns the IDENTITY events to publish.
 func (p *projector) apply(tx *bolt.Tx, ev events.Event) ([]events.Event, error) {
-	t := &txn{tx: tx, ev: ev}
+	return p.applyTo(&txn{tx: tx, ev: ev})
+}
+
+// applyDiscard applies ev without building the events it would publish, with a transaction-wide
+// user cache the caller flushes (replay).
+func (p *projector) applyDiscard(tx *bolt.Tx, ev events.Event, c *userCache) error {
+	_, err := p.applyTo(&txn{tx: tx, ev: ev, discard: true, cache: c})
+	return err
+}
+
+func (p *projector) applyTo(t *txn) ([]events.Event, error) {
+	ev := t.ev
 	var err error
 	switch d := ev.Data.(type) {
 	case events.SCIMUserUpserted:
@@ -164,7 +236,7 @@ func (p *projector) finish(t *txn, c *change) error {
 // putUser stores u, keeps the email index and the per-IdP counters in step.
 func (p *projector) putUser(t *txn, c *change) error {
 	u := c.u
-	if err := putJSON(t.tx, bkUsers, []byte(u.ID), u); err != nil {
+	if err := t.storeUser(u); err != nil {
 		return err
 	}
 	// Email index: the identity email and the SCIM email both lead to the user.
@@ -228,21 +300,16 @@ func (p *projector) putUser(t *txn, c *change) error {
 
 func diffIdentity(a, b events.Identity) []string {
 	var out []string
-	eq := func(x, y any) bool {
-		bx, _ := json.Marshal(x)
-		by, _ := json.Marshal(y)
-		return bytes.Equal(bx, by)
-	}
 	if a.Email != b.Email {
 		out = append(out, "email")
 	}
 	if a.Name != b.Name {
 		out = append(out, "name")
 	}
-	if !eq(a.Groups, b.Groups) {
+	if !slices.Equal(a.Groups, b.Groups) {
 		out = append(out, "groups")
 	}
-	if !eq(a.OIDCFields, b.OIDCFields) {
+	if !reflect.DeepEqual(a.OIDCFields, b.OIDCFields) {
 		out = append(out, "oidc_fields")
 	}
 	if a.Status != b.Status {
@@ -254,7 +321,7 @@ func diffIdentity(a, b events.Identity) []string {
 	if a.Locked != b.Locked {
 		out = append(out, "locked")
 	}
-	if !eq(a.RevokedBefore, b.RevokedBefore) {
+	if (a.RevokedBefore == nil) != (b.RevokedBefore == nil) || a.RevokedBefore != nil && !a.RevokedBefore.Equal(*b.RevokedBefore) {
 		out = append(out, "revoked_before")
 	}
 	if a.SCIMUserID != b.SCIMUserID {
@@ -265,9 +332,9 @@ func diffIdentity(a, b events.Identity) []string {
 
 // newUserID returns the default registry id for email, or, if a user already holds it (its email
 // changed since), an id derived from it and the SCIM resource id, still deterministic.
-func newUserID(tx *bolt.Tx, idp, email, salt string) string {
+func newUserID(t *txn, idp, email, salt string) string {
 	id := events.UserID(idp, email)
-	for i := 0; tx.Bucket([]byte(bkUsers)).Get([]byte(id)) != nil; i++ {
+	for i := 0; t.userExists(id); i++ {
 		id = events.UserID(idp, fmt.Sprintf("%s\x00%s\x00%d", email, salt, i))
 	}
 	return id
@@ -344,18 +411,18 @@ func (p *projector) scimUserUpserted(t *txn, d events.SCIMUserUpserted) error {
 	}
 	var u *user
 	if hasRef {
-		if u, err = getUser(t.tx, ref.UID); err != nil {
+		if u, err = t.getUser(ref.UID); err != nil {
 			return err
 		}
 	}
 	if u == nil {
-		if u, err = getUser(t.tx, lookupEmail(t.tx, idp, email)); err != nil {
+		if u, err = t.getUser(lookupEmail(t.tx, idp, email)); err != nil {
 			return err
 		}
 	}
 	isNew := u == nil
 	if isNew {
-		u = &user{ID: newUserID(t.tx, idp, email, d.UserID), IdPID: idp}
+		u = &user{ID: newUserID(t, idp, email, d.UserID), IdPID: idp}
 	}
 	c := t.begin(u, isNew)
 	wasDeprov := u.Deprovisioned
@@ -363,7 +430,7 @@ func (p *projector) scimUserUpserted(t *txn, d events.SCIMUserUpserted) error {
 	oldSCIM := u.SCIM
 	u.SCIMUserID = d.UserID
 	u.SCIM = &scimState{UserID: d.UserID, UserName: d.UserName, ExternalID: d.ExternalID, Email: email,
-		DisplayName: d.DisplayName, Name: d.Name, Active: d.Active, Attributes: d.Attributes,
+		DisplayName: d.DisplayName, Name: d.Name, Active: d.Active,
 		Version: d.ResourceVersion, Policy: d.Policy, UpdatedAt: t.at()}
 	scimGroups, err := userSCIMGroups(t.tx, idp, d.UserID)
 	if err != nil {
@@ -403,6 +470,11 @@ func (p *projector) scimUserUpserted(t *txn, d events.SCIMUserUpserted) error {
 	if err := putJSON(t.tx, bkSCIMUsers, key(idp, d.UserID), scimRef{UID: u.ID, Version: d.ResourceVersion}); err != nil {
 		return err
 	}
+	// The full resource is big and only the admin API reads it: kept apart from the user record,
+	// which every login decodes.
+	if err := putJSON(t.tx, bkSCIMAttrs, []byte(u.ID), d.Attributes); err != nil {
+		return err
+	}
 	return p.finish(t, c)
 }
 
@@ -437,7 +509,7 @@ func (p *projector) scimUserDeleted(t *txn, d events.SCIMUserDeleted) error {
 			return err
 		}
 	}
-	u, err := getUser(t.tx, uid)
+	u, err := t.getUser(uid)
 	if err != nil || u == nil {
 		return err
 	}
@@ -699,7 +771,7 @@ func (p *projector) groupsChanged(t *txn, pol events.Policy, scimUIDs []string, 
 		if !ok || ref.Deleted {
 			continue // membership before the user: resolved when the user is provisioned
 		}
-		u, err := getUser(t.tx, ref.UID)
+		u, err := t.getUser(ref.UID)
 		if err != nil {
 			return err
 		}
@@ -757,12 +829,12 @@ func (p *projector) scimLog(t *txn, d events.SCIMLog) error {
 
 // authUser finds the user of an AUTH event: by email first (auth may only know the default id of a
 // new email), then by the registry id auth sent.
-func authUser(tx *bolt.Tx, idp, email, uid string) (*user, error) {
-	u, err := getUser(tx, lookupEmail(tx, idp, email))
+func authUser(t *txn, idp, email, uid string) (*user, error) {
+	u, err := t.getUser(lookupEmail(t.tx, idp, email))
 	if u != nil || err != nil {
 		return u, err
 	}
-	u, err = getUser(tx, uid)
+	u, err = t.getUser(uid)
 	if u != nil && u.IdPID != idp {
 		return nil, err
 	}
@@ -775,7 +847,7 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	if email == "" {
 		return permanent("login event without email")
 	}
-	u, err := authUser(t.tx, idp, email, d.UserID)
+	u, err := authUser(t, idp, email, d.UserID)
 	if err != nil {
 		return err
 	}
@@ -785,8 +857,8 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	}
 	if isNew {
 		uid := d.UserID
-		if uid == "" || t.tx.Bucket([]byte(bkUsers)).Get([]byte(uid)) != nil {
-			uid = newUserID(t.tx, idp, email, d.Sub)
+		if uid == "" || t.userExists(uid) {
+			uid = newUserID(t, idp, email, d.Sub)
 		}
 		u = &user{ID: uid, IdPID: idp}
 	}
@@ -853,7 +925,7 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 }
 
 func (p *projector) loggedOut(t *txn, d events.LoggedOut) error {
-	u, err := authUser(t.tx, t.ev.IdPID, normEmail(d.Email), d.UserID)
+	u, err := authUser(t, t.ev.IdPID, normEmail(d.Email), d.UserID)
 	if err != nil || u == nil || t.seen(u) {
 		return err
 	}
@@ -866,7 +938,7 @@ func (p *projector) loggedOut(t *txn, d events.LoggedOut) error {
 }
 
 func (p *projector) loginDenied(t *txn, d events.LoginDenied) error {
-	u, err := authUser(t.tx, t.ev.IdPID, normEmail(d.Email), d.UserID)
+	u, err := authUser(t, t.ev.IdPID, normEmail(d.Email), d.UserID)
 	if err != nil || u == nil || t.seen(u) {
 		return err
 	}
@@ -876,7 +948,7 @@ func (p *projector) loginDenied(t *txn, d events.LoginDenied) error {
 }
 
 func (p *projector) adminRevoked(t *txn, d events.SessionsRevoked) error {
-	u, err := getUser(t.tx, d.UserID)
+	u, err := t.getUser(d.UserID)
 	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
 		return err
 	}
@@ -892,7 +964,7 @@ func (p *projector) adminRevoked(t *txn, d events.SessionsRevoked) error {
 }
 
 func (p *projector) adminSeatRemoved(t *txn, d events.SeatRemoved) error {
-	u, err := getUser(t.tx, d.UserID)
+	u, err := t.getUser(d.UserID)
 	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
 		return err
 	}

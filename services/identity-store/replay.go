@@ -19,7 +19,7 @@ type ReplayOptions struct {
 	// SCIMLogRetention must equal the live service's identity_store.scim_log_retention for the dumps to
 	// match; zero means the default (30 days).
 	SCIMLogRetention time.Duration
-	// BatchSize is the number of events applied per bbolt transaction; default 2000.
+	// BatchSize is the number of events applied per bbolt transaction; default 10000.
 	BatchSize int
 }
 
@@ -180,7 +180,7 @@ func replayInto(ctx context.Context, db *bolt.DB, src msgSource, o ReplayOptions
 	}
 	batch := o.BatchSize
 	if batch <= 0 {
-		batch = 2000
+		batch = 10000
 	}
 	p := &projector{logRetention: ret}
 	for {
@@ -202,6 +202,7 @@ func replayInto(ctx context.Context, db *bolt.DB, src msgSource, o ReplayOptions
 		for {
 			var bad *replayMsg
 			err := db.Update(func(tx *bolt.Tx) error {
+				cache := newUserCache()
 				cursors := map[string]uint64{}
 				for _, m := range group {
 					cursors[m.durable] = m.seq
@@ -210,7 +211,7 @@ func replayInto(ctx context.Context, db *bolt.DB, src msgSource, o ReplayOptions
 					}
 					err := m.err
 					if err == nil {
-						_, err = p.apply(tx, m.ev)
+						err = p.applyDiscard(tx, m.ev, cache)
 					} else {
 						err = consumer.Permanent(err)
 					}
@@ -218,6 +219,9 @@ func replayInto(ctx context.Context, db *bolt.DB, src msgSource, o ReplayOptions
 						bad = m
 						return err
 					}
+				}
+				if err := cache.flush(tx); err != nil {
+					return err
 				}
 				b, err := tx.CreateBucketIfNotExists([]byte(consumer.CursorBucket))
 				if err != nil {

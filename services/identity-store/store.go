@@ -22,21 +22,22 @@ import (
 // Buckets of the registry. Keys join their parts with a NUL byte, which no email, IdP id or SCIM id
 // in a subject can contain (events.ValidToken refuses control characters).
 const (
-	bkUsers       = "users"          // registry id → user (JSON)
-	bkEmail       = "users_by_email" // email NUL idp → registry id
-	bkSCIMUsers   = "scim_users"     // idp NUL scim user id → scimRef (JSON); tombstones kept
-	bkGroups      = "groups"         // idp NUL group id → group (JSON)
-	bkMembers     = "group_members"  // idp NUL group id NUL scim user id → ""
-	bkMemberships = "user_groups"    // idp NUL scim user id NUL group id → ""
-	bkStaging     = "group_staging"  // idp NUL group id NUL scim user id → "" (multi-chunk replace in progress)
-	bkSessions    = "sessions"       // registry id NUL session id hash → session (JSON)
-	bkHistory     = "history"        // registry id NUL event time (8 bytes) event id → historyEntry (JSON)
-	bkSCIMLog     = "scimlog"        // event time (8 bytes) event id → logRow (JSON)
-	bkStats       = "stats"          // counter name → uint64 (big endian)
+	bkUsers       = "users"           // registry id → user (JSON)
+	bkEmail       = "users_by_email"  // email NUL idp → registry id
+	bkSCIMUsers   = "scim_users"      // idp NUL scim user id → scimRef (JSON); tombstones kept
+	bkGroups      = "groups"          // idp NUL group id → group (JSON)
+	bkMembers     = "group_members"   // idp NUL group id NUL scim user id → ""
+	bkMemberships = "user_groups"     // idp NUL scim user id NUL group id → ""
+	bkStaging     = "group_staging"   // idp NUL group id NUL scim user id → "" (multi-chunk replace in progress)
+	bkSessions    = "sessions"        // registry id NUL session id hash → session (JSON)
+	bkHistory     = "history"         // registry id NUL event time (8 bytes) event id → historyEntry (JSON)
+	bkSCIMLog     = "scimlog"         // event time (8 bytes) event id → logRow (JSON)
+	bkStats       = "stats"           // counter name → uint64 (big endian)
+	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
@@ -73,7 +74,7 @@ type scimState struct {
 	Name        events.Name    `json:"name"`
 	Active      bool           `json:"active"`
 	Deleted     bool           `json:"deleted,omitempty"`
-	Attributes  map[string]any `json:"attributes,omitempty"`
+	Attributes  map[string]any `json:"attributes,omitempty"` // kept in bkSCIMAttrs, not in the user record
 	Version     int64          `json:"version"`
 	Policy      events.Policy  `json:"policy"`
 	UpdatedAt   time.Time      `json:"updated_at"`
@@ -147,10 +148,15 @@ func (u *user) identity() events.Identity {
 	return id
 }
 
+// clone copies u deeply enough for apply: maps (oidc_fields, SCIM attributes) are replaced, never
+// changed in place, so they are shared.
 func (u *user) clone() *user {
-	b, _ := json.Marshal(u)
-	var c user
-	json.Unmarshal(b, &c)
+	c := *u
+	c.Groups = slices.Clone(u.Groups)
+	if u.SCIM != nil {
+		s := *u.SCIM
+		c.SCIM = &s
+	}
 	return &c
 }
 
