@@ -295,3 +295,5 @@ func describeUser(u scenario.User) string {
 	}
 	return b.String()
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

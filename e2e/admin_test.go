@@ -1,0 +1,39 @@
+package e2e
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/scimflow/scimflow/internal/scenario"
+)
+
+// TestAdminIdP checks what an operator sees when connecting an IdP: an absolute scim_base_url built
+// from scim_ingest.base_url (pasted into Okta or Entra as the tenant URL), the SCIM secret shown on
+// create only, a wrong SCIM secret refused, and seat_deprovision without user_deprovision rejected.
+func TestAdminIdP(t *testing.T) {
+	t.Parallel()
+	e := shared.get(t)
+	tn := newTenant(t, e, "admin", scenario.Okta, "automatic", false, false)
+	want := e.srv.ep.SCIM + "/populations/" + tn.idp.ID + "/scim/v2"
+	if got := tn.idp.SCIMConfig.SCIMBaseURL; got != want {
+		t.Errorf("create: scim_config.scim_base_url = %q, want %q", got, want)
+	}
+	p, err := e.admin.GetIdP(tn.ctx, tn.idp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.SCIMConfig.SCIMBaseURL != want || p.SCIMConfig.Secret != "" {
+		t.Errorf("get: scim_config = %+v, want scim_base_url %q and no secret", p.SCIMConfig, want)
+	}
+	wrong := &scenario.SCIM{BaseURL: want, Secret: "scim_wrong", Dialect: scenario.Okta}
+	if r, err := wrong.Do(tn.ctx, http.MethodGet, "/Users", nil); err != nil || r.Status != http.StatusUnauthorized {
+		t.Errorf("SCIM with a wrong secret = %d %v, want 401", r.Status, err)
+	}
+	bad := scenario.NewIdPSpec("e2e bad policy "+scenario.RandomString(6), e.op, e.secret, "automatic", false, true)
+	_, err = e.admin.CreateIdP(tn.ctx, bad)
+	var ae *scenario.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Errorf("CreateIdP(seat_deprovision without user_deprovision) = %v, want 400", err)
+	}
+}
