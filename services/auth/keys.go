@@ -236,13 +236,31 @@ func (m *keyManager) rotate(ctx context.Context, force bool) (bool, error) {
 	return true, nil
 }
 
-// run follows the bucket and rotates on schedule until ctx ends.
+// run follows the bucket and rotates on schedule until ctx ends. A watch that ends early (NATS
+// trouble) is re-established; until then a token with an unknown kid re-reads the bucket.
 func (m *keyManager) run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := m.follow(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("signing keyset watch ended; re-establishing", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func (m *keyManager) follow(ctx context.Context) error {
 	w, err := m.kv.Watch(ctx, keysetKey, jetstream.UpdatesOnly())
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", KVKeys, err)
 	}
 	defer w.Stop()
+	// Catch up with anything that changed while no watch was running.
+	if e, err := m.kv.Get(ctx, keysetKey); err == nil {
+		_ = m.load(e.Value(), e.Revision())
+	}
 	check := min(m.interval/10, time.Minute)
 	if check <= 0 {
 		check = time.Minute
@@ -255,7 +273,7 @@ func (m *keyManager) run(ctx context.Context) error {
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return errors.New("watch closed")
 			}
 			if e != nil && e.Operation() == jetstream.KeyValuePut {
 				if err := m.load(e.Value(), e.Revision()); err != nil {

@@ -16,5 +16,14 @@ func (s *server) routes() http.Handler {
 	// Any method: nginx's auth_request subrequest keeps the original request's method.
 	mux.HandleFunc("/verify", s.handleVerify)
 	mux.HandleFunc("GET /{$}", s.handleIndex)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The listener is up before start has loaded keys and consumers (health answers at once);
+		// the auth endpoints wait for it. The atomic also orders start's writes before every read.
+		if !s.up.Load() {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

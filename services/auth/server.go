@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,7 +50,8 @@ type server struct {
 	idps        *idpRegistry
 	cache       *sessionCache
 
-	// Set by start, before the listener serves anything but health endpoints.
+	// Set by start; the routes are served only once up is true.
+	up         atomic.Bool
 	keys       *keyManager
 	txnKV      jetstream.KeyValue
 	identityRn *consumer.Runner
@@ -115,9 +117,9 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 		return fail(err)
 	}
 	s.ready.Set("revocation_state", func() error { return s.staleness() })
-	s.ready.Set("keys", func() error {
-		if s.keys == nil {
-			return errors.New("signing keys not loaded")
+	s.ready.Set("started", func() error {
+		if !s.up.Load() {
+			return errors.New("signing keys and projections not started")
 		}
 		return nil
 	})
@@ -167,6 +169,7 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return s.authRn.Run(ctx) })
 	g.Go(func() error { return s.keys.run(ctx) })
 	g.Go(func() error { return s.watchIdPs(ctx, idpKV) })
+	s.up.Store(true)
 	return nil
 }
 
