@@ -551,7 +551,7 @@ type adminActionResult struct {
 	UserID   string   `json:"user_id"`
 	EventIDs []string `json:"event_ids"`
 	Applied  bool     `json:"applied"` // false: published, not yet applied here (202)
-	User     *userSummary
+	User     *userSummary `json:"user,omitempty"`
 }
 
 // publishAdmin publishes admin facts to IDENTITY (they are applied from there by the identitystore-
