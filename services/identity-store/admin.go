@@ -548,9 +548,9 @@ func (s *service) loadUser(w http.ResponseWriter, r *http.Request) (*user, bool)
 }
 
 type adminActionResult struct {
-	UserID   string   `json:"user_id"`
-	EventIDs []string `json:"event_ids"`
-	Applied  bool     `json:"applied"` // false: published, not yet applied here (202)
+	UserID   string       `json:"user_id"`
+	EventIDs []string     `json:"event_ids"`
+	Applied  bool         `json:"applied"` // false: published, not yet applied here (202)
 	User     *userSummary `json:"user,omitempty"`
 }
 
