@@ -101,6 +101,24 @@ func TestComposeFile(t *testing.T) {
 	if !ok || !strings.HasPrefix(nats.Image, "nats:2.") {
 		t.Errorf("compose.yaml: nats service image = %q, want the official nats:2.x image", nats.Image)
 	}
+	// Grafana loads the dashboard from where compose mounts it.
+	rawProv, err := os.ReadFile(filepath.Join(deployDir, "grafana", "provisioning", "dashboards", "scimflow.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prov struct {
+		Providers []struct {
+			Options struct {
+				Path string `json:"path"`
+			} `json:"options"`
+		} `json:"providers"`
+	}
+	if err := yaml.Unmarshal(rawProv, &prov); err != nil || len(prov.Providers) != 1 {
+		t.Fatalf("grafana dashboard provisioning: %v, %d providers, want 1", err, len(prov.Providers))
+	}
+	if want := "./grafana/dashboards:" + prov.Providers[0].Options.Path + ":ro"; !slices.Contains(c.Services["grafana"].Volumes, want) {
+		t.Errorf("grafana volumes = %q, want %q (the dashboard provider's path)", c.Services["grafana"].Volumes, want)
+	}
 	for _, s := range c.Services {
 		for _, v := range s.Volumes {
 			src := strings.SplitN(v, ":", 2)[0]

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/scimflow/scimflow/internal/oidctest"
 )
 
@@ -70,6 +72,7 @@ func TestPrometheusIntegration(t *testing.T) {
 	tr.round(t, "alice")
 	prom.waitScrapedAfter(t, time.Now())
 	tr.round(t, "bob")
+	tr.stay(t, "carol")
 	prom.waitScrapedAfter(t, time.Now())
 
 	// The traffic's effects have reached the metrics and been scraped.
@@ -78,7 +81,7 @@ func TestPrometheusIntegration(t *testing.T) {
 		`sum(scimflow_identity_store_inactive_transitions_total)`,
 		`sum(scimflow_identity_store_revocations_total)`,
 		`sum(scimflow_auth_revocation_latency_seconds_count)`,
-		`sum(scimflow_identity_store_seats) + sum(scimflow_identity_store_users)`,
+		`sum(scimflow_identity_store_seats)`,
 		`sum(scimflow_scim_ingest_outbox_published_total)`,
 	} {
 		prom.waitValue(t, q, func(v float64) bool { return v > 0 }, q)
@@ -340,6 +343,22 @@ func scimPatch(ops ...map[string]any) map[string]any {
 	return map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"}, "Operations": ops}
 }
 
+// stay provisions a user who logs in and stays active, so a seat remains held.
+func (tr *traffic) stay(t *testing.T, name string) {
+	t.Helper()
+	email := name + "@example.com"
+	if err := tr.op.AddUser(oidctest.User{Sub: name + "-sub", Email: email, Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.op.SetDefaultUser(name + "-sub"); err != nil {
+		t.Fatal(err)
+	}
+	tr.scim(t, http.MethodPost, "/Users", scimUser(email, name), http.StatusCreated)
+	if st := newBrowser().login(t, tr.s.auth, tr.idp); st != http.StatusFound {
+		t.Fatalf("login of %s = %d, want 302", name, st)
+	}
+}
+
 // round runs one round of traffic for the named user: SCIM creates, reads, patches and deletes of
 // users and groups (and a conflict and a wrong secret), the user's login and /verify, then the
 // user's deactivation (an inactive transition, a revocation, a lock), the revoked session refused
@@ -376,6 +395,24 @@ func (tr *traffic) round(t *testing.T, name string) {
 	}
 	newBrowser().get(t, tr.s.auth+"/verify") // no session
 
+	// A user the IdP refuses: a login failure the IdP side causes (reason idp_error).
+	denied := name + "-denied-sub"
+	if err := tr.op.AddUser(oidctest.User{Sub: denied, Email: "denied-" + email}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.op.DenyUser(denied); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.op.SetDefaultUser(denied); err != nil {
+		t.Fatal(err)
+	}
+	if st := newBrowser().login(t, tr.s.auth, tr.idp); st == http.StatusFound {
+		t.Errorf("login refused by the IdP = 302, want it refused")
+	}
+	if err := tr.op.SetDefaultUser(name + "-sub"); err != nil {
+		t.Fatal(err)
+	}
+
 	tr.scim(t, http.MethodPatch, "/Users/"+uid, scimPatch(map[string]any{"op": "replace", "path": "active", "value": false}), http.StatusOK)
 	waitFor(t, "auth refuses "+name+"'s revoked session", 30*time.Second, func() error {
 		resp, _ := b.get(t, tr.s.auth+"/verify")
@@ -405,24 +442,44 @@ func startPrometheus(t *testing.T, bin string, s *serve) *promServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The compose prometheus.yml's jobs with the test's addresses and a 1s interval.
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: [%q]
-scrape_configs:
-  - job_name: scim-ingest
-    static_configs: [{targets: [%q]}]
-  - job_name: identity-store
-    static_configs: [{targets: [%q]}]
-  - job_name: auth
-    static_configs: [{targets: [%q]}]
-`, rulesPath, s.scimAddr, s.adminAddr, s.authAddr)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	// deploy/compose/prometheus/prometheus.yml itself, with the test's addresses, a 1s interval and
+	// the absolute path of rules.yml: the jobs (and so the job labels the rules match) are the
+	// deployment's.
+	addr := freeAddr(t)
+	raw, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "prometheus.yml"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	var cfg map[string]any
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("yaml.Unmarshal(prometheus.yml) = %v", err)
+	}
+	cfg["global"] = map[string]any{"scrape_interval": "1s", "evaluation_interval": "1s"}
+	cfg["rule_files"] = []string{rulesPath}
+	targets := map[string]string{"scim-ingest": s.scimAddr, "identity-store": s.adminAddr, "auth": s.authAddr, "prometheus": addr}
+	jobs, _ := cfg["scrape_configs"].([]any)
+	var seen []string
+	for _, j := range jobs {
+		job, _ := j.(map[string]any)
+		name, _ := job["job_name"].(string)
+		target, ok := targets[name]
+		if !ok {
+			t.Fatalf("prometheus.yml: job %q is not one the test knows how to point at scimflow serve", name)
+		}
+		job["static_configs"] = []any{map[string]any{"targets": []string{target}}}
+		seen = append(seen, name)
+	}
+	if len(seen) != len(targets) {
+		t.Fatalf("prometheus.yml jobs = %q, want %d jobs: scim-ingest, identity-store, auth, prometheus", seen, len(targets))
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := &promServer{url: "http://" + addr, c: &http.Client{Timeout: 10 * time.Second}, stderr: &syncBuffer{}}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
