@@ -256,3 +256,32 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 	}
 	return name == ""
 }
+
+// TestMetricsExported checks the registry-derived metrics after a deprovisioning.
+func TestMetricsExported(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("okta")
+	p := pol(events.UpdateAutomatic, true, true)
+	h.publishPhased([]events.Event{g.ev(scimUser("u1", "ola@example.com", "Ola", true, 1, p)), g.ev(scimUser("u2", "pia@example.com", "Pia", true, 1, p))})
+	h.publishPhased([]events.Event{g.login("ola@example.com", "Ola", "s1", true)})
+	d := scimUser("u1", "ola@example.com", "Ola", false, 2, p)
+	h.publishPhased([]events.Event{g.ev(d)})
+	for _, c := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"scimflow_identity_store_users", "status", "inactive", 1},
+		{"scimflow_identity_store_users", "status", "provisioned", 1},
+		{"scimflow_identity_store_users", "status", "active", 0},
+		{"scimflow_identity_store_seats", "idp_id", "okta", 0},
+		{"scimflow_identity_store_revocations_total", "reason", "deprovisioned", 1},
+		{"scimflow_identity_store_inactive_transitions_total", "idp_id", "okta", 1},
+		{"scimflow_identity_store_consumer_events_applied_total", "type", events.TypeLoggedIn, 1},
+	} {
+		if got := h.metric(c.name, c.label, c.value); got != c.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", c.name, c.label, c.value, got, c.want)
+		}
+	}
+}
