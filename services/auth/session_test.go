@@ -456,3 +456,15 @@ func TestScheduledKeyRotation(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRevocationByLaterLearntRegistryID: a session minted under the default user id is still
+// revoked when identity-store later announces another registry id for the same email.
+func TestRevocationByLaterLearntRegistryID(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
+	at := h.clock.Now()
+	h.n.publish(t, identityEvent("idp-a", at, events.Identity{UserID: "registry-7", Email: aliceEmail, Status: events.StatusActive}))
+	h.n.publish(t, events.New("idp-a", at, "c", "", events.SessionsRevoked{UserID: "registry-7", Email: aliceEmail, RevokedBefore: at, Reason: events.ReasonAdmin}))
+	waitVerify(t, h.r, tok, http.StatusUnauthorized)
+}

@@ -71,22 +71,32 @@ func (s *revState) userIDByEmail(idp, email string) (string, bool) {
 	return id, ok
 }
 
-// check returns why a session issued at issued for user id (with session hash h) is no longer
-// valid, or "" if it is. The caller holds no lock.
-func (s *revState) check(id, h string, issued time.Time) string {
+// check returns why a session issued at issued for user id (session hash h, login email key ekey)
+// is no longer valid, or "" if it is. The user is looked up by id and, if the registry maps the
+// session's (idp, email) to another id (the id was learnt after the login), by that id too, so a
+// revocation addressed to either reaches the session.
+func (s *revState) check(id, ekey, h string, issued time.Time) string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if _, out := s.loggedOut[h]; out {
 		return "logged_out"
 	}
-	u, ok := s.users[id]
-	if !ok {
+	if why := userCheck(s.users[id], issued); why != "" {
+		return why
+	}
+	if other, ok := s.emails[ekey]; ok && other != id {
+		return userCheck(s.users[other], issued)
+	}
+	return ""
+}
+
+func userCheck(u *userRecord, issued time.Time) string {
+	switch {
+	case u == nil:
 		return ""
-	}
-	if u.Locked {
+	case u.Locked:
 		return "locked"
-	}
-	if !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore) {
+	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
 		return "revoked"
 	}
 	return ""

@@ -47,6 +47,7 @@ type cachedSession struct {
 	claims *sessionClaims
 	hash   string // hashSID(claims.SID)
 	kid    string // the key that signed it: once retired, the cached entry is void too
+	ekey   string // emailKey(idp, email) of the login
 	app    atomic.Pointer[appTokenCache]
 }
 
@@ -127,7 +128,7 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		if err != nil {
 			return nil, sessionNone, "invalid_token"
 		}
-		cs = &cachedSession{claims: claims, hash: hashSID(claims.SID), kid: kid}
+		cs = &cachedSession{claims: claims, hash: hashSID(claims.SID), kid: kid, ekey: emailKey(claims.IdP, claims.Email)}
 		s.cache.put(c.Value, cs)
 	} else if _, ok := s.keys.keys().byKID[cs.kid]; !ok {
 		s.cache.drop(c.Value)
@@ -137,7 +138,7 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		s.cache.drop(c.Value)
 		return nil, sessionInvalid, "expired"
 	}
-	if why := s.state.check(cs.claims.Subject, cs.hash, cs.claims.issued()); why != "" {
+	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued()); why != "" {
 		return nil, sessionInvalid, why
 	}
 	return cs, sessionValid, ""
