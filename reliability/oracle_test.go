@@ -1,0 +1,455 @@
+package reliability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+// streamMsg is one message read back from a stream.
+type streamMsg struct {
+	Seq     uint64
+	Subject string
+	MsgID   string
+	Event   events.Event
+	Err     error // decode error
+}
+
+// jsConnect connects the test to NATS (comma-separated URLs allowed).
+func jsConnect(t testing.TB, natsURL string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL, nats.Name("reliability-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect %s: %v", natsURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// readStream reads a whole stream, in order, with an ordered consumer.
+func readStream(t testing.TB, js jetstream.JetStream, stream string) []streamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s info: %v", stream, err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("ordered consumer on %s: %v", stream, err)
+	}
+	var out []streamMsg
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatalf("fetch %s: %v", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, derr := events.Decode(m.Subject(), m.Data())
+			out = append(out, streamMsg{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get("Nats-Msg-Id"), Event: ev, Err: derr})
+			if md.Sequence.Stream >= last {
+				return out
+			}
+		}
+		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
+			t.Fatalf("fetch %s: %v", stream, batch.Error())
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: stopped at %d of %d", stream, len(out), last)
+		}
+		_ = n
+	}
+}
+
+// lastSeq returns a stream's last sequence.
+func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
+// waitDrained polls until both outboxes are empty and identity-store's three cursors equal the last
+// sequences of their streams — twice in a row, since identity-store's own IDENTITY events move the
+// target. It returns how long that took.
+func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx := context.Background()
+	stable := 0
+	err := poll(ctx, d, func() error {
+		for _, c := range []struct {
+			base, name string
+		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"}} {
+			v, err := metric(c.base, c.name)
+			if err != nil {
+				stable = 0
+				return err
+			}
+			if v != 0 {
+				stable = 0
+				return fmt.Errorf("%s = %v", c.name, v)
+			}
+		}
+		for _, c := range []struct{ stream, durable string }{
+			{events.StreamSCIM, "identitystore-scim"}, {events.StreamAuth, "identitystore-auth"}, {events.StreamIdentity, "identitystore-identity"},
+		} {
+			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			last, err := lastSeq(tctx, js, c.stream)
+			cancel()
+			if err != nil {
+				stable = 0
+				return err
+			}
+			cur, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="`+c.durable+`"`)
+			if err != nil {
+				stable = 0
+				return err
+			}
+			if uint64(cur) != last {
+				stable = 0
+				return fmt.Errorf("%s cursor %v, stream %s last %d", c.durable, cur, c.stream, last)
+			}
+		}
+		stable++
+		if stable < 2 {
+			return errors.New("once")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("pipeline did not drain within %s: %v", d, err)
+	}
+	return time.Since(start)
+}
+
+// figures are the outcome counts of a run, Jepsen-style.
+type figures struct {
+	Acked      int // 2xx write attempts
+	Lost       int // acknowledged writes missing from the stream or the registry
+	Duplicated int // events stored or applied more than once
+	Unexpected int // events or registry users never attempted
+}
+
+func (f figures) String() string {
+	return fmt.Sprintf("acked=%d lost=%d duplicated=%d unexpected=%d", f.Acked, f.Lost, f.Duplicated, f.Unexpected)
+}
+
+// checkStream is oracle (1), stream half. Every acknowledged write has its provisioning-log record in
+// the SCIM stream (scimlog, by request id, with the status the IdP saw) and its effect: an event with
+// the request's correlation id, or — for the retry of a write whose first answer was lost, which
+// then changes nothing — an earlier event of that user carrying the written value. No event is
+// stored twice (by event id), each user was created once, and no user event names a user the
+// workload never wrote.
+func checkStream(t testing.TB, w *workload, msgs []streamMsg) figures {
+	t.Helper()
+	var f figures
+	byCorr := map[string]int{}
+	logged := map[string]int{} // request id -> HTTP status in the provisioning log
+	seenID := map[string]int{}
+	created := map[string]int{}
+	givens := map[string]map[string]bool{} // user name -> given names in upserted events
+	deleted := map[string]bool{}
+	for _, m := range msgs {
+		if m.Err != nil {
+			continue
+		}
+		seenID[m.Event.ID]++
+		if seenID[m.Event.ID] == 2 {
+			f.Duplicated++
+			t.Errorf("event %s stored twice in SCIM (second at seq %d)", m.Event.ID, m.Seq)
+		}
+		var userName string
+		switch p := m.Event.Data.(type) {
+		case events.SCIMLog:
+			logged[p.RequestID] = p.HTTPStatus
+			continue
+		case events.SCIMUserUpserted:
+			userName = p.UserName
+			if p.Created {
+				created[strings.ToLower(p.UserName)]++
+			}
+			if givens[userName] == nil {
+				givens[userName] = map[string]bool{}
+			}
+			givens[userName][p.Name.GivenName] = true
+		case events.SCIMUserDeleted:
+			userName = p.UserName
+			deleted[userName] = true
+		default:
+			continue
+		}
+		byCorr[m.Event.CorrelationID]++
+		w.mu.Lock()
+		_, known := w.users[userName]
+		w.mu.Unlock()
+		if !known {
+			f.Unexpected++
+			t.Errorf("SCIM event %s (seq %d) is about %q, which the workload never wrote", m.Event.ID, m.Seq, userName)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range w.attempts {
+		if a.Status/100 != 2 {
+			continue
+		}
+		f.Acked++
+		if st, ok := logged[a.ReqID]; !ok || st != a.Status {
+			f.Lost++
+			t.Errorf("acknowledged %s of %s (request %s, %d): provisioning-log record %v (status %d) in the SCIM stream", a.Op, a.UserName, a.ReqID, a.Status, ok, st)
+			continue
+		}
+		if byCorr[a.ReqID] > 0 {
+			continue
+		}
+		noop := a.Retry && ((a.Op == "delete" && deleted[a.UserName]) || (a.Op != "delete" && givens[a.UserName][a.Value]))
+		if !noop {
+			f.Lost++
+			t.Errorf("acknowledged %s of %s (request %s, %d, retry %v) has no event in the SCIM stream", a.Op, a.UserName, a.ReqID, a.Status, a.Retry)
+		}
+	}
+	for name, n := range created {
+		if n > 1 {
+			f.Duplicated += n - 1
+			t.Errorf("user %s created %d times in the SCIM stream", name, n)
+		}
+	}
+	return f
+}
+
+// registryUser is the part of GET /api/v1/users/{id} the oracle reads.
+type registryUser struct {
+	ID     string `json:"id"`
+	Email  string `json:"email"`
+	Status string `json:"status"`
+	SCIM   *struct {
+		UserID  string      `json:"user_id"`
+		Name    events.Name `json:"name"`
+		Active  bool        `json:"active"`
+		Deleted bool        `json:"deleted"`
+	} `json:"scim"`
+	History []struct {
+		EventID string `json:"event_id"`
+	} `json:"history"`
+}
+
+// checkRegistry is oracle (1), registry half: every user the workload wrote is in the registry once,
+// with the last acknowledged state; no unknown users; no history row (one per applied event) twice.
+// It also checks scim-ingest's own answer for each user.
+func (s *stack) checkRegistry(t testing.TB, w *workload, f *figures) {
+	t.Helper()
+	ctx := context.Background()
+	var all []struct {
+		ID    string `json:"id"`
+		Email string `json:"email"`
+	}
+	for page := 1; page < 1000; page++ {
+		var rows []struct {
+			ID    string `json:"id"`
+			Email string `json:"email"`
+		}
+		q := url.Values{"idp_id": {s.idp.ID}, "per_page": {"1000"}, "page": {fmt.Sprint(page)}}
+		if _, err := s.admin(ctx, http.MethodGet, "/api/v1/users?"+q.Encode(), nil, &rows); err != nil {
+			t.Fatalf("list users: %v", err)
+		}
+		all = append(all, rows...)
+		if len(rows) < 1000 {
+			break
+		}
+	}
+	byEmail := map[string][]string{}
+	for _, r := range all {
+		byEmail[r.Email] = append(byEmail[r.Email], r.ID)
+	}
+	w.mu.Lock()
+	users := make([]userModel, 0, len(w.users))
+	for _, name := range w.order {
+		users = append(users, *w.users[name])
+	}
+	w.mu.Unlock()
+	known := map[string]bool{}
+	sc := s.scim()
+	for _, m := range users {
+		email := strings.ToLower(m.UserName)
+		known[email] = true
+		ids := byEmail[email]
+		if m.ID == "" && len(ids) == 0 {
+			continue // never created (abandoned before any commit)
+		}
+		if len(ids) != 1 {
+			f.Lost += boolInt(len(ids) == 0)
+			f.Duplicated += max(len(ids)-1, 0)
+			t.Errorf("registry has %d users for %s, want 1", len(ids), email)
+			continue
+		}
+		var u registryUser
+		if _, err := s.admin(ctx, http.MethodGet, "/api/v1/users/"+ids[0]+"?history_limit=10000", nil, &u); err != nil {
+			t.Fatalf("get user: %v", err)
+		}
+		seen := map[string]bool{}
+		for _, h := range u.History {
+			if h.EventID != "" && seen[h.EventID] {
+				f.Duplicated++
+				t.Errorf("registry user %s: event %s applied twice (two history rows)", email, h.EventID)
+			}
+			seen[h.EventID] = true
+		}
+		if m.Uncertain {
+			continue
+		}
+		switch {
+		case u.SCIM == nil:
+			f.Lost++
+			t.Errorf("registry user %s has no SCIM state", email)
+		case u.SCIM.UserID != m.ID:
+			t.Errorf("registry user %s: scim user_id %s, want %s", email, u.SCIM.UserID, m.ID)
+		case m.Deleted && (!u.SCIM.Deleted || u.Status != "inactive"):
+			f.Lost++
+			t.Errorf("registry user %s: deleted=%v status=%s, want the acknowledged DELETE (deleted, inactive)", email, u.SCIM.Deleted, u.Status)
+		case !m.Deleted && (u.SCIM.Deleted || u.SCIM.Name.GivenName != m.Given):
+			f.Lost++
+			t.Errorf("registry user %s: given name %q deleted=%v, want the last acknowledged %q", email, u.SCIM.Name.GivenName, u.SCIM.Deleted, m.Given)
+		}
+		r := sc.do(ctx, http.MethodGet, "/Users/"+m.ID, nil)
+		switch {
+		case m.Deleted && r.status != http.StatusNotFound:
+			t.Errorf("scim-ingest GET /Users/%s (%s) = %d, want 404 after the acknowledged DELETE", m.ID, email, r.status)
+		case !m.Deleted && r.status != http.StatusOK:
+			t.Errorf("scim-ingest GET /Users/%s (%s) = %d %v, want 200", m.ID, email, r.status, r.err)
+		case !m.Deleted && !bytes.Contains(r.body, []byte(`"givenName":"`+m.Given+`"`)):
+			t.Errorf("scim-ingest user %s = %s, want givenName %s", email, r.body, m.Given)
+		}
+	}
+	for email := range byEmail {
+		if !known[email] {
+			f.Unexpected++
+			t.Errorf("registry has user %s, which the workload never wrote", email)
+		}
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// replayOracle is oracle (2): with every service stopped, `scimflow replay identity-store` rebuilds
+// the registry from the streams into a fresh file, and its canonical dump must equal the live file's.
+func (s *stack) replayOracle(t testing.TB, tag string) {
+	t.Helper()
+	for _, sv := range s.services() {
+		sv.stop(t)
+	}
+	out := filepath.Join(s.dir, "replay-"+tag+".db")
+	tmp := filepath.Join(s.dir, "replay-"+tag+"-data")
+	cmd := exec.Command(scimflowBin, "replay", "identity-store", "-out", out, "-config", "/dev/null")
+	cmd.Env = append(os.Environ(), "SCIMFLOW_NATS_URL="+s.opts.natsURL, "SCIMFLOW_DATA_DIR="+tmp)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scimflow replay identity-store: %v\n%s", err, b)
+	}
+	live := dump(t, filepath.Join(s.store.dataDir, "identity-store.db"))
+	rebuilt := dump(t, out)
+	if live != rebuilt {
+		lp, rp := filepath.Join(s.dir, "dump-live-"+tag+".txt"), filepath.Join(s.dir, "dump-replay-"+tag+".txt")
+		os.WriteFile(lp, []byte(live), 0o600)
+		os.WriteFile(rp, []byte(rebuilt), 0o600)
+		t.Errorf("identity-store file differs from a clean replay of the streams:\n%s", firstDiff(live, rebuilt))
+	}
+}
+
+func dump(t testing.TB, path string) string {
+	t.Helper()
+	b, err := exec.Command(scimflowBin, "replay", "dump", path).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("scimflow replay dump %s: %v\n%s", path, err, ee.Stderr)
+		}
+		t.Fatalf("scimflow replay dump %s: %v", path, err)
+	}
+	return string(b)
+}
+
+// firstDiff describes the first lines where two dumps differ, and the line counts.
+func firstDiff(a, b string) string {
+	al, bl := lines(a), lines(b)
+	var out []string
+	out = append(out, fmt.Sprintf("live %d lines, replay %d lines", len(al), len(bl)))
+	for i := 0; i < max(len(al), len(bl)) && len(out) < 6; i++ {
+		var x, y string
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			out = append(out, fmt.Sprintf("line %d:\n  live:   %.300s\n  replay: %.300s", i+1, x, y))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func lines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+// verify runs both oracles after a workload: drain, stream check, registry check, replay. It logs
+// and returns the figures.
+func (s *stack) verify(t testing.TB, js jetstream.JetStream, w *workload, tag string) figures {
+	t.Helper()
+	drain := s.waitDrained(t, js, 120*time.Second)
+	msgs := readStream(t, js, events.StreamSCIM)
+	f := checkStream(t, w, msgs)
+	s.checkRegistry(t, w, &f)
+	t.Logf("FIGURES %s: %s; %s; drained in %s after the fault", tag, f, w.summary(), drain.Round(time.Millisecond))
+	s.replayOracle(t, tag)
+	return f
+}
