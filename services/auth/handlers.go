@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -52,8 +54,7 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 		if ids := s.idps.ids(); len(ids) == 1 {
 			idpID = ids[0]
 		} else {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "idp_required",
-				"error_description": "choose an identity provider with ?idp_id=", "idp_ids": ids})
+			s.chooseIdP(w, r, ids, test)
 			return
 		}
 	}
@@ -89,6 +90,51 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, rp.oauth.AuthCodeURL(txn.State, opts...), http.StatusFound)
+}
+
+// chooserPage lists the IdPs for a browser that reached /login without idp_id.
+var chooserPage = template.Must(template.New("choose").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>Sign in</title></head>
+<body><h1>Sign in with</h1><ul>
+{{range .}}<li><a href="{{.URL}}">{{.Name}}</a></li>
+{{else}}<li>No identity provider is configured.</li>
+{{end}}</ul></body></html>
+`))
+
+// chooseIdP answers /login without idp_id when several IdPs exist: a page of links for browsers,
+// a JSON list otherwise.
+func (s *server) chooseIdP(w http.ResponseWriter, r *http.Request, ids []string, test bool) {
+	path := "/login"
+	if test {
+		path = "/test"
+	}
+	target := s.redirects.Target(r.URL.Query().Get("redirect_url"))
+	type choice struct{ ID, Name, URL string }
+	var choices []choice
+	for _, id := range ids {
+		e, ok := s.idps.get(id)
+		if !ok {
+			continue
+		}
+		q := url.Values{"idp_id": {id}}
+		if target != "/" {
+			q.Set("redirect_url", target)
+		}
+		name := e.cfg.Name
+		if name == "" {
+			name = id
+		}
+		choices = append(choices, choice{ID: id, Name: name, URL: s.issuer + path + "?" + q.Encode()})
+	}
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "idp_required",
+			"error_description": "choose an identity provider with ?idp_id=", "idp_ids": ids})
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'")
+	_ = chooserPage.Execute(w, choices)
 }
 
 // txnCookieName gives each login transaction its own cookie (so logins in several tabs do not

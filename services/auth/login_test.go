@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,5 +241,20 @@ func TestForwardAuthUnauthenticated(t *testing.T) {
 	r2.Body.Close()
 	if r2.StatusCode != http.StatusUnauthorized {
 		t.Errorf("verify?redirect=false = %d, want 401", r2.StatusCode)
+	}
+}
+
+// TestLoginChooser: /login without idp_id lists the IdPs when there are several.
+func TestLoginChooser(t *testing.T) {
+	t.Parallel()
+	h, _ := mixUpHarness(t)
+	b := newBrowser()
+	resp, body := b.do(t, http.MethodGet, h.r.url+"/login?redirect_url=/x", http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "idp_id=idp-a&amp;redirect_url=%2Fx") || !strings.Contains(body, "idp_id=idp-b") {
+		t.Errorf("chooser = %d %s", resp.StatusCode, body)
+	}
+	resp, body = b.get(t, h.r.url+"/login")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "idp-b") {
+		t.Errorf("chooser (API) = %d %s, want 400 listing the IdPs", resp.StatusCode, body)
 	}
 }
