@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
@@ -162,12 +160,9 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	if info.logged {
 		return
 	}
-	// Requests that changed nothing have their log record committed in the background, so the
-	// client (and the next request on its connection) never waits for that fsync.
-	ev := s.logEvent(r, info, status, start)
-	s.commits.Submit(func(tx *bolt.Tx) error { return appendEvents(tx, start, ev) }, func(err error) {
-		s.log.Error("provisioning log not recorded", "request_id", info.requestID, "idp_id", info.idp.ID, "err", err)
-	})
+	// Requests that changed nothing have their log record committed in the background, batched with
+	// others, so the client (and the next request on its connection) never waits for that fsync.
+	s.logs.add(s.logEvent(r, info, status, start))
 }
 
 // handle applies the checks every request passes, in order: IdP exists (404), bearer secret (401),

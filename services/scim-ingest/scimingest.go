@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg Config, d Deps) error {
 	cctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.commits.Run(cctx); close(done) }()
-	defer func() { stop(); <-done }()
+	defer func() { s.logs.flushNow(); stop(); <-done }()
 	return platform.Serve(ctx, platform.Service{
 		Name: Name, Addr: cfg.Listen, Handler: s.routes(), Start: s.start(relay),
 	}, d)

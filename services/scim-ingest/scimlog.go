@@ -140,3 +140,57 @@ func (g *idGen) next(now time.Time) string {
 	s := hex.EncodeToString(u[:])
 	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
 }
+
+// logFlushDelay is how long the provisioning-log record of a request that changed nothing (a read or
+// a rejected write) may wait to be committed together with others; logFlushMax flushes earlier.
+const (
+	logFlushDelay = 10 * time.Millisecond
+	logFlushMax   = 256
+)
+
+// logBuffer batches the log records of requests that changed nothing. Each such record would
+// otherwise cost a commit (and an fsync) of its own on the committer, which slowed reads down under
+// load; a crash may lose the last logFlushDelay of them, never a change or a change's record (those
+// commit in the change's own transaction).
+type logBuffer struct {
+	flush func([]events.Event)
+
+	mu      sync.Mutex // guards the following
+	pending []events.Event
+	timer   *time.Timer
+}
+
+func (b *logBuffer) add(e events.Event) {
+	b.mu.Lock()
+	b.pending = append(b.pending, e)
+	if len(b.pending) >= logFlushMax {
+		evs := b.takeLocked()
+		b.mu.Unlock()
+		b.flush(evs)
+		return
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(logFlushDelay, b.flushNow)
+	}
+	b.mu.Unlock()
+}
+
+// flushNow hands the pending records to flush; Run calls it once the HTTP server has stopped.
+func (b *logBuffer) flushNow() {
+	b.mu.Lock()
+	evs := b.takeLocked()
+	b.mu.Unlock()
+	if len(evs) > 0 {
+		b.flush(evs)
+	}
+}
+
+func (b *logBuffer) takeLocked() []events.Event {
+	evs := b.pending
+	b.pending = nil
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	return evs
+}

@@ -38,6 +38,7 @@ type server struct {
 	sc      schemas
 	m       metrics
 	ids     idGen
+	logs    logBuffer
 
 	mu       sync.RWMutex // guards the following
 	idps     map[string]events.IdP
@@ -56,6 +57,12 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 		if err := s.m.register(d.Registry); err != nil {
 			return nil, err
 		}
+	}
+	s.logs.flush = func(evs []events.Event) {
+		now := s.now()
+		s.commits.Submit(func(tx *bolt.Tx) error { return appendEvents(tx, now, evs...) }, func(err error) {
+			s.log.Error("provisioning log records not recorded", "records", len(evs), "err", err)
+		})
 	}
 	s.commits = newCommitter(db, cfg.MaxCommitBatch, func(n int) {
 		s.m.commitBatch.Observe(float64(n))
