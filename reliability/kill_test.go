@@ -45,7 +45,7 @@ func killScenario(t *testing.T, victim func(*stack) *service, name string) {
 		t.Fatal(err)
 	}
 	w.finish()
-	f := s.verify(t, js, w, "kill-"+name)
+	f := s.verify(t, js, w, "kill-"+name, time.Time{})
 	t.Logf("FIGURES kill-%s: %d SIGKILLs, mean time to ready %s", name, kills, (down / time.Duration(kills)).Round(time.Millisecond))
 	if f.Lost+f.Duplicated+f.Unexpected > 0 {
 		t.Errorf("kill %s: %s", name, f)

@@ -115,7 +115,14 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 	start := time.Now()
 	ctx := context.Background()
 	stable := 0
+	var dead *service
 	err := poll(ctx, d, func() error {
+		for _, sv := range []*service{s.ingest, s.store} {
+			if !sv.running() {
+				dead = sv
+				return nil
+			}
+		}
 		for _, c := range []struct {
 			base, name string
 		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"}} {
@@ -155,6 +162,10 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		return nil
 	})
+	if dead != nil {
+		err, _ := dead.waitExit(0)
+		t.Fatalf("%s exited (%v) while the pipeline drained:\n%s", dead.svc, err, dead.logTail(40))
+	}
 	if err != nil {
 		t.Fatalf("pipeline did not drain within %s: %v", d, err)
 	}
@@ -443,13 +454,19 @@ func lines(s string) []string {
 
 // verify runs both oracles after a workload: drain, stream check, registry check, replay. It logs
 // and returns the figures.
-func (s *stack) verify(t testing.TB, js jetstream.JetStream, w *workload, tag string) figures {
+//
+// faultEnd is when the last fault ended (zero: now); the drain time is reported from it.
+func (s *stack) verify(t testing.TB, js jetstream.JetStream, w *workload, tag string, faultEnd time.Time) figures {
 	t.Helper()
-	drain := s.waitDrained(t, js, 120*time.Second)
+	s.waitDrained(t, js, 120*time.Second)
+	if faultEnd.IsZero() {
+		faultEnd = time.Now()
+	}
+	drain := time.Since(faultEnd)
 	msgs := readStream(t, js, events.StreamSCIM)
 	f := checkStream(t, w, msgs)
 	s.checkRegistry(t, w, &f)
-	t.Logf("FIGURES %s: %s; %s; drained in %s after the fault", tag, f, w.summary(), drain.Round(time.Millisecond))
+	t.Logf("FIGURES %s: %s; %s; everything drained %s after the fault ended", tag, f, w.summary(), drain.Round(time.Millisecond))
 	s.replayOracle(t, tag)
 	return f
 }

@@ -340,3 +340,19 @@ func (w *workload) summary() string {
 	return fmt.Sprintf("users=%d attempts=%d acked(2xx)=%d transport_errors=%d 5xx=%d (503=%d, without Retry-After=%d) 409=%d other=%d abandoned=%d",
 		len(w.users), len(w.attempts), w.acked.Load(), w.transportErr.Load(), w.status5xx.Load(), w.status503.Load(), w.missingRetryAfter.Load(), w.status409.Load(), w.other.Load(), w.abandon)
 }
+
+// merge adds o's users, attempts and counts to w (o must be finished).
+func (w *workload) merge(o *workload) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, name := range o.order {
+		w.users[name] = o.users[name]
+		w.order = append(w.order, name)
+	}
+	w.attempts = append(w.attempts, o.attempts...)
+	w.abandon += o.abandon
+	for _, c := range [][2]*atomic.Int64{{&w.acked, &o.acked}, {&w.transportErr, &o.transportErr}, {&w.status5xx, &o.status5xx},
+		{&w.status503, &o.status503}, {&w.missingRetryAfter, &o.missingRetryAfter}, {&w.status409, &o.status409}, {&w.other, &o.other}} {
+		c[0].Add(c[1].Load())
+	}
+}
