@@ -292,6 +292,12 @@ func TestIfMatch(t *testing.T) {
 	if r.status != 200 || r.header.Get("ETag") != `W/"2"` || r.body["title"] != "CTO" {
 		t.Errorf("PATCH with current If-Match = %d ETag %q %s", r.status, r.header.Get("ETag"), r.raw)
 	}
+	if r := h.doAs("idp1", "s3cret-idp1", "GET", "/Users/"+uid, nil, map[string]string{"If-None-Match": `W/"2"`}); r.status != http.StatusNotModified {
+		t.Errorf("GET with current If-None-Match = %d, want 304", r.status)
+	}
+	if r := h.doAs("idp1", "s3cret-idp1", "GET", "/Users/"+uid, nil, map[string]string{"If-None-Match": `W/"1"`}); r.status != 200 {
+		t.Errorf("GET with stale If-None-Match = %d, want 200", r.status)
+	}
 	r = h.doAs("idp1", "s3cret-idp1", "DELETE", "/Users/"+uid, nil, map[string]string{"If-Match": `W/"1"`})
 	if r.status != http.StatusPreconditionFailed {
 		t.Errorf("DELETE with stale If-Match = %d, want 412", r.status)

@@ -15,17 +15,23 @@ import (
 // checkIfMatch enforces If-Match (RFC 7644 §3.14) against the stored version: 412 on mismatch.
 func checkIfMatch(r *http.Request, version int64) error {
 	h := r.Header.Get("If-Match")
-	if h == "" {
+	if h == "" || matchesETag(h, version) {
 		return nil
 	}
+	return errorf(http.StatusPreconditionFailed, "", "resource version is %s", etag(version))
+}
+
+// matchesETag reports whether a comma-separated If-Match / If-None-Match list names the version
+// (weak comparison: W/"3" and "3" are the same version), or is "*".
+func matchesETag(list string, version int64) bool {
 	want := etag(version)
-	for _, t := range strings.Split(h, ",") {
+	for _, t := range strings.Split(list, ",") {
 		t = strings.TrimSpace(t)
 		if t == "*" || t == want || "W/"+t == want {
-			return nil
+			return true
 		}
 	}
-	return errorf(http.StatusPreconditionFailed, "", "resource version is %s", want)
+	return false
 }
 
 // changedAttrs returns the sorted top-level attribute names whose values differ.
@@ -299,6 +305,10 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, kind, id string, in
 		return err
 	}
 	w.Header().Set("ETag", etag(version))
+	if inm := r.Header.Get("If-None-Match"); inm != "" && matchesETag(inm, version) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
 	writeJSON(w, http.StatusOK, proj.apply(out))
 	return nil
 }
