@@ -256,9 +256,12 @@ func (s *server) exchange(ctx context.Context, rp *relyingParty, txn loginTxn, c
 	}
 	claims := idt.claims
 	if rp.provider != nil {
+		// Userinfo only adds claims the ID token lacks. If the IdP will not answer it (some need
+		// extra scopes), the ID token alone decides; if it answers, it must be about the same user.
 		ui, err := rp.provider.UserInfo(oidc.ClientContext(ctx, s.idpClient), oauth2.StaticTokenSource(tok))
 		if err != nil {
-			return nil, "", deny("userinfo_failed", "%v", err)
+			s.log.Warn("userinfo unavailable; using the ID token's claims only", "idp_id", rp.idp.ID, "err", err)
+			return claims, idt.sub, nil
 		}
 		if ui.Subject != idt.sub {
 			return nil, "", deny("userinfo_sub_mismatch", "userinfo sub differs from the ID token's")
