@@ -80,8 +80,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) i
 	return ae.status
 }
 
-// writeJSON answers with v as application/scim+json. Content-Length is always set so that a client
-// has the whole response once it is flushed, while the handler goes on to record the request log.
+// writeJSON answers with v as application/scim+json, with Content-Length (never chunked).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {

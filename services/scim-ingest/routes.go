@@ -112,12 +112,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
 func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	info := &reqInfo{requestID: httpserv.RequestIDFrom(r.Context())}
