@@ -24,3 +24,25 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchRevocationSmoke runs a tiny `scimflow bench revocation` so the benchmark keeps working;
+// its figures are not asserted (performance is measured, never tested by timing).
+func TestBenchRevocationSmoke(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "bench", "revocation", "-users", "5", "-rate", "10",
+		"-background", "20", "-background-idps", "1", "-background-users", "5", "-warmup", "100ms", "-baseline", "50").CombinedOutput()
+	if err != nil {
+		t.Fatalf("scimflow bench revocation: %v\n%s", err, out)
+	}
+	for _, want := range []string{"revocation: SCIM response → /verify 401      n=5", "baseline: /verify round trip", "background achieved"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	help, _ := exec.CommandContext(ctx, binary, "bench", "-h").CombinedOutput()
+	if !strings.Contains(string(help), "revocation") {
+		t.Errorf("scimflow bench -h does not list revocation:\n%s", help)
+	}
+}
