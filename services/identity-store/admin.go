@@ -489,7 +489,8 @@ func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 		c := tx.Bucket([]byte(bkHistory)).Cursor()
 		p := key(u.ID, "")
 		end := append(slices.Clone(p), 0xff)
-		k, v := c.Seek(end)
+		var v []byte
+		k, _ := c.Seek(end)
 		if k == nil {
 			k, v = c.Last()
 		} else {

@@ -98,7 +98,7 @@ func (t *txn) publish(p events.Payload) {
 
 func (t *txn) at() time.Time { return t.ev.OccurredAt.UTC() }
 
-// errSkip is not an error: the event does not concern the projection.
+// errBadEvent marks events the projection refuses for good (termed as poison by the runner).
 var errBadEvent = errors.New("invalid event")
 
 func permanent(format string, args ...any) error {

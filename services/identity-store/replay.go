@@ -140,30 +140,28 @@ func (r *streamReader) peek(ctx context.Context) (*replayMsg, error) {
 	if r.done {
 		return nil, nil
 	}
-	for {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		m, err := r.it.Next(jetstream.NextMaxWait(5 * time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("replay %s: %w", r.durable, err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		seq := meta.Sequence.Stream
-		if seq > r.last {
-			r.done = true
-			return nil, nil
-		}
-		ev, derr := events.Decode(m.Subject(), m.Data())
-		r.head = &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}
-		if seq == r.last {
-			r.done = true
-		}
-		return r.head, nil
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
+	m, err := r.it.Next(jetstream.NextMaxWait(5 * time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", r.durable, err)
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	seq := meta.Sequence.Stream
+	if seq > r.last {
+		r.done = true
+		return nil, nil
+	}
+	ev, derr := events.Decode(m.Subject(), m.Data())
+	r.head = &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}
+	if seq == r.last {
+		r.done = true
+	}
+	return r.head, nil
 }
 
 // msgSource yields messages in apply order; nil at the end.
