@@ -46,6 +46,7 @@ func TestForgedIDTokensRejected(t *testing.T) {
 	t.Parallel()
 	h, _ := mixUpHarness(t)
 	h.mustLogin(newBrowser(), h.r, "idp-a")
+	// Subtests run one after another: Forge applies to the shared provider's next token.
 	for _, f := range oidctest.Forgeries() {
 		t.Run(f.Case()+"/"+string(f), func(t *testing.T) {
 			if err := h.op.Forge(f); err != nil {
