@@ -376,7 +376,12 @@ func (t *txn) deprovision(c *change, pol events.Policy) error {
 		}
 	}
 	if pol.SeatDeprovision && u.seatHeld() {
+		// A login applied before this deprovisioning but stamped after it (auth had not yet seen the
+		// lock) must not keep the seat: removal covers every seat taken so far.
 		u.SeatRemovedAt = t.at()
+		if u.SeatTakenAt.After(u.SeatRemovedAt) {
+			u.SeatRemovedAt = u.SeatTakenAt
+		}
 		t.publish(events.SeatRemoved{UserID: u.ID, Email: u.Email, Reason: events.ReasonDeprovisioned})
 		c.note("seat removed: deprovisioned")
 	}
@@ -871,7 +876,9 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 		u.LastLoginAt = at
 	}
 	heldSeat := u.seatHeld()
-	if at.After(u.SeatTakenAt) {
+	// A locked user's login was let through by an auth replica that had not yet seen the lock: the
+	// session is invalid anyway (locked), and it takes no seat.
+	if at.After(u.SeatTakenAt) && !u.Locked {
 		u.SeatTakenAt = at
 	}
 	if !heldSeat && u.seatHeld() {

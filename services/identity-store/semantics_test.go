@@ -1,6 +1,7 @@
 package identitystore
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -139,4 +140,35 @@ func TestChunkedReplaceReauth(t *testing.T) {
 		}
 	}
 	h.oracle()
+}
+
+// TestLoginRacingDeprovision: a login stamped after a deprovisioning (an auth replica had not yet seen
+// the lock) gets no valid session and no seat, whichever of the two identity-store applies first.
+func TestLoginRacingDeprovision(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	for _, loginFirst := range []bool{false, true} {
+		idp := fmt.Sprintf("race%v", loginFirst)
+		g := h.gen(idp)
+		p := pol(events.UpdateAutomatic, true, true)
+		h.publishPhased([]events.Event{g.ev(scimUser("u1", "quinn@example.com", "Quinn", true, 1, p))})
+		h.publishPhased([]events.Event{g.login("quinn@example.com", "Quinn", "s1", true)})
+		d := scimUser("u1", "quinn@example.com", "Quinn", false, 2, p)
+		dep := g.ev(d)
+		li := g.login("quinn@example.com", "Quinn", "s2", true)
+		if loginFirst {
+			h.publishPhased([]events.Event{li, dep})
+		} else {
+			h.publishPhased([]events.Event{dep, li})
+		}
+		uid := events.UserID(idp, "quinn@example.com")
+		u := h.user(uid)
+		if u.seatHeld() || !u.Locked || u.status() != events.StatusInactive {
+			t.Errorf("login first=%v: seat=%v locked=%v status=%s, want no seat, locked, inactive", loginFirst, u.seatHeld(), u.Locked, u.status())
+		}
+		if s := h.sessions(uid); len(s) != 0 {
+			t.Errorf("login first=%v: active sessions %v, want none", loginFirst, s)
+		}
+	}
 }
