@@ -325,3 +325,20 @@ func (h *harness) seedUsers(n int) []string {
 }
 
 func noRateLimit(c *Config) { c.RateLimit = 0 }
+
+// waitDrained waits until the service's outbox is empty, as its depth gauge says.
+func (h *harness) waitDrained() {
+	h.t.Helper()
+	eventually(h.t, "outbox drained", func() bool {
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "scimflow_scim_ingest_outbox_depth" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			}
+		}
+		return false
+	})
+}

@@ -61,6 +61,8 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	for _, r := range written {
 		h.eventsOf(r)
 	}
+	h.waitDrained() // published is not yet deleted from the outbox: wait until the bound is clear
+
 
 	// Phase 2: NATS down, a membership change, then the service restarts before NATS returns.
 	start = h.stopNATS()
