@@ -791,9 +791,10 @@ func (p *projector) groupsChanged(t *txn, pol events.Policy, scimUIDs []string, 
 			}
 			c.note("%s (automatic)", what)
 		case events.UpdateReauth:
-			// A user who never logged in holds no session: nothing to revoke, and the first login
-			// reads the SCIM groups anyway.
-			if !u.FirstLoginAt.IsZero() && !u.Deprovisioned {
+			// A user who had not logged in before this change holds no session from before it:
+			// nothing to revoke, and the first login reads the SCIM groups anyway. Compared in event
+			// time, so the outcome does not depend on whether the login was applied first.
+			if !u.FirstLoginAt.IsZero() && u.FirstLoginAt.Before(t.at()) && !u.Deprovisioned {
 				if err := t.revoke(c, events.ReasonGroupsChanged); err != nil {
 					return err
 				}
