@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/internal/boltdb"
@@ -78,7 +79,9 @@ func BenchmarkCreateUsers32(b *testing.B) {
 			return benchDo(b, "POST", h.base()+"/Users", "s3cret-idp1", body)
 		}, http.StatusCreated)
 		// End to end: until every create's events are acknowledged by JetStream (SyncAlways).
+		httpDone := time.Now()
 		h.waitDrained()
+		b.ReportMetric(time.Since(httpDone).Seconds(), "drain-s")
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "published-creates/s")
 	})
 	b.Run("baseline-net-http", func(b *testing.B) {
@@ -259,3 +262,31 @@ func BenchmarkGetGroupExcludedMembers(b *testing.B) {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkJetStreamPublish is the baseline for published-creates/s: async publishes of 600-byte
+// messages to the SCIM stream of the same embedded server (file storage, SyncAlways), acks awaited.
+func BenchmarkJetStreamPublish(b *testing.B) {
+	h := newHarness(b)
+	payload := bytes.Repeat([]byte("x"), 600)
+	b.ResetTimer()
+	start := time.Now()
+	var futures []jetstream.PubAckFuture
+	for i := range b.N {
+		f, err := h.js.PublishAsync(fmt.Sprintf("scimlog.bench%d", i%4), payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		futures = append(futures, f)
+		if len(futures) == 256 || i == b.N-1 {
+			for _, f := range futures {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					b.Fatal(err)
+				}
+			}
+			futures = futures[:0]
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
