@@ -187,9 +187,6 @@ func TestPrometheusIntegration(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d rules and %d panel queries in %d panels against %d scraped metric names", nRules, len(targets), len(titles), len(names))
-	if t.Failed() {
-		t.Logf("scimflow stderr (tail):\n%s", tail(sf.stderr.String(), 4000))
-	}
 }
 
 // ---- scimflow serve ----------------------------------------------------------------------------
@@ -210,6 +207,26 @@ func startServe(t *testing.T) *serve {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/scimflow/scimflow/cmd/scimflow").CombinedOutput(); err != nil {
 		t.Fatalf("go build scimflow: %v\n%s", err, out)
 	}
+	return retryPorts(t, "scimflow serve", func() (*serve, error) { return tryServe(t, bin) })
+}
+
+// retryPorts retries a start whose free loopback port another process took in the meantime.
+func retryPorts[T any](t *testing.T, what string, start func() (T, error)) T {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil {
+			return v
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start %s: %v", what, err)
+		}
+		t.Logf("start %s: a port was taken, retrying with others: %v", what, err)
+	}
+}
+
+func tryServe(t *testing.T, bin string) (*serve, error) {
+	t.Helper()
 	s := &serve{scimAddr: freeAddr(t), adminAddr: freeAddr(t), authAddr: freeAddr(t), token: "prometheus-test-admin-token-0123456789", stderr: &syncBuffer{}}
 	s.scim, s.admin, s.auth = "http://"+s.scimAddr, "http://"+s.adminAddr, "http://"+s.authAddr
 	cmd := exec.Command(bin, "serve", "-config", "/dev/null")
@@ -224,17 +241,17 @@ func startServe(t *testing.T) *serve {
 		"SCIMFLOW_AUTH_EXTERNAL_URL="+s.auth,
 	)
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	done, err := startProcess(t, cmd)
+	if err != nil {
+		return nil, err
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		if t.Failed() {
+			t.Logf("scimflow serve output (tail):\n%s", tail(s.stderr.String(), 6000))
+		}
 	})
 	for _, base := range []string{s.scim, s.admin, s.auth} {
-		waitFor(t, "scimflow "+base+"/readyz", 60*time.Second, func() error {
+		err := poll(60*time.Second, func() error {
 			select {
 			case <-done:
 				return errStop{fmt.Errorf("scimflow serve exited: %s", tail(s.stderr.String(), 4000))}
@@ -250,8 +267,26 @@ func startServe(t *testing.T) *serve {
 			}
 			return nil
 		})
+		if err != nil {
+			return nil, fmt.Errorf("%s/readyz: %w", base, err)
+		}
 	}
-	return s
+	return s, nil
+}
+
+// startProcess starts cmd, kills it at the end of the test, and returns a channel closed when it exits.
+func startProcess(t *testing.T, cmd *exec.Cmd) (<-chan struct{}, error) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	return done, nil
 }
 
 // traffic generates what the dashboard shows against one IdP created through the admin API.
@@ -437,6 +472,11 @@ type promServer struct {
 
 func startPrometheus(t *testing.T, bin string, s *serve) *promServer {
 	t.Helper()
+	return retryPorts(t, "prometheus", func() (*promServer, error) { return tryPrometheus(t, bin, s) })
+}
+
+func tryPrometheus(t *testing.T, bin string, s *serve) (*promServer, error) {
+	t.Helper()
 	dir := t.TempDir()
 	rulesPath, err := filepath.Abs(filepath.Join(deployDir, "prometheus", "rules.yml"))
 	if err != nil {
@@ -484,19 +524,16 @@ func startPrometheus(t *testing.T, bin string, s *serve) *promServer {
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	done, err := startProcess(t, cmd)
+	if err != nil {
+		return nil, err
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
 		if t.Failed() {
 			t.Logf("prometheus stderr (tail):\n%s", tail(p.stderr.String(), 4000))
 		}
 	})
-	waitFor(t, "prometheus /-/ready", 60*time.Second, func() error {
+	err = poll(60*time.Second, func() error {
 		select {
 		case <-done:
 			return errStop{fmt.Errorf("prometheus exited: %s", tail(p.stderr.String(), 4000))}
@@ -512,7 +549,10 @@ func startPrometheus(t *testing.T, bin string, s *serve) *promServer {
 		}
 		return nil
 	})
-	return p
+	if err != nil {
+		return nil, fmt.Errorf("/-/ready: %w", err)
+	}
+	return p, nil
 }
 
 // apiResponse is the envelope of Prometheus's HTTP API.
@@ -764,18 +804,26 @@ type errStop struct{ error }
 // waitFor polls cond until it returns nil, failing the test at the deadline with cond's last error.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
 	t.Helper()
+	if err := poll(d, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// poll calls cond until it returns nil (then nil), an errStop (then its error), or the deadline
+// passes (then cond's last error).
+func poll(d time.Duration, cond func() error) error {
 	deadline := time.Now().Add(d)
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		var stop errStop
 		if errors.As(err, &stop) {
-			t.Fatalf("%s: %v", what, stop.error)
+			return stop.error
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, d, err)
+			return fmt.Errorf("not after %s: %w", d, err)
 		}
 		time.Sleep(100 * time.Millisecond) // poll interval; the deadline bounds the wait
 	}
