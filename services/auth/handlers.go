@@ -209,8 +209,9 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Mix-up defence (RFC 9207): the response's iss, when sent or promised, names this transaction's IdP.
-	if iss, has := q["iss"]; has || rp.issParam {
-		if !has || len(iss) != 1 || iss[0] != rp.issuer {
+	issParam, hasIss := q["iss"]
+	if hasIss || rp.issParam {
+		if !hasIss || len(issParam) != 1 || !rp.issuerAllowed(issParam[0]) {
 			s.loginFailed(w, r, txn.IdP, "issuer_mismatch", http.StatusBadRequest, nil)
 			return
 		}
@@ -221,6 +222,11 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claims, sub, lerr := s.exchange(r.Context(), rp, txn, code, now)
+	if lerr == nil && hasIss && claims["iss"] != issParam[0] {
+		// Without a configured issuer the host rule admits several; the response and the token
+		// must still agree.
+		lerr = deny("issuer_mismatch", "iss parameter differs from the ID token's iss")
+	}
 	if lerr != nil {
 		var le *loginError
 		if errors.As(lerr, &le) {

@@ -410,3 +410,34 @@ func TestLockedUserLoginDenied(t *testing.T) {
 	})
 	h.mustLogin(newBrowser(), h.r, "idp-a")
 }
+
+// TestManualEndpointsWithoutIssuer: Cloudflare's three-URL form with no issuer logs in; iss must
+// then be on an endpoint's host, so a wrong issuer and another IdP's token are still refused.
+func TestManualEndpointsWithoutIssuer(t *testing.T) {
+	t.Parallel()
+	h, opB := mixUpHarness(t)
+	opN := h.op
+	opN.idp.ID = "idp-n"
+	opN.idp.Config.AuthURL, opN.idp.Config.TokenURL, opN.idp.Config.CertsURL = opN.AuthURL(), opN.TokenURL(), opN.JWKSURL()
+	opN.idp.Config.Issuer = ""
+	h.n.putIdP(t, opN.idp)
+	waitFor(t, "idp-n registered", 10*time.Second, func() error {
+		if _, ok := h.r.srv.idps.get("idp-n"); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	h.mustLogin(newBrowser(), h.r, "idp-n")
+	for _, f := range []oidctest.Forgery{oidctest.ForgeryWrongIssuer, oidctest.ForgeryMixUp} {
+		if err := opN.Forge(f); err != nil {
+			t.Fatal(err)
+		}
+		b := newBrowser()
+		resp, body := h.login(b, h.r, "idp-n", "")
+		assertRefused(t, h, b, resp, body, "no-issuer IdP, "+string(f))
+	}
+	opN.SetFlow(oidctest.Flow{Iss: opB.Issuer()})
+	b := newBrowser()
+	resp, body := h.login(b, h.r, "idp-n", "")
+	assertRefused(t, h, b, resp, body, "no-issuer IdP, iss parameter of another IdP")
+}

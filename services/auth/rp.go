@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -212,7 +213,8 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 // relyingParty is the OIDC client of one IdP configuration.
 type relyingParty struct {
 	idp         events.IdP
-	issuer      string
+	issuer      string   // exact iss; empty for the manual form without issuer (see issuerHosts)
+	issuerHosts []string // manual form without issuer: iss must be a URL on one of these hosts
 	oauth       oauth2.Config
 	verifier    *oidc.IDTokenVerifier
 	keys        *keySet
@@ -304,8 +306,14 @@ func (e *idpEntry) relyingParty(ctx context.Context, s *server) (*relyingParty, 
 }
 
 // buildRP makes the relying party of cfg: manual endpoints when auth_url, token_url and certs_url
-// are all set (issuer still required: it is what iss must equal), otherwise discovery from issuer.
-// Discovery fails when the document's issuer differs from the configured one (O6).
+// are all set, otherwise discovery from issuer. Discovery fails when the document's issuer differs
+// from the configured one (O6).
+//
+// The manual form may omit issuer (Cloudflare's generic OIDC shape has no such field). iss is then
+// not compared exactly but must be a URL on the host of one of the three endpoints: every major IdP
+// (Okta, Entra ID, JumpCloud, OneLogin, Auth0, Keycloak) serves its issuer on its endpoints' host,
+// and a token from another IdP (another host) is still refused. Google is the exception: set its
+// issuer (or use discovery).
 func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, error) {
 	c := cfg.Config
 	if cfg.Type != "" && cfg.Type != "oidc" {
@@ -314,17 +322,27 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 	if c.ClientID == "" {
 		return nil, fmt.Errorf("idp %s: client_id is required", cfg.ID)
 	}
-	if c.Issuer == "" {
-		return nil, fmt.Errorf("idp %s: issuer is required (it is what the ID token's iss must equal)", cfg.ID)
+	manual := c.AuthURL != "" && c.TokenURL != "" && c.CertsURL != ""
+	if c.Issuer == "" && !manual {
+		return nil, fmt.Errorf("idp %s: issuer is required for discovery (or set auth_url, token_url and certs_url)", cfg.ID)
 	}
 	rp := &relyingParty{idp: cfg, issuer: c.Issuer, emailClaim: c.EmailClaimName, fieldClaims: c.Claims}
+	if c.Issuer == "" {
+		for _, raw := range []string{c.AuthURL, c.TokenURL, c.CertsURL} {
+			u, err := url.Parse(raw)
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("idp %s: endpoint %q is not an absolute URL", cfg.ID, raw)
+			}
+			rp.issuerHosts = append(rp.issuerHosts, strings.ToLower(u.Host))
+		}
+	}
 	if rp.emailClaim == "" {
 		rp.emailClaim = "email"
 	}
 	algs := SupportedSigningAlgs()
 	var endpoint oauth2.Endpoint
 	jwksURL := c.CertsURL
-	if c.AuthURL != "" && c.TokenURL != "" && c.CertsURL != "" {
+	if manual {
 		endpoint = oauth2.Endpoint{AuthURL: c.AuthURL, TokenURL: c.TokenURL}
 	} else {
 		dctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, s.idpClient), 10*time.Second)
@@ -383,6 +401,7 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 	rp.verifier = oidc.NewVerifier(c.Issuer, rp.keys, &oidc.Config{
 		ClientID:             c.ClientID,
 		SupportedSigningAlgs: algs,
+		SkipIssuerCheck:      c.Issuer == "", // checked by host in verifyIDToken
 		// go-oidc has no exp leeway; moving its clock back by the skew gives exactly that.
 		Now: func() time.Time { return s.now().Add(-skew) },
 	})
@@ -435,6 +454,9 @@ func (rp *relyingParty) verifyIDToken(ctx context.Context, raw, nonce, accessTok
 	if err := tok.Claims(&claims); err != nil {
 		return nil, deny("invalid_id_token", "claims: %v", err)
 	}
+	if !rp.issuerAllowed(tok.Issuer) {
+		return nil, deny("invalid_id_token", "iss %q is not this IdP's", tok.Issuer)
+	}
 	// nonce: present and equal to this transaction's, compared in constant time.
 	n, _ := claims["nonce"].(string)
 	if n == "" || !constantTimeEqual(n, nonce) {
@@ -474,6 +496,19 @@ func (rp *relyingParty) verifyIDToken(ctx context.Context, raw, nonce, accessTok
 		}
 	}
 	return &idToken{sub: sub, claims: claims}, nil
+}
+
+// issuerAllowed reports whether iss names this IdP: equal to the configured issuer, or — manual form
+// without issuer — an http(s) URL on one of the endpoints' hosts.
+func (rp *relyingParty) issuerAllowed(iss string) bool {
+	if rp.issuer != "" {
+		return iss == rp.issuer
+	}
+	u, err := url.Parse(iss)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	return slices.Contains(rp.issuerHosts, strings.ToLower(u.Host))
 }
 
 // groupsClaim returns the value of the claim named "groups" in any letter case, as strings.
