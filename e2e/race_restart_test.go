@@ -12,13 +12,15 @@ import (
 )
 
 // TestLoginRacesDeprovision runs logins whose callback races the SCIM deactivation of the same
-// person. Whichever wins, the session must end up rejected and the person locked out (R3: the lock
-// is read at the callback, and a session is valid only while its user is not locked).
+// person (half concurrently, half with the callback right after the SCIM response). Whichever wins,
+// the session must end up rejected, the person locked out and, with seat_deprovision, without a
+// seat (R3: the lock is read at the callback, and a session is valid only while its user is not
+// locked).
 func TestLoginRacesDeprovision(t *testing.T) {
 	t.Parallel()
 	e := shared.get(t)
 	e.dumpOnFailure(t)
-	tn := newTenant(t, e, "race", scenario.Entra, "automatic", true, false)
+	tn := newTenant(t, e, "race", scenario.Entra, "automatic", true, true)
 	ctx := tn.ctx
 	const n = 8
 	var wg sync.WaitGroup
@@ -33,6 +35,13 @@ func TestLoginRacesDeprovision(t *testing.T) {
 		cb, err := browsers[i].StartLogin(ctx, tn.idp.ID, people[i].Sub)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			// The deprovision is acknowledged (durable) first; the callback follows at once, before
+			// auth has necessarily heard of the lock.
+			_, errs[2*i+1] = tn.scim.SetActive(ctx, people[i].User, false)
+			results[i], errs[2*i] = browsers[i].FinishLogin(ctx, cb)
+			continue
 		}
 		wg.Add(2)
 		go func() {
@@ -62,13 +71,13 @@ func TestLoginRacesDeprovision(t *testing.T) {
 			t.Errorf("%s: racing callback = %d %s, want a session or 403", p.User.UserName, results[i].Status, results[i].Body)
 		}
 		tn.user(p.User.UserName+" locked", p.User.UserName, func(u scenario.User) error {
-			if !u.Locked || u.Status != "inactive" || len(u.ActiveSessions) != 0 {
-				return fmt.Errorf("locked %v status %s sessions %d, want locked, inactive, none", u.Locked, u.Status, len(u.ActiveSessions))
+			if !u.Locked || u.Status != "inactive" || len(u.ActiveSessions) != 0 || u.SeatHeld {
+				return fmt.Errorf("locked %v status %s sessions %d seat %v, want locked, inactive, no sessions, no seat", u.Locked, u.Status, len(u.ActiveSessions), u.SeatHeld)
 			}
 			return nil
 		})
 	}
-	t.Logf("%d of %d racing logins got a session before the lock reached auth; all were revoked", won, n)
+	t.Logf("%d of %d racing logins got a session (auth had not yet heard of the lock); all were revoked", won, n)
 }
 
 // TestRestart stops scimflow with SIGTERM right after a SCIM deactivation was acknowledged and
