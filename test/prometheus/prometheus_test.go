@@ -125,6 +125,15 @@ func TestPrometheusIntegration(t *testing.T) {
 		}
 	}
 
+	// A healthy system under this traffic raises no alert, not even a pending one. The IdP-refused
+	// logins are deliberate, so ScimflowLoginsFailing is left out of this check.
+	for _, a := range prom.alerts(t) {
+		t.Logf("alert %s %s %v", a.Labels["alertname"], a.State, a.Labels)
+		if a.Labels["alertname"] != "ScimflowLoginsFailing" {
+			t.Errorf("alert %s is %s for a healthy system: %v", a.Labels["alertname"], a.State, a.Labels)
+		}
+	}
+
 	// Every dashboard panel: evaluates, names only existing metrics, and shows data. Recording rules
 	// and rates need a few evaluations after the traffic, so data is polled with a deadline.
 	type target struct{ panel, expr string }
@@ -720,6 +729,28 @@ func (p *promServer) loadedRules(t *testing.T) int {
 		n += len(g.Rules)
 	}
 	return n
+}
+
+// alert is one entry of /api/v1/alerts.
+type alert struct {
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
+}
+
+// alerts returns the pending and firing alerts.
+func (p *promServer) alerts(t *testing.T) []alert {
+	t.Helper()
+	data, err := p.api("/api/v1/alerts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Alerts []alert `json:"alerts"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Alerts
 }
 
 // metricNames returns every metric name Prometheus holds: scraped or recorded.
