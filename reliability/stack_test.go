@@ -109,9 +109,15 @@ func newStack(t testing.TB, dir string, o stackOptions) *stack {
 			s.provider.Close()
 		}
 		if t.Failed() {
+			keep := filepath.Join(os.TempDir(), "scimflow-reliability-logs", strings.ReplaceAll(t.Name(), "/", "_"))
+			os.MkdirAll(keep, 0o750)
 			for _, sv := range s.services() {
 				t.Logf("%s log tail:\n%s", sv.svc, sv.logTail(40))
+				if b, err := os.ReadFile(sv.log); err == nil {
+					os.WriteFile(filepath.Join(keep, sv.svc+".log"), b, 0o600)
+				}
 			}
+			t.Logf("full service logs kept in %s", keep)
 		}
 	})
 	for _, sv := range s.services() {
