@@ -74,9 +74,12 @@ func startEmbedded(ctx context.Context, dataDir string, defaultPorts bool, logW 
 		"SCIMFLOW_AUTH_LISTEN":           addrs[2],
 		"SCIMFLOW_AUTH_EXTERNAL_URL":     ep.Auth,
 	}
+	// The demo's own settings win; any other SCIMFLOW_* in the environment still applies.
 	f, err := app.Load("", func(k string) (string, bool) {
-		v, ok := env[k]
-		return v, ok
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
 	})
 	if err != nil {
 		return nil, err
