@@ -36,6 +36,8 @@ func TestMain(m *testing.M) {
 
 // runChild runs identity-store against NATS_URL on DATA_DIR until SIGTERM.
 func runChild() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
 	nc, err := broker.Connect(os.Getenv("NATS_URL"), "identity-store-child", nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -44,8 +46,6 @@ func runChild() int {
 	js, _ := jetstream.New(nc)
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.AdminToken, cfg.Listen = os.Getenv("DATA_DIR"), testToken, "127.0.0.1:0"
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
 	if err := Run(ctx, cfg, Deps{NC: nc, JS: js, Logger: quietLog, Registry: prometheus.NewRegistry()}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -124,9 +124,19 @@ func TestCrashSIGKILL(t *testing.T) {
 		cmd.Wait()
 	}
 	// Final run: catch up everything, including IDENTITY events left in the outbox, then stop.
+	started := time.Now()
 	cmd := start()
+	setUp := func(stream, durable string) bool {
+		c, err := js.Consumer(ctx, stream, durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.Created.After(started) // the runner re-creates its consumer at start
+	}
 	eventually(t, "all caught up", func() bool {
-		return ackFloor(events.StreamSCIM, DurableSCIM) >= h.lastSeq(events.StreamSCIM) &&
+		return setUp(events.StreamSCIM, DurableSCIM) && setUp(events.StreamAuth, DurableAuth) && setUp(events.StreamIdentity, DurableIdentity) &&
+			ackFloor(events.StreamSCIM, DurableSCIM) >= h.lastSeq(events.StreamSCIM) &&
 			ackFloor(events.StreamAuth, DurableAuth) >= h.lastSeq(events.StreamAuth) &&
 			ackFloor(events.StreamIdentity, DurableIdentity) >= h.lastSeq(events.StreamIdentity)
 	})
