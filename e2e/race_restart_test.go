@@ -83,6 +83,7 @@ func TestLoginRacesDeprovision(t *testing.T) {
 // TestRestart stops scimflow with SIGTERM right after a SCIM deactivation was acknowledged and
 // starts it again on the same data dir: the IdP, its secret, the registry, sessions, revocations,
 // the provisioning log and the in-flight deactivation all survive, and the pipeline keeps working.
+// Then the same with SIGKILL (a crash): a 2xx to the IdP means the change is on disk.
 func TestRestart(t *testing.T) {
 	t.Parallel()
 	e := ownEnv(t)
@@ -150,4 +151,15 @@ func TestRestart(t *testing.T) {
 	b := tn.loginEventually(alice)
 	tn.waitVerify("login after restart and reactivation", b, http.StatusOK)
 	tn.wantVerify("pre-lock session stays invalid", ba, http.StatusUnauthorized)
+
+	// A crash (SIGKILL) right after an acknowledged deactivation loses nothing either.
+	resCarol := tn.must(tn.scim.SetActive(ctx, carol.User, false))
+	e.srv.stop(syscall.SIGKILL)
+	if err := e.srv.start(); err != nil {
+		t.Fatalf("start after SIGKILL: %v", err)
+	}
+	tn.waitVerify("carol's deactivation, acknowledged before the crash, revokes her session", bc, http.StatusUnauthorized)
+	tn.history(carol.User.UserName, resCarol.RequestID)
+	tn.logRow(resCarol.RequestID)
+	tn.wantVerify("alice's new session survives the crash", b, http.StatusOK)
 }

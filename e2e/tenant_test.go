@@ -297,3 +297,5 @@ func describeUser(u scenario.User) string {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func ctx(t *testing.T) context.Context { return t.Context() }

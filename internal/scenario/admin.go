@@ -286,3 +286,8 @@ func (a *Admin) SCIMLogs(ctx context.Context, q url.Values) ([]LogRow, error) {
 	err := a.do(ctx, http.MethodGet, "/api/v1/logs/scim?"+q.Encode(), nil, &out)
 	return out, err
 }
+
+// RemoveSeat frees a user's seat and ends their sessions (they take a seat again at the next login).
+func (a *Admin) RemoveSeat(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(id)+"/seat", nil, nil)
+}
