@@ -392,14 +392,26 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 				return err
 			})
 		}
-		return tx.Bucket([]byte(bkUsers)).ForEach(func(_, v []byte) error {
-			var u user
-			if err := json.Unmarshal(v, &u); err != nil {
+		// Without a status filter only the users of the page are decoded; the IdP filter uses its index.
+		visit := func(uid []byte) error {
+			if status == "" {
+				total++
+				if total <= skip || len(out) >= perPage {
+					return nil
+				}
+				total-- // match counts it
+			}
+			u, err := getUser(tx, string(uid))
+			if err != nil || u == nil {
 				return err
 			}
-			match(&u)
+			match(u)
 			return nil
-		})
+		}
+		if idp != "" {
+			return prefixScan(tx, bkIdPUsers, key(idp, ""), func(k, _ []byte) error { return visit([]byte(lastPart(k))) })
+		}
+		return tx.Bucket([]byte(bkUsers)).ForEach(func(k, _ []byte) error { return visit(k) })
 	})
 	if err != nil {
 		s.fail(w, r, internal(err))

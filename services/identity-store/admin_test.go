@@ -257,6 +257,15 @@ func TestAdminUsers(t *testing.T) {
 	if len(users) != 2 || r.ResultInfo.TotalCount != 3 {
 		t.Errorf("page 1 = %d users of %d, want 2 of 3", len(users), r.ResultInfo.TotalCount)
 	}
+	first := users[0].ID
+	r = a.call("GET", "/api/v1/users?idp_id=okta&per_page=2&page=2", nil, 200, &users)
+	if len(users) != 1 || r.ResultInfo.TotalCount != 3 || users[0].ID == first {
+		t.Errorf("page 2 = %+v of %d, want the third user of 3", users, r.ResultInfo.TotalCount)
+	}
+	a.call("GET", "/api/v1/users?per_page=3", nil, 200, &users)
+	if len(users) != 3 {
+		t.Errorf("all users = %d, want 3", len(users))
+	}
 	a.call("GET", "/api/v1/users?email=IVY@example.com", nil, 200, &users)
 	if len(users) != 1 || users[0].Status != events.StatusActive {
 		t.Fatalf("by email = %+v, want ivy, active", users)

@@ -269,6 +269,9 @@ func (p *projector) putUser(t *txn, c *change) error {
 	// Counters.
 	newStatus, newSeat := u.status(), u.seatHeld()
 	if c.before == nil {
+		if err := t.tx.Bucket([]byte(bkIdPUsers)).Put(key(u.IdPID, u.ID), []byte{}); err != nil {
+			return err
+		}
 		if err := statAdd(t.tx, statUsers(u.IdPID, newStatus), 1); err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ import (
 const (
 	bkUsers       = "users"           // registry id → user (JSON)
 	bkEmail       = "users_by_email"  // email NUL idp → registry id
+	bkIdPUsers    = "users_by_idp"    // idp NUL registry id → ""
 	bkSCIMUsers   = "scim_users"      // idp NUL scim user id → scimRef (JSON); tombstones kept
 	bkGroups      = "groups"          // idp NUL group id → group (JSON)
 	bkMembers     = "group_members"   // idp NUL group id NUL scim user id → ""
@@ -36,7 +37,7 @@ const (
 	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
 )
 
-var allBuckets = []string{bkUsers, bkEmail, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
+var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
 	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
