@@ -118,6 +118,7 @@ func newServer(dataDir string) (*server, error) {
 func (s *server) start() error {
 	cmd := exec.Command(binary, "serve", "-config", "/dev/null")
 	cmd.Env = append(os.Environ(), s.env...)
+	cmd.SysProcAttr = childAttr()
 	cmd.Stdout = s.stderr
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
