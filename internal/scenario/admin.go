@@ -132,6 +132,8 @@ type User struct {
 	RevokedBefore  *time.Time     `json:"revoked_before"`
 	ActiveSessions []Session      `json:"active_sessions"`
 	History        []HistoryEntry `json:"history"`
+	// IdentityAt is the identity at the time asked for with UserAt.
+	IdentityAt *Identity `json:"identity_at"`
 }
 
 // Seat is a user's seat: held since TakenAt, or removed at RemovedAt.
@@ -290,4 +292,13 @@ func (a *Admin) SCIMLogs(ctx context.Context, q url.Values) ([]LogRow, error) {
 // RemoveSeat frees a user's seat and ends their sessions (they take a seat again at the next login).
 func (a *Admin) RemoveSeat(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(id)+"/seat", nil, nil)
+}
+
+// UserAt returns the user with identity_at: the registry identity as it was at the given time
+// (GET /api/v1/users/{id}?at=…).
+func (a *Admin) UserAt(ctx context.Context, id string, at time.Time) (User, error) {
+	var u User
+	q := url.Values{"at": {at.UTC().Format(time.RFC3339Nano)}}
+	err := a.do(ctx, http.MethodGet, "/api/v1/users/"+url.PathEscape(id)+"?"+q.Encode(), nil, &u)
+	return u, err
 }
