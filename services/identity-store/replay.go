@@ -96,6 +96,9 @@ type streamReader struct {
 	durable string
 	last    uint64
 	it      jetstream.MessagesContext
+	ch      chan *replayMsg // filled by a goroutine that fetches and decodes ahead of the applier
+	cancel  context.CancelFunc
+	errc    chan error
 	head    *replayMsg
 	done    bool
 }
@@ -124,10 +127,48 @@ func newStreamReader(ctx context.Context, js jetstream.JetStream, stream, durabl
 	if r.it, err = cons.Messages(jetstream.PullMaxMessages(2000)); err != nil {
 		return nil, fmt.Errorf("replay: stream %s: %w", stream, err)
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	r.cancel, r.ch, r.errc = cancel, make(chan *replayMsg, 4096), make(chan error, 1)
+	go r.fetch(rctx)
 	return r, nil
 }
 
+// fetch reads and decodes messages up to the last sequence, in order, into r.ch.
+func (r *streamReader) fetch(ctx context.Context) {
+	defer close(r.ch)
+	for ctx.Err() == nil {
+		m, err := r.it.Next(jetstream.NextMaxWait(5 * time.Second))
+		if err != nil {
+			r.errc <- fmt.Errorf("replay %s: %w", r.durable, err)
+			return
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			r.errc <- fmt.Errorf("replay %s: %w", r.durable, err)
+			return
+		}
+		seq := meta.Sequence.Stream
+		if seq > r.last {
+			return
+		}
+		ev, derr := events.Decode(m.Subject(), m.Data())
+		select {
+		case r.ch <- &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}:
+		case <-ctx.Done():
+			return
+		}
+		if seq == r.last {
+			return
+		}
+	}
+}
+
 func (r *streamReader) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		for range r.ch { // let fetch finish before stopping the iterator it uses
+		}
+	}
 	if r.it != nil {
 		r.it.Stop()
 	}
@@ -140,28 +181,22 @@ func (r *streamReader) peek(ctx context.Context) (*replayMsg, error) {
 	if r.done {
 		return nil, nil
 	}
-	if ctx.Err() != nil {
+	select {
+	case m, ok := <-r.ch:
+		if !ok {
+			r.done = true
+			select {
+			case err := <-r.errc:
+				return nil, err
+			default:
+				return nil, nil
+			}
+		}
+		r.head = m
+		return m, nil
+	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	m, err := r.it.Next(jetstream.NextMaxWait(5 * time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("replay %s: %w", r.durable, err)
-	}
-	meta, err := m.Metadata()
-	if err != nil {
-		return nil, err
-	}
-	seq := meta.Sequence.Stream
-	if seq > r.last {
-		r.done = true
-		return nil, nil
-	}
-	ev, derr := events.Decode(m.Subject(), m.Data())
-	r.head = &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}
-	if seq == r.last {
-		r.done = true
-	}
-	return r.head, nil
 }
 
 // msgSource yields messages in apply order; nil at the end.
