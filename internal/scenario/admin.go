@@ -302,3 +302,26 @@ func (a *Admin) UserAt(ctx context.Context, id string, at time.Time) (User, erro
 	err := a.do(ctx, http.MethodGet, "/api/v1/users/"+url.PathEscape(id)+"?"+q.Encode(), nil, &u)
 	return u, err
 }
+
+// UpdateIdP replaces an identity provider's definition (PUT). A redacted or empty client secret
+// keeps the stored one.
+func (a *Admin) UpdateIdP(ctx context.Context, id string, spec IdPSpec) (IdP, error) {
+	if spec.Type == "" {
+		spec.Type = "oidc"
+	}
+	var p IdP
+	err := a.do(ctx, http.MethodPut, "/api/v1/identity_providers/"+url.PathEscape(id), spec, &p)
+	return p, err
+}
+
+// RefreshSCIMSecret issues a new SCIM secret for the IdP and returns the IdP with it.
+func (a *Admin) RefreshSCIMSecret(ctx context.Context, id string) (IdP, error) {
+	var p IdP
+	err := a.do(ctx, http.MethodPost, "/api/v1/identity_providers/"+url.PathEscape(id)+"/refresh_scim_secret", nil, &p)
+	return p, err
+}
+
+// DeleteIdP deletes an identity provider.
+func (a *Admin) DeleteIdP(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, "/api/v1/identity_providers/"+url.PathEscape(id), nil, nil)
+}
