@@ -39,6 +39,7 @@ type harness struct {
 	clock atomic.Int64 // event-time clock of the test's gens
 
 	mu     sync.Mutex // guards the following
+	addr   string     // the running service's listener
 	svc    *service
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -107,7 +108,7 @@ func (h *harness) startWith(hook func(events.Event) error) *service {
 		done <- err
 	}()
 	h.mu.Lock()
-	h.svc, h.reg, h.cancel, h.done = s, reg, cancel, done
+	h.svc, h.reg, h.cancel, h.done, h.addr = s, reg, cancel, done, ln.Addr().String()
 	h.mu.Unlock()
 	return s
 }

@@ -1,8 +1,13 @@
 package identitystore
 
 import (
+	"encoding/json"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
+	"net/http"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -171,4 +176,54 @@ func TestLoginRacingDeprovision(t *testing.T) {
 			t.Errorf("login first=%v: active sessions %v, want none", loginFirst, s)
 		}
 	}
+}
+
+// TestSessionsAndReadiness: logout ends a session, expired sessions are pruned at the next login (by
+// event time), denied logins are recorded; /readyz reports the consumers ready.
+func TestSessionsAndReadiness(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	eventually(t, "/readyz 200", func() bool {
+		res, err := http.Get("http://" + h.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	g := h.gen("okta")
+	uid := events.UserID("okta", "rita@example.com")
+	short := g.login("rita@example.com", "Rita", "short", false)
+	d := short.Data.(events.LoggedIn)
+	d.ExpiresAt = d.IssuedAt.Add(time.Second) // expires before the next login
+	short.Data = d
+	long := g.login("rita@example.com", "Rita", "long", false)
+	other := g.login("rita@example.com", "Rita", "other", false)
+	out := g.ev(events.LoggedOut{UserID: uid, Email: "rita@example.com", SessionIDHash: "other"})
+	denied := g.ev(events.LoginDenied{UserID: uid, Email: "rita@example.com", Reason: "test"})
+	h.publishPhased([]events.Event{short, long, other, out, denied})
+	var stored []string
+	h.view(func(tx *bolt.Tx) error {
+		return prefixScan(tx, bkSessions, key(uid, ""), func(k, _ []byte) error {
+			stored = append(stored, lastPart(k))
+			return nil
+		})
+	})
+	if !cmp.Equal(stored, []string{"long"}) {
+		t.Errorf("stored sessions = %v, want [long] (short expired and pruned, other logged out)", stored)
+	}
+	var notes []string
+	h.view(func(tx *bolt.Tx) error {
+		return prefixScan(tx, bkHistory, key(uid, ""), func(_, v []byte) error {
+			var e historyEntry
+			json.Unmarshal(v, &e)
+			notes = append(notes, e.Notes...)
+			return nil
+		})
+	})
+	if !slices.Contains(notes, "login denied: test") || !slices.Contains(notes, "logged out") {
+		t.Errorf("history notes = %v, want the logout and the denied login", notes)
+	}
+	h.oracle()
 }
