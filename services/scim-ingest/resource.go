@@ -92,7 +92,9 @@ func decodeJSON(body []byte) (map[string]any, error) {
 }
 
 // canonical round-trips v through JSON so that stored and freshly validated attributes compare equal
-// (int64 and json.Number, []any and typed slices).
+// (int64 and json.Number, []any and typed slices), and drops unassigned values (RFC 7643 §2.5: null,
+// [] and {} mean "no value"). Without that, Entra's "roles": [] came back from the library as null,
+// was stored and served as null, and the next PATCH, which drops it, looked like a change.
 func canonical(v map[string]any) map[string]any {
 	b, _ := json.Marshal(v)
 	d := json.NewDecoder(bytes.NewReader(b))
@@ -100,9 +102,47 @@ func canonical(v map[string]any) map[string]any {
 	var out map[string]any
 	d.Decode(&out)
 	if out == nil {
-		out = map[string]any{}
+		return map[string]any{}
 	}
+	pruneMap(out)
 	return out
+}
+
+// pruneMap removes unassigned values from m, depth first.
+func pruneMap(m map[string]any) {
+	for k, v := range m {
+		if v = prune(v); v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+	}
+}
+
+// prune returns v without unassigned values, or nil if nothing is left.
+func prune(v any) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case map[string]any:
+		pruneMap(x)
+		if len(x) == 0 {
+			return nil
+		}
+		return x
+	case []any:
+		out := x[:0]
+		for _, e := range x {
+			if e = prune(e); e != nil {
+				out = append(out, e)
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	}
+	return v
 }
 
 // legacyURN maps the legacy schema URNs of OneLogin's default template to current ones; "" means

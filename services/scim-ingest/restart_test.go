@@ -63,7 +63,6 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	}
 	h.waitDrained() // published is not yet deleted from the outbox: wait until the bound is clear
 
-
 	// Phase 2: NATS down, a membership change, then the service restarts before NATS returns.
 	start = h.stopNATS()
 	var uids []string

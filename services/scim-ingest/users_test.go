@@ -149,3 +149,31 @@ func TestUserLifecycle(t *testing.T) {
 }
 
 func jsonNum(n int) any { return jsonNumber(n) }
+
+// TestUnassignedValuesAreNotStored: Entra creates users with "roles": [] (and older payloads with
+// nulls); they are not stored or served, and an unchanged PATCH afterwards keeps the version.
+func TestUnassignedValuesAreNotStored(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN, enterpriseURN}, "userName": "roles@x.test",
+		"roles": []any{}, "addresses": nil, "phoneNumbers": nil, "name": map[string]any{"givenName": "R", "familyName": "L"},
+		"emails": []any{map[string]any{"value": "roles@x.test", "type": "work", "primary": true}}, "active": true,
+		enterpriseURN: map[string]any{}})
+	if r.status != http.StatusCreated {
+		t.Fatalf("POST = %d %s", r.status, r.raw)
+	}
+	id := str(r.body["id"])
+	g := h.do("GET", "/Users/"+id, nil)
+	if strings.Contains(string(g.raw), "null") || g.body["roles"] != nil || g.body[enterpriseURN] != nil {
+		t.Errorf("GET after create has unassigned values: %s", g.raw)
+	}
+	p := h.do("PATCH", "/Users/"+id, patchBody(
+		map[string]any{"op": "Replace", "path": "name.givenName", "value": "R"},
+		map[string]any{"op": "Replace", "path": "name.familyName", "value": "L"}))
+	if p.status != 200 || p.header.Get("ETag") != `W/"1"` {
+		t.Errorf("unchanged PATCH = %d ETag %s, want 200 W/\"1\"", p.status, p.header.Get("ETag"))
+	}
+	if diff := cmp.Diff([]string{events.TypeSCIMLog}, eventTypes(h.eventsOf(p))); diff != "" {
+		t.Errorf("unchanged PATCH events (-want +got):\n%s", diff)
+	}
+}
