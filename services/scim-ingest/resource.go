@@ -455,7 +455,7 @@ func (p projection) wants(name string) bool {
 		return true
 	}
 	for _, a := range p.include {
-		if a == name || strings.HasPrefix(a, name+".") || strings.HasPrefix(a, name+":") {
+		if a == name || strings.HasPrefix(a, name+".") || strings.HasPrefix(a, name+":") || strings.HasPrefix(a, name+"[") {
 			return true
 		}
 	}
