@@ -37,3 +37,31 @@ func TestAdminIdP(t *testing.T) {
 		t.Errorf("CreateIdP(seat_deprovision without user_deprovision) = %v, want 400", err)
 	}
 }
+
+// TestLoginWithoutIssuer: DESIGN.md §5 makes `issuer` optional in the IdP body
+// (`{client_id, client_secret, auth_url, token_url, certs_url, issuer?, …}`, Cloudflare's generic OIDC
+// shape), and the admin API accepts an IdP with the three URLs and no issuer, so a login at such an
+// IdP must work. (Found by this suite: auth used to refuse every such login with idp_unavailable.)
+func TestLoginWithoutIssuer(t *testing.T) {
+	t.Parallel()
+	e := shared.get(t)
+	e.dumpOnFailure(t)
+	spec := scenario.NewIdPSpec("e2e no issuer "+scenario.RandomString(6), e.op, e.secret, "automatic", true, false)
+	spec.Config.Issuer = ""
+	idp, err := e.admin.CreateIdP(t.Context(), spec)
+	if err != nil {
+		t.Fatalf("CreateIdP without issuer: %v (the admin API accepts it per docs/admin-api.md)", err)
+	}
+	p, err := scenario.NewPerson(e.op, "dora@noissuer.example.com", "Dora", "Ng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := scenario.NewBrowser(e.srv.ep.Auth, nil)
+	if err := b.WaitIdP(t.Context(), idp.ID, waitTimeout); err != nil {
+		t.Logf("auth does not offer the IdP: %v", err)
+	}
+	r, err := b.Login(t.Context(), idp.ID, p.Sub)
+	if err != nil || !r.OK() {
+		t.Fatalf("login at an IdP without issuer = %d %s (%v), want 302 with a session", r.Status, r.Body, err)
+	}
+}
