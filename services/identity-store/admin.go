@@ -508,19 +508,20 @@ func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 		} else {
 			k, v = c.Prev()
 		}
+		var bestSeq uint64
 		for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Prev() {
 			var h historyEntry
 			if err := json.Unmarshal(v, &h); err != nil {
 				return err
 			}
-			if !at.IsZero() && d.IdentityAt == nil && !h.At.After(at) {
+			if !at.IsZero() && !h.At.After(at) && h.Seq >= bestSeq {
 				ident := h.After
-				d.IdentityAt = &ident
+				d.IdentityAt, bestSeq = &ident, h.Seq
 			}
 			if len(d.History) < limit {
 				d.History = append(d.History, h)
 			}
-			if len(d.History) >= limit && (at.IsZero() || d.IdentityAt != nil) {
+			if len(d.History) >= limit && at.IsZero() {
 				break
 			}
 		}

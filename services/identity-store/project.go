@@ -215,13 +215,14 @@ func (p *projector) finish(t *txn, c *change) error {
 		// Still persist (SCIM snapshot, timestamps) without history.
 		return p.putUser(t, c)
 	}
+	u.HistorySeq++
 	if err := p.putUser(t, c); err != nil {
 		return err
 	}
 	if len(changes) > 0 {
 		t.publish(events.IdentityChanged{Identity: after, Changed: changes})
 	}
-	h := historyEntry{At: t.at(), EventID: t.ev.ID, EventType: t.ev.Type, Cause: t.ev.CorrelationID,
+	h := historyEntry{At: t.at(), Seq: u.HistorySeq, EventID: t.ev.ID, EventType: t.ev.Type, Cause: t.ev.CorrelationID,
 		Changes: changes, Notes: c.notes, After: after}
 	if changes == nil {
 		h.Changes = []string{}

@@ -116,6 +116,7 @@ type user struct {
 	SeatRemovedAt time.Time `json:"seat_removed_at,omitzero"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+	HistorySeq    uint64    `json:"history_seq"` // history entries written so far (apply order)
 }
 
 func (u *user) seatHeld() bool {
@@ -183,7 +184,12 @@ type session struct {
 
 // historyEntry is one change of a user: when, what caused it and the identity before and after.
 type historyEntry struct {
-	At        time.Time        `json:"at"`
+	At time.Time `json:"at"`
+	// Seq is the entry's place in apply order for this user. Entries are listed by event time, but an
+	// event can be applied after one stamped later (a login overtaking a deprovisioning on another
+	// stream); each After reflects everything applied before it, so the identity at a time is the
+	// After of the entry applied last among those stamped at or before it.
+	Seq       uint64           `json:"seq"`
 	EventID   string           `json:"event_id"`
 	EventType string           `json:"event_type"`
 	Cause     string           `json:"cause,omitempty"` // correlation id: the SCIM request, login or admin request
