@@ -107,8 +107,8 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "\nStarts the all-in-one pipeline in this process (embedded JetStream, fsync on) and the test OpenID")
 		fmt.Fprintln(stderr, "provider, logs -users people in, then deprovisions them over SCIM (Okta's PATCH active=false) at a")
 		fmt.Fprintln(stderr, "steady rate while other IdPs send -background SCIM writes/s. For each person it measures the time")
-		fmt.Fprintln(stderr, "from the SCIM response to the first /verify answering 401 (polled back to back), and reports")
-		fmt.Fprintln(stderr, "p50/p95/p99/max with the /verify round trip under the same load as the baseline.")
+		fmt.Fprintln(stderr, "from the SCIM response to the first /verify answering 401 (one paced watcher polls every waiting")
+		fmt.Fprintln(stderr, "session), and reports p50/p95/p99/max with the /verify round trip under the same load as the baseline.")
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
