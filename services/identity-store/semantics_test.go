@@ -177,10 +177,10 @@ func TestLoginRacingDeprovision(t *testing.T) {
 		}
 		// The identity at any time after the deprovisioning is locked and inactive, even though the
 		// newest history entry by event time is the late login.
-		var d userDetail
-		newAPI(t, h.service()).call("GET", "/api/v1/users/"+uid+"?at="+li.OccurredAt.Add(time.Hour).Format(time.RFC3339), nil, 200, &d)
-		if d.IdentityAt == nil || !d.IdentityAt.Locked || d.IdentityAt.Status != events.StatusInactive {
-			t.Errorf("login first=%v: identity_at after both = %+v, want locked and inactive", loginFirst, d.IdentityAt)
+		var det userDetail
+		newAPI(t, h.service()).call("GET", "/api/v1/users/"+uid+"?at="+li.OccurredAt.Add(time.Hour).Format(time.RFC3339), nil, 200, &det)
+		if det.IdentityAt == nil || !det.IdentityAt.Locked || det.IdentityAt.Status != events.StatusInactive {
+			t.Errorf("login first=%v: identity_at after both = %+v, want locked and inactive", loginFirst, det.IdentityAt)
 		}
 	}
 }
