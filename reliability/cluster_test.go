@@ -173,6 +173,7 @@ func TestClusterLeaderKillAndPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newWorkload(s.scim(), "cluster", 4)
+	w.pace = 50 * time.Millisecond
 	w.start(1 << 20)
 	waitUsers(t, w, 20)
 

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +70,12 @@ func readStream(t testing.TB, js jetstream.JetStream, stream string) []streamMsg
 	for {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			t.Fatalf("fetch %s: %v", stream, err)
+			// Transient right after a leader change or a healed partition; retried until ctx ends.
+			if ctx.Err() != nil {
+				t.Fatalf("fetch %s: %v", stream, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -84,7 +90,7 @@ func readStream(t testing.TB, js jetstream.JetStream, stream string) []streamMsg
 				return out
 			}
 		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
+		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) && ctx.Err() != nil {
 			t.Fatalf("fetch %s: %v", stream, batch.Error())
 		}
 		if ctx.Err() != nil {
@@ -167,7 +173,11 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		t.Fatalf("%s exited (%v) while the pipeline drained:\n%s", dead.svc, err, dead.logTail(40))
 	}
 	if err != nil {
-		t.Fatalf("pipeline did not drain within %s: %v", d, err)
+		// Goroutine dumps (SIGQUIT) go to the service logs, kept because the test fails.
+		for _, sv := range []*service{s.ingest, s.store} {
+			sv.signal(t, syscall.SIGQUIT)
+		}
+		t.Fatalf("pipeline did not drain within %s: %v (goroutine dumps of scim-ingest and identity-store are in their logs)", d, err)
 	}
 	return time.Since(start)
 }

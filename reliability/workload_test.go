@@ -126,6 +126,9 @@ type workload struct {
 	workers int
 	// opDeadline bounds the retries of one logical write.
 	opDeadline time.Duration
+	// pace is a pause between a worker's users (0: none), to keep a slow back end from building
+	// an outbox backlog of many minutes.
+	pace time.Duration
 
 	mu       sync.Mutex // guards the following
 	attempts []attempt
@@ -201,6 +204,9 @@ func (w *workload) worker(n, maxUsers int) {
 		}
 		if rng.IntN(4) == 0 {
 			w.delete(ctx, m)
+		}
+		if w.pace > 0 {
+			time.Sleep(w.pace)
 		}
 	}
 }
