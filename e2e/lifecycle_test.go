@@ -23,17 +23,18 @@ var policies = []struct {
 var behaviors = []string{"automatic", "reauth", "no_action"}
 
 // TestLifecycle runs the whole DESIGN.md §4 table as an IdP meets it: for every update behaviour,
-// every deprovisioning policy and both Okta's and Entra's request shapes, one IdP is created
-// through the admin API and two people go through provision → first login → attribute change →
-// group changes → deactivate → reactivate → delete, with the sessions, registry identity, groups,
-// seat, lock, SCIM log and history checked at every step.
+// every deprovisioning policy and Okta's and Entra's request shapes (Entra with and without the
+// aadOptscim062020 flag), one IdP is created through the admin API and two people go through
+// provision → first login → attribute change → group changes → deactivate → reactivate → delete,
+// with the sessions, registry identity, groups, seat, lock, SCIM log and history checked at every
+// step.
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	e := shared.get(t)
 	e.dumpOnFailure(t)
 	for _, beh := range behaviors {
 		for _, pol := range policies {
-			for _, d := range []scenario.Dialect{scenario.Okta, scenario.Entra} {
+			for _, d := range []scenario.Dialect{scenario.Okta, scenario.Entra, scenario.EntraFlag} {
 				name := fmt.Sprintf("%s/%s/%s", beh, pol.name, d)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()

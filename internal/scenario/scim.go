@@ -25,6 +25,10 @@ const (
 	// Entra: enterprise-extension POST, PATCH with capitalised ops and string booleans
 	// ("False"), member add with "$ref": null, member remove with a value list, DELETE.
 	Entra Dialect = "entra"
+	// EntraFlag: Entra with the aadOptscim062020 flag on the tenant URL (§1.3): lower-case ops,
+	// JSON booleans, one path-less replace with dotted keys for attribute changes, member removal
+	// by a members[value eq "…"] filter.
+	EntraFlag Dialect = "entra-flag"
 )
 
 // SCIM is a SCIM 2.0 client of one IdP's endpoint (/populations/{idp_id}/scim/v2).
@@ -252,9 +256,15 @@ func (s *SCIM) Rename(ctx context.Context, u *SCIMUser, given, family string) (R
 	u.GivenName, u.FamilyName = given, family
 	var res Result
 	var err error
-	if s.Dialect == Okta {
+	switch s.Dialect {
+	case Okta:
 		res, err = s.Do(ctx, http.MethodPut, "/Users/"+u.ID, s.userBody(u, true))
-	} else {
+	case EntraFlag:
+		res, err = s.Do(ctx, http.MethodPatch, "/Users/"+u.ID, map[string]any{
+			"schemas": []string{schemaPatch},
+			"Operations": []any{map[string]any{"op": "replace", "value": map[string]any{
+				"displayName": u.DisplayName(), "name.givenName": given, "name.familyName": family}}}})
+	default:
 		res, err = s.Do(ctx, http.MethodPatch, "/Users/"+u.ID, map[string]any{
 			"schemas": []string{schemaPatch},
 			"Operations": []any{
@@ -274,9 +284,12 @@ func (s *SCIM) Rename(ctx context.Context, u *SCIMUser, given, family string) (R
 func (s *SCIM) SetActive(ctx context.Context, u *SCIMUser, active bool) (Result, error) {
 	u.Active = active
 	var op map[string]any
-	if s.Dialect == Okta {
+	switch s.Dialect {
+	case Okta:
 		op = map[string]any{"op": "replace", "value": map[string]any{"active": active}}
-	} else {
+	case EntraFlag:
+		op = map[string]any{"op": "replace", "path": "active", "value": active}
+	default:
 		v := "False"
 		if active {
 			v = "True"
@@ -336,7 +349,8 @@ func (s *SCIM) CreateGroup(ctx context.Context, g *SCIMGroup) (Result, error) {
 func (s *SCIM) AddMembers(ctx context.Context, g *SCIMGroup, users ...*SCIMUser) (Result, error) {
 	var vals []any
 	var ops []any
-	if s.Dialect == Okta {
+	switch s.Dialect {
+	case Okta:
 		for _, u := range users {
 			vals = append(vals, map[string]any{"value": u.ID, "display": u.UserName})
 		}
@@ -344,7 +358,12 @@ func (s *SCIM) AddMembers(ctx context.Context, g *SCIMGroup, users ...*SCIMUser)
 			map[string]any{"op": "replace", "value": map[string]any{"id": g.ID, "displayName": g.DisplayName}},
 			map[string]any{"op": "add", "path": "members", "value": vals},
 		}
-	} else {
+	case EntraFlag:
+		for _, u := range users {
+			vals = append(vals, map[string]any{"value": u.ID})
+		}
+		ops = []any{map[string]any{"op": "add", "path": "members", "value": vals}}
+	default:
 		for _, u := range users {
 			vals = append(vals, map[string]any{"$ref": nil, "value": u.ID})
 		}
@@ -353,16 +372,20 @@ func (s *SCIM) AddMembers(ctx context.Context, g *SCIMGroup, users ...*SCIMUser)
 	return s.patchGroup(ctx, g, ops)
 }
 
-// RemoveMembers removes users from g: Okta with one members[value eq "…"] filter per user,
-// Entra with a value list (the form literal RFC servers mistake for remove-all).
+// RemoveMembers removes users from g: Okta (and Entra with the flag) with one
+// members[value eq "…"] filter per user, Entra with a value list (the form literal RFC servers
+// mistake for remove-all).
 func (s *SCIM) RemoveMembers(ctx context.Context, g *SCIMGroup, users ...*SCIMUser) (Result, error) {
 	var ops []any
-	if s.Dialect == Okta {
-		ops = append(ops, map[string]any{"op": "replace", "value": map[string]any{"id": g.ID, "displayName": g.DisplayName}})
+	switch s.Dialect {
+	case Okta, EntraFlag:
+		if s.Dialect == Okta {
+			ops = append(ops, map[string]any{"op": "replace", "value": map[string]any{"id": g.ID, "displayName": g.DisplayName}})
+		}
 		for _, u := range users {
 			ops = append(ops, map[string]any{"op": "remove", "path": fmt.Sprintf("members[value eq %q]", u.ID)})
 		}
-	} else {
+	default:
 		var vals []any
 		for _, u := range users {
 			vals = append(vals, map[string]any{"value": u.ID})
