@@ -8,13 +8,13 @@ import (
 	"time"
 )
 
-// TestDemo runs `scimflow demo -exit` as a user would and checks that the story reaches its end:
+// TestDemo runs `scimflow demo -exit` (on free ports) as a user would and checks that the story reaches its end:
 // the deprovisioned sessions went from 200 to 401 and the explore commands were printed.
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, binary, "demo", "-exit").CombinedOutput()
+	out, err := exec.CommandContext(ctx, binary, "demo", "-exit", "-random-ports").CombinedOutput()
 	if err != nil {
 		t.Fatalf("scimflow demo -exit: %v\n%s", err, out)
 	}

@@ -182,6 +182,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	exit := fs.Bool("exit", false, "exit after the narration instead of running until Ctrl-C")
 	logLevel := fs.String("log-level", "error", "log level of the services (their logs go to stderr)")
+	randomPorts := fs.Bool("random-ports", false, "listen on free loopback ports instead of 127.0.0.1:8080-8082")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: scimflow demo [flags]")
 		fmt.Fprintln(stderr, "\nStarts scim-ingest, identity-store and auth in this process with an embedded JetStream, plus a")
@@ -211,7 +212,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		dir = tmp
 	}
 	n := &narrator{w: stdout, start: time.Now()}
-	if err := demo(ctx, n, dir, *exit, stderr, *logLevel); err != nil {
+	if err := demo(ctx, n, dir, !*randomPorts, *exit, stderr, *logLevel); err != nil {
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -231,10 +232,10 @@ type demoMode struct {
 	browser  *scenario.Browser
 }
 
-func demo(ctx context.Context, n *narrator, dir string, exitAfter bool, stderr io.Writer, logLevel string) error {
+func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter bool, stderr io.Writer, logLevel string) error {
 	n.section("Starting scimflow (scim-ingest, identity-store, auth, embedded JetStream) and a test OpenID provider")
 	t0 := time.Now()
-	e, err := startEmbedded(ctx, dir, true, stderr, logLevel, nil)
+	e, err := startEmbedded(ctx, dir, defaultPorts, stderr, logLevel, nil)
 	if err != nil {
 		return err
 	}
