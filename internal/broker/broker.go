@@ -61,6 +61,9 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats listen %q: bad port", cfg.Listen)
 		}
+		if p == 0 {
+			p = server.RANDOM_PORT // nats-server reads 0 as its default port 4222
+		}
 		opts.DontListen = false
 		opts.Host, opts.Port = host, p
 	}
@@ -101,6 +104,14 @@ func EmbeddedOptions(cfg EmbeddedConfig) *server.Options {
 // Connect returns an in-process connection named name.
 func (e *Embedded) Connect(name string) (*nats.Conn, error) {
 	return nats.Connect("", nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// ClientURL is the TCP URL clients use, or "" when the server listens in-process only.
+func (e *Embedded) ClientURL() string {
+	if e.Server.Addr() == nil {
+		return ""
+	}
+	return e.Server.ClientURL()
 }
 
 // Shutdown stops the server and waits for it.

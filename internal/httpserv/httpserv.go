@@ -158,14 +158,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 type ctxKey struct{}
 
-// RequestID gives each request an id (the incoming X-Request-Id if sane, else a new one), echoes it
-// in the response and stores it in the context.
+// RequestID gives each request a fresh id, returns it in X-Request-Id and stores it in the context.
+// The id becomes the correlation id of the events a request causes, so it is never taken from the
+// client: a caller could otherwise reuse another request's id and blur the audit trail.
 func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 128 {
-			id = NewRequestID()
-		}
+		id := NewRequestID()
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
 	})
@@ -193,7 +191,9 @@ func Recover(log *slog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				log.Error("handler panic", "panic", fmt.Sprint(v), "path", r.URL.Path, "request_id", RequestIDFrom(r.Context()))
-				http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusInternalServerError)
+				fmt.Fprintf(w, "{\"error\":\"internal error\",\"request_id\":%q}\n", RequestIDFrom(r.Context()))
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -55,8 +55,8 @@ func TestServerHealthReadyRecoverAndShutdown(t *testing.T) {
 	if c, _ := status("/boom"); c != 500 {
 		t.Errorf("panicking handler = %d, want 500", c)
 	}
-	if _, id := status("/id", "X-Request-Id", "abc"); id != "abc" {
-		t.Errorf("request id = %q, want the incoming abc", id)
+	if _, id := status("/id", "X-Request-Id", "abc"); id == "abc" || len(id) != 32 {
+		t.Errorf("request id = %q, want a fresh id, never the client's", id)
 	}
 	if _, id := status("/id"); len(id) != 32 {
 		t.Errorf("generated request id = %q, want 32 hex chars", id)

@@ -29,6 +29,10 @@ import (
 // transport state, not projection state.
 const Bucket = "outbox"
 
+// DeadBucket keeps records JetStream refused for good (too large for the stream), so one such record
+// cannot block every later one. Each is logged and counted; an operator inspects them.
+const DeadBucket = "outbox_dead"
+
 type record struct {
 	ID         string          `json:"id"`
 	Subject    string          `json:"subject"`
@@ -90,6 +94,7 @@ type Relay struct {
 
 	published prometheus.Counter
 	failures  prometheus.Counter
+	dead      prometheus.Counter
 	latency   prometheus.Histogram
 
 	mu      sync.Mutex // guards drained
@@ -115,6 +120,7 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		db: db, js: js, cfg: cfg, log: log, now: now, wake: make(chan struct{}, 1),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "published_total", Help: "Outbox records published and acknowledged by JetStream."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "publish_failures_total", Help: "Outbox publish rounds that failed and will be retried."}),
+		dead:      prometheus.NewCounter(prometheus.CounterOpts{Name: p + "dead_letters_total", Help: "Records JetStream refused for good, moved to the outbox_dead bucket."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "publish_latency_seconds", Help: "Time from appending a record to its JetStream ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
@@ -122,7 +128,7 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		return nil, err
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.published, r.failures, r.latency,
+		for _, c := range []prometheus.Collector{r.published, r.failures, r.dead, r.latency,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "depth", Help: "Records committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.Depth()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "oldest_age_seconds", Help: "Age of the oldest unpublished record; 0 when the outbox is empty."}, func() float64 { return r.OldestAge().Seconds() }),
 		} {
@@ -134,8 +140,10 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 	return r, nil
 }
 
-// Notify wakes the relay; call it after committing a transaction that appended records.
+// Notify refreshes Depth and wakes the relay; call it after committing a transaction that appended
+// records.
 func (r *Relay) Notify() {
+	r.Refresh()
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -276,10 +284,13 @@ func (r *Relay) round(ctx context.Context) (int, error) {
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(batch))
 	var pubErr error
-	for _, p := range batch {
+	for i, p := range batch {
 		msg := &nats.Msg{Subject: p.rec.Subject, Data: p.rec.Data, Header: nats.Header{}}
 		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(p.rec.ID))
 		if err != nil {
+			if i == 0 && permanent(err) {
+				return 1, r.deadLetter(p, err)
+			}
 			pubErr = fmt.Errorf("publish %s: %w", p.rec.ID, err)
 			break
 		}
@@ -298,6 +309,13 @@ wait:
 				acked++
 			}
 		case err := <-f.Err():
+			if acked == i && permanent(err) {
+				if derr := r.deadLetter(batch[i], err); derr != nil {
+					pubErr = derr
+				}
+				// Records before it are deleted below; the next round goes on after it.
+				break wait
+			}
 			if pubErr == nil {
 				pubErr = fmt.Errorf("publish %s: %w", batch[i].rec.ID, err)
 			}
@@ -332,4 +350,38 @@ wait:
 	}
 	r.Refresh()
 	return acked, pubErr
+}
+
+// permanent reports whether JetStream will refuse the record whatever the retry: it is larger than
+// the server or the stream accepts.
+func permanent(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return true
+	}
+	return false
+}
+
+// deadLetter moves one record from the outbox to DeadBucket.
+func (r *Relay) deadLetter(p pending, cause error) error {
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		d, err := tx.CreateBucketIfNotExists([]byte(DeadBucket))
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket([]byte(Bucket))
+		if err := d.Put(p.key, b.Get(p.key)); err != nil {
+			return err
+		}
+		return b.Delete(p.key)
+	})
+	if err != nil {
+		return fmt.Errorf("outbox dead letter %s: %w", p.rec.ID, err)
+	}
+	r.dead.Inc()
+	r.log.Error("outbox record refused by JetStream for good; moved to outbox_dead", "event_id", p.rec.ID, "subject", p.rec.Subject, "err", cause)
+	return nil
 }

@@ -2,9 +2,11 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +159,45 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	got := streamIDs(t, js)
 	if len(got) != 1 || got[kept[0].ID] != 1 {
 		t.Errorf("stream = %v, want only %s", got, kept[0].ID)
+	}
+}
+
+// TestOversizedRecordIsDeadLetteredNotBlocking: a record JetStream can never accept is moved aside
+// (counted, logged) and the records after it are still published.
+func TestOversizedRecordIsDeadLetteredNotBlocking(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, _, _ := runRelay(t, db, js)
+	big := events.New("idp1", time.Now(), "", "", events.SCIMLog{Method: "POST", Status: events.LogError,
+		RequestBody: json.RawMessage(`"` + strings.Repeat("x", 1<<20+10) + `"`)})
+	if err := db.Update(func(tx *bolt.Tx) error { return outbox.Append(tx, time.Now(), big) }); err != nil {
+		t.Fatal(err)
+	}
+	after := appendN(t, db, 3)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatalf("WaitDrained = %v (an oversized record blocks the outbox)", err)
+	}
+	got := streamIDs(t, js)
+	if len(got) != 3 || got[big.ID] != 0 {
+		t.Errorf("stream = %d events (big one %d times), want the 3 after it", len(got), got[big.ID])
+	}
+	for _, e := range after {
+		if got[e.ID] != 1 {
+			t.Errorf("event %s published %d times, want 1", e.ID, got[e.ID])
+		}
+	}
+	var dead int
+	db.View(func(tx *bolt.Tx) error { dead = tx.Bucket([]byte(outbox.DeadBucket)).Stats().KeyN; return nil })
+	if dead != 1 {
+		t.Errorf("dead letters = %d, want 1", dead)
 	}
 }

@@ -79,8 +79,17 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 	})
 	s.Ready.Set("setup", func() error { return errors.New("streams not set up yet") })
 	log.Info("listening", "addr", srv.Addr().String())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(gctx) })
+	// Shutdown order: the HTTP server drains in-flight requests first, and only then is the work
+	// Start launched (relays, consumers, commit loops) cancelled, so no request loses what it needs.
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	defer stopHTTP()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
+	go func() {
+		<-gctx.Done() // a failed worker stops the service
+		stopHTTP()
+	}()
 	g.Go(func() error {
 		if err := broker.WaitSetup(gctx, d.JS, d.Streams, log); err != nil {
 			if gctx.Err() != nil {
@@ -97,5 +106,7 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 		log.Info("ready")
 		return nil
 	})
-	return g.Wait()
+	httpErr := srv.Serve(httpCtx)
+	stopWork()
+	return errors.Join(httpErr, g.Wait())
 }

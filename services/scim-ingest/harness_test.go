@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,7 +41,6 @@ type harness struct {
 	cancel  context.CancelFunc
 	done    chan error
 	secrets map[string]string
-	reqSeq  atomic.Int64
 
 	evMu    sync.Mutex // guards the following
 	evCache []events.Event
@@ -161,7 +159,7 @@ type resp struct {
 	reqID  string
 }
 
-// do sends a request to idp1 with its secret and a fresh X-Request-Id.
+// do sends a request to idp1 with its secret and records the request id scimflow assigned.
 func (h *harness) do(method, path string, body any) resp {
 	return h.doAs("idp1", h.secrets["idp1"], method, path, body, nil)
 }
@@ -183,8 +181,6 @@ func (h *harness) doAs(idp, secret, method, path string, body any, hdr map[strin
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	reqID := fmt.Sprintf("req-%d-%d", time.Now().UnixNano(), h.reqSeq.Add(1))
-	req.Header.Set("X-Request-Id", reqID)
 	req.Header.Set("Content-Type", "application/scim+json; charset=utf-8")
 	if secret != "" {
 		req.Header.Set("Authorization", "Bearer "+secret)
@@ -198,7 +194,8 @@ func (h *harness) doAs(idp, secret, method, path string, body any, hdr map[strin
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	out := resp{status: res.StatusCode, header: res.Header, raw: raw, reqID: reqID}
+	// scimflow mints the request id (the events' correlation id); it never takes the client's.
+	out := resp{status: res.StatusCode, header: res.Header, raw: raw, reqID: res.Header.Get("X-Request-Id")}
 	if len(raw) > 0 {
 		d := json.NewDecoder(bytes.NewReader(raw))
 		d.UseNumber()
