@@ -85,6 +85,8 @@ type Runner struct {
 	now  func() time.Time
 	cons jetstream.Consumer
 
+	failures map[uint64]int // consecutive transient failures per stream sequence; loop goroutine only
+
 	mu         sync.Mutex // guards the following
 	cursor     uint64
 	caughtUpAt time.Time
@@ -327,10 +329,16 @@ func (r *Runner) halt(err error) error {
 
 func (r *Runner) loop(ctx context.Context, it jetstream.MessagesContext) error {
 	for ctx.Err() == nil {
-		first, err := it.Next(jetstream.NextMaxWait(r.cfg.IdleCheck))
-		if errors.Is(err, nats.ErrTimeout) {
+		// NextContext (not NextMaxWait) so a shutdown interrupts the wait at once.
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.IdleCheck)
+		first, err := it.Next(jetstream.NextContext(wctx))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 			r.idle(ctx)
 			continue
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 		if err != nil {
 			return err
@@ -468,7 +476,13 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 					return err
 				}
 			}
-			d := r.backoff(failed.meta.NumDelivered)
+			// Backoff grows with this event's own failures, not its delivery count: naks of the events
+			// queued behind a failing one must not make their first failure wait longer.
+			if r.failures == nil {
+				r.failures = map[uint64]int{}
+			}
+			r.failures[seq]++
+			d := r.backoff(uint64(r.failures[seq]))
 			r.log.Warn("event apply failed; will retry", "event_id", failed.ev.ID, "seq", seq, "err", retryErr, "retry_in", d.String())
 			for _, e := range rest {
 				e.raw.NakWithDelay(d)
@@ -494,6 +508,11 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 				r.log.Error("event termed as poison; skipped", "seq", e.meta.Sequence.Stream, "event_id", e.ev.ID, "err", poison[e.meta.Sequence.Stream])
 			case stLater:
 				later = append(later, e)
+			}
+		}
+		for seq := range r.failures {
+			if seq <= committed {
+				delete(r.failures, seq)
 			}
 		}
 		r.advance(committed, entries)
