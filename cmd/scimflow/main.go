@@ -105,13 +105,7 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 		}
 		return 2
 	}
-	path := *configPath
-	if path == defaultConfig && !explicit(fs, "config") {
-		if _, err := os.Stat(path); err != nil {
-			path = ""
-		}
-	}
-	f, err := app.Load(path, os.LookupEnv)
+	f, err := loadConfig(fs, *configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
 		return 2
@@ -154,6 +148,17 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// loadConfig loads the file named by the -config flag of fs. The default path is used only if it
+// exists, so a fresh checkout runs with the built-in defaults.
+func loadConfig(fs *flag.FlagSet, path string) (app.File, error) {
+	if path == defaultConfig && !explicit(fs, "config") {
+		if _, err := os.Stat(path); err != nil {
+			path = ""
+		}
+	}
+	return app.Load(path, os.LookupEnv)
 }
 
 func explicit(fs *flag.FlagSet, name string) bool {

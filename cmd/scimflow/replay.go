@@ -68,13 +68,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "scimflow replay: -out is required")
 		return 2
 	}
-	path := *configPath
-	if path == defaultConfig && !explicit(fs, "config") {
-		if _, err := os.Stat(path); err != nil {
-			path = ""
-		}
-	}
-	f, err := app.Load(path, os.LookupEnv)
+	f, err := loadConfig(fs, *configPath)
 	if err == nil {
 		err = f.Validate()
 	}
