@@ -155,7 +155,7 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	}
 	nc.Close()
 	p.cmd.Process.Signal(syscall.SIGINT)
-	if code := p.wait(t, 10*time.Second); code != 0 {
+	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit code after SIGINT = %d, want 0; stderr:\n%s", code, p.stderr)
 	}
 
@@ -184,14 +184,14 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 		t.Errorf("kv %s: %v", broker.KVIdPConfig, err)
 	}
 	p2.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p2.wait(t, 10*time.Second); code != 0 {
+	if code := p2.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}
 }
 
 func waitReady(t *testing.T, p *proc, pt ports) {
 	t.Helper()
-	natstest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 60*time.Second, func() error {
 		select {
 		case <-p.done:
 			t.Fatalf("serve exited early: %s", p.stderr)
@@ -216,7 +216,7 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 		p := startProc(t, servEnv(dir, pt), "serve", "-config", "/dev/null")
 		waitReady(t, p, pt)
 		p2 := startProc(t, servEnv(dir, newPorts(t)), "serve", "-config", "/dev/null")
-		if code := p2.wait(t, 5*time.Second); code == 0 || !strings.Contains(p2.stderr.String(), "in use by another scimflow process") {
+		if code := p2.wait(t, 30*time.Second); code == 0 || !strings.Contains(p2.stderr.String(), "in use by another scimflow process") {
 			t.Errorf("second serve: exit %d, stderr %q; want non-zero and a clear message", code, p2.stderr)
 		}
 	})
@@ -230,7 +230,7 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 		pt := newPorts(t)
 		pt.admin = ln.Addr().String()
 		p := startProc(t, servEnv(t.TempDir(), pt), "serve", "-config", "/dev/null")
-		if code := p.wait(t, 5*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "address already in use") {
+		if code := p.wait(t, 30*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "address already in use") {
 			t.Errorf("port in use: exit %d, stderr %q", code, p.stderr)
 		}
 	})
@@ -245,7 +245,7 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 			dir = filepath.Join(f, "data")
 		}
 		p := startProc(t, servEnv(dir, newPorts(t)), "serve", "-config", "/dev/null")
-		if code := p.wait(t, 5*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "data dir") {
+		if code := p.wait(t, 30*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "data dir") {
 			t.Errorf("unwritable data dir: exit %d, stderr %q", code, p.stderr)
 		}
 	})
@@ -254,7 +254,7 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "bad.yaml")
 		os.WriteFile(cfg, []byte("data_dir: \"\"\nnats:\n  replicas: 9\nscim_ingest:\n  listen: \"\"\nauth:\n  external_url: \"\"\n"), 0o600)
 		p := startProc(t, nil, "serve", "-config", cfg)
-		code := p.wait(t, 5*time.Second)
+		code := p.wait(t, 30*time.Second)
 		for _, want := range []string{"data_dir", "nats.replicas", "scim_ingest.listen", "auth.external_url"} {
 			if !strings.Contains(p.stderr.String(), want) {
 				t.Errorf("stderr does not mention %s:\n%s", want, p.stderr)
@@ -269,7 +269,7 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "bad.yaml")
 		os.WriteFile(cfg, []byte("data_dri: x\n"), 0o600)
 		p := startProc(t, nil, "serve", "-config", cfg)
-		if code := p.wait(t, 5*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "data_dri") {
+		if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "data_dri") {
 			t.Errorf("unknown key: exit %d, stderr %q", code, p.stderr)
 		}
 	})
@@ -282,7 +282,7 @@ func TestServiceWithUnreachableNATS(t *testing.T) {
 	natsAddr := freePort(t)
 	listen := freePort(t)
 	p := startProc(t, []string{"SCIMFLOW_DATA_DIR=" + t.TempDir(), "SCIMFLOW_NATS_URL=nats://" + natsAddr, "SCIMFLOW_SCIM_INGEST_LISTEN=" + listen}, "scim-ingest", "-config", "/dev/null")
-	natstest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 60*time.Second, func() error {
 		if c := get("http://" + listen + "/healthz"); c != 200 {
 			return fmt.Errorf("healthz %d", c)
 		}
@@ -296,14 +296,14 @@ func TestServiceWithUnreachableNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer emb.Shutdown()
-	natstest.WaitFor(t, 20*time.Second, func() error {
+	natstest.WaitFor(t, 60*time.Second, func() error {
 		if c := get("http://" + listen + "/readyz"); c != 200 {
 			return fmt.Errorf("readyz %d", c)
 		}
 		return nil
 	})
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t, 10*time.Second); code != 0 {
+	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("exit = %d, stderr %s", code, p.stderr)
 	}
 }

@@ -57,7 +57,7 @@ func TestReplayRebuildsIdenticalRegistry(t *testing.T) {
 	}
 	nc.Close()
 	cursor := regexp.MustCompile(`scimflow_identity_store_consumer_cursor_sequence\{consumer="identitystore-scim"[^}]*\} (\d+)`)
-	natstest.WaitFor(t, 20*time.Second, func() error {
+	natstest.WaitFor(t, 60*time.Second, func() error {
 		resp, err := http.Get("http://" + pt.admin + "/metrics")
 		if err != nil {
 			return err
@@ -74,7 +74,7 @@ func TestReplayRebuildsIdenticalRegistry(t *testing.T) {
 		return nil
 	})
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t, 10*time.Second); code != 0 {
+	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("serve exit %d: %s", code, p.stderr)
 	}
 
