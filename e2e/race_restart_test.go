@@ -108,6 +108,12 @@ func TestRestart(t *testing.T) {
 	}
 	resBob := tn.must(tn.scim.SetActive(ctx, bob.User, false))
 	tn.waitVerify("bob revoked before restart", bb, http.StatusUnauthorized)
+	// A logged-out session stays logged out across restarts.
+	bo := tn.login(carol)
+	loggedOut := bo.Session()
+	if err := bo.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// The IdP got a 2xx, so the change is on disk; stop at once, before it is necessarily applied.
 	resAlice := tn.must(tn.scim.SetActive(ctx, alice.User, false))
@@ -133,6 +139,9 @@ func TestRestart(t *testing.T) {
 	})
 	tn.wantVerify("bob stays revoked", bb, http.StatusUnauthorized)
 	tn.wantVerify("carol's session survives the restart", bc, http.StatusOK)
+	if v, err := scenario.Verify(ctx, nil, e.srv.ep.Auth, loggedOut, "", scenario.Nginx, appURL); err != nil || v.Status != http.StatusUnauthorized {
+		t.Errorf("a session logged out before the restart = %d %v, want 401", v.Status, err)
+	}
 	v := tn.verify(bc)
 	if v.Header.Get("X-Scimflow-Groups") != "Engineering" {
 		t.Errorf("carol's groups after restart = %q, want Engineering", v.Header.Get("X-Scimflow-Groups"))
