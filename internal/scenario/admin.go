@@ -29,6 +29,7 @@ type APIError struct {
 	Body         string
 }
 
+// Error implements error with the method, path, status and body.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("%s %s = %d: %s", e.Method, e.Path, e.Status, strings.TrimSpace(e.Body))
 }
