@@ -86,6 +86,7 @@ func (s *server) parsePatch(body []byte) ([]patchOp, error) {
 // manager without its extension URN, as a string or as a one-element list, becomes the enterprise
 // extension's manager object; string booleans become booleans.
 func normalizeOp(op patchOp) []patchOp {
+	op.Path = urnDotPath(op.Path)
 	lp := strings.ToLower(op.Path)
 	if lp == "password" || strings.HasSuffix(lp, ":password") {
 		return nil
@@ -120,6 +121,19 @@ func normalizeOp(op patchOp) []patchOp {
 		op.Op, op.Value = "remove", nil
 	}
 	return []patchOp{op}
+}
+
+// urnDotPath rewrites a path that joins a schema URN and its attribute with a dot instead of a colon
+// ("urn:…:enterprise:2.0:User.manager", Microsoft's SCIM Inbound collection) to the RFC 7644 form
+// ("urn:…:enterprise:2.0:User:manager"). Without it the path names no attribute and the operation was
+// silently dropped: a 200 that changed nothing.
+func urnDotPath(p string) string {
+	for _, urn := range []string{enterpriseURN, userURN, groupURN} {
+		if len(p) > len(urn)+1 && strings.EqualFold(p[:len(urn)], urn) && p[len(urn)] == '.' {
+			return urn + ":" + p[len(urn)+1:]
+		}
+	}
+	return p
 }
 
 // managerValue turns Entra's manager forms into the enterprise extension's complex value: "id",
