@@ -1,3 +1,5 @@
+//go:build e2e_known_bugs
+
 package e2e
 
 import (
