@@ -1,5 +1,3 @@
-//go:build e2e_known_bugs
-
 package e2e
 
 import (
@@ -30,7 +28,11 @@ func TestNextLoginReadsCurrentGroups(t *testing.T) {
 			tn.must(tn.scim.CreateUser(ctx, p.User))
 			g := &scenario.SCIMGroup{DisplayName: "Admins"}
 			tn.must(tn.scim.CreateGroup(ctx, g))
-			tn.must(tn.scim.AddMembers(ctx, g, p.User))
+			// Setup: the first login must follow identity-store's application of the addition. A login
+			// racing it is a separate known bug (e2e_known_bugs TestAutomaticGroupChangeReachesRacingLogin:
+			// a SCIM change stamped before a session never reaches it) and is not what this test checks.
+			added := tn.must(tn.scim.AddMembers(ctx, g, p.User))
+			tn.logRow(added.RequestID)
 			b := tn.login(p)
 			tn.eventually("in Admins", func() error { return groupsAre(headerGroups(tn.verify(b)), "Admins") })
 			res := tn.must(tn.scim.RemoveMembers(ctx, g, p.User))

@@ -210,12 +210,18 @@ type Identity struct {
 	Locked        bool           `json:"locked"`
 	RevokedBefore *time.Time     `json:"revoked_before,omitempty"`
 	SCIMUserID    string         `json:"scim_user_id,omitempty"`
+	// SCIMGroups is the user's current SCIM group membership: what a login would read now, in every
+	// update mode. Groups is the registry identity's groups, which in reauth and no_action modes stay
+	// as the last login set them; auth builds a new session's groups from SCIMGroups when the IdP
+	// has SCIM enabled (DESIGN.md §4: at every login the identity is rebuilt from the latest SCIM
+	// state). Empty for a user SCIM never linked, or one whose SCIM resource was deleted.
+	SCIMGroups []Group `json:"scim_groups,omitempty"`
 }
 
 // IdentityChanged carries the registry identity after a change.
 type IdentityChanged struct {
 	Identity Identity `json:"identity"`
-	Changed  []string `json:"changed"` // which parts changed: email, name, groups, status, seat, oidc_fields, …
+	Changed  []string `json:"changed"` // which parts changed: email, name, groups, scim_groups, status, seat, oidc_fields, …
 }
 
 // EventType implements Payload.

@@ -73,6 +73,11 @@ type Config struct {
 	// JWKSRefreshCooldown is the shortest time between two IdP JWKS fetches caused by a token
 	// whose key is unknown. Default 30s.
 	JWKSRefreshCooldown config.Duration `json:"jwks_refresh_cooldown"`
+	// LoginCatchUpTimeout bounds how long a login callback waits for this replica's IDENTITY
+	// projection to apply everything the stream held when the callback began, so a change
+	// identity-store already published (a group removal) shapes the new session. A login that
+	// cannot catch up in time is refused with 503 (fail closed). Default 2s.
+	LoginCatchUpTimeout config.Duration `json:"login_catch_up_timeout"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -90,6 +95,7 @@ func DefaultConfig() Config {
 		LoginTimeout:           config.Duration(10 * time.Minute),
 		ClockSkew:              config.Duration(MaxClockSkew),
 		JWKSRefreshCooldown:    config.Duration(30 * time.Second),
+		LoginCatchUpTimeout:    config.Duration(2 * time.Second),
 	}
 }
 
@@ -126,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JWKSRefreshCooldown == 0 {
 		c.JWKSRefreshCooldown = d.JWKSRefreshCooldown
+	}
+	if c.LoginCatchUpTimeout == 0 {
+		c.LoginCatchUpTimeout = d.LoginCatchUpTimeout
 	}
 	if c.ReplicaID == "" {
 		c.ReplicaID, _ = os.Hostname()
@@ -172,7 +181,7 @@ func (c Config) Validate() error {
 		}
 	}
 	c = c.withDefaults()
-	if c.SessionTTL < 0 || c.AppTokenTTL < 0 || c.RevocationMaxStaleness < 0 || c.LoginTimeout < 0 || c.JWKSRefreshCooldown < 0 {
+	if c.SessionTTL < 0 || c.AppTokenTTL < 0 || c.RevocationMaxStaleness < 0 || c.LoginTimeout < 0 || c.JWKSRefreshCooldown < 0 || c.LoginCatchUpTimeout < 0 {
 		errs = append(errs, errors.New("auth: durations must not be negative"))
 	}
 	if c.ClockSkew < 0 || c.ClockSkew.D() > MaxClockSkew {

@@ -194,6 +194,13 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.loginFailed(w, r, txn.IdP, "txn_store_unavailable", http.StatusServiceUnavailable, err)
 		return
 	}
+	// What the IDENTITY stream holds as the callback begins: the session is built only once this
+	// replica's projection has applied it (read-your-writes; see catchup.go).
+	head, err := s.identityHead(r.Context())
+	if err != nil {
+		s.catchUpFailed(w, r, txn.IdP, "unavailable", err)
+		return
+	}
 	entry, ok := s.idps.get(txn.IdP)
 	if !ok {
 		s.loginFailed(w, r, txn.IdP, "unknown_idp", http.StatusBadRequest, nil)
@@ -236,7 +243,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	s.completeLogin(w, r, rp, txn, claims, sub, now)
+	s.completeLogin(w, r, rp, txn, claims, sub, now, head)
 }
 
 // exchange redeems the code and returns the checked ID-token claims merged with userinfo.
@@ -318,10 +325,12 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 	}
 	li.claimGroup = groupsClaim(claims)
 	if rp.idp.SCIMConfig.Enabled {
-		// SCIM membership replaces the claim: take the registry's groups (none if SCIM never
-		// provisioned the user).
+		// SCIM membership replaces the claim, and a login reads the latest SCIM state (DESIGN.md §4):
+		// the identity's current SCIM groups, not its registry groups, which in reauth and no_action
+		// modes still hold what the previous login read (a group the IdP has since removed). None if
+		// SCIM never provisioned the user.
 		if u, ok := s.state.user(li.userID); ok && u.Identity != nil {
-			li.groups = slices.Clone(u.Identity.Groups)
+			li.groups = slices.Clone(u.Identity.SCIMGroups)
 		}
 	} else {
 		for _, g := range li.claimGroup {
@@ -341,7 +350,17 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 
 // completeLogin applies the lock, then either shows the identity (/test) or mints the session and
 // records the LoggedIn event with it in one transaction.
-func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyingParty, txn loginTxn, claims map[string]any, sub string, now time.Time) {
+func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyingParty, txn loginTxn, claims map[string]any, sub string, now time.Time, head uint64) {
+	// Everything below reads the IDENTITY projection (registry id, lock, SCIM groups): first let it
+	// apply what the stream held when the callback began.
+	if err := s.awaitIdentity(r.Context(), head); err != nil {
+		reason := "unavailable"
+		if errors.Is(err, errCatchUpTimeout) {
+			reason = "timeout"
+		}
+		s.catchUpFailed(w, r, txn.IdP, reason, err)
+		return
+	}
 	li, err := s.resolveIdentity(rp, claims)
 	if err != nil {
 		var le *loginError
@@ -458,6 +477,15 @@ func (s *server) recordDenied(idp, userID, email, sub, reason string) {
 		return
 	}
 	s.relay.Notify()
+}
+
+// catchUpFailed refuses a login whose identity state could not be brought up to date (fail closed):
+// a 503 with Retry-After that the user can simply retry (reason identity_catching_up, as every login
+// failure answers), counted by cause (timeout, unavailable).
+func (s *server) catchUpFailed(w http.ResponseWriter, r *http.Request, idp, cause string, err error) {
+	s.metrics.catchUpRefused.WithLabelValues(cause).Inc()
+	w.Header().Set("Retry-After", "1")
+	s.loginFailed(w, r, idp, "identity_catching_up", http.StatusServiceUnavailable, fmt.Errorf("%s: %w", cause, err))
 }
 
 // loginFailed answers a refused or failed login and counts it.

@@ -259,6 +259,8 @@ type metrics struct {
 	failClosed        *prometheus.CounterVec
 	revocationLatency prometheus.Histogram
 	jwksFetches       *prometheus.CounterVec
+	catchUpWait       prometheus.Histogram
+	catchUpRefused    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
@@ -278,6 +280,11 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}),
 		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_idp_jwks_fetches_total",
 			Help: "IdP JWKS fetches by IdP and result; bounded by the refresh cooldown."}, []string{"idp", "result"}),
+		catchUpWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_login_catch_up_seconds",
+			Help:    "Time a login callback waited for the IDENTITY projection to apply what the stream held when the callback began.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
+		catchUpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_login_catch_up_refused_total",
+			Help: "Logins refused with 503 because the IDENTITY projection could not catch up (timeout) or the stream could not be read (unavailable)."}, []string{"reason"}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
 	// Create the series up front so dashboards and alerts see zeros, not absent series.
@@ -287,10 +294,13 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	for _, e := range []string{"verify", "get_identity", "callback"} {
 		m.failClosed.WithLabelValues(e)
 	}
+	for _, r := range []string{"timeout", "unavailable"} {
+		m.catchUpRefused.WithLabelValues(r)
+	}
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

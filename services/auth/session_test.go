@@ -72,14 +72,14 @@ func TestLockRevokesAndUnlockDoesNotRevive(t *testing.T) {
 }
 
 // TestIdentitySnapshotsDriveIdentity: the registry id learnt from the IDENTITY stream is used at
-// login; with SCIM enabled, groups come from the registry, not the claim; an automatic update of
-// the registry identity shows in /verify at once.
+// login; with SCIM enabled, groups come from the identity's current SCIM groups, not the claim; an
+// automatic update of the registry identity shows in /verify at once.
 func TestIdentitySnapshotsDriveIdentity(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) { i.SCIMConfig.Enabled = true }})
 	at := h.clock.Now()
 	h.n.publish(t, identityEvent("idp-a", at, events.Identity{UserID: "registry-id-1", Email: aliceEmail, Status: events.StatusProvisioned,
-		Groups: []events.Group{{ID: "g1", Name: "SCIM Engineers"}}}))
+		Groups: []events.Group{{ID: "g1", Name: "SCIM Engineers"}}, SCIMGroups: []events.Group{{ID: "g1", Name: "SCIM Engineers"}}}))
 	waitFor(t, "snapshot applied", 10*time.Second, func() error {
 		if _, ok := h.r.srv.state.userIDByEmail("idp-a", aliceEmail); !ok {
 			return errNotYet

@@ -204,6 +204,13 @@ func (p *projector) finish(t *txn, c *change) error {
 	if u.Groups == nil {
 		u.Groups = []events.Group{}
 	}
+	// The current SCIM groups, read exactly as a login reads them, whatever changed: every snapshot
+	// published carries them, and a membership change in reauth or no_action mode (which leaves
+	// Groups alone) still publishes IdentityChanged for them, so auth's next login is not stale.
+	var err error
+	if u.SCIMGroups, err = currentSCIMGroups(t.tx, u); err != nil {
+		return err
+	}
 	after := u.identity()
 	var changes []string
 	if c.before == nil {
@@ -312,6 +319,9 @@ func diffIdentity(a, b events.Identity) []string {
 	}
 	if !slices.Equal(a.Groups, b.Groups) {
 		out = append(out, "groups")
+	}
+	if !slices.Equal(a.SCIMGroups, b.SCIMGroups) {
+		out = append(out, "scim_groups")
 	}
 	if !reflect.DeepEqual(a.OIDCFields, b.OIDCFields) {
 		out = append(out, "oidc_fields")
@@ -589,6 +599,15 @@ func userSCIMGroups(tx *bolt.Tx, idp, scimUID string) ([]events.Group, error) {
 		return nil
 	})
 	return sortedGroups(out), err
+}
+
+// currentSCIMGroups is what a login with SCIM enabled reads as u's groups now: the memberships of its
+// SCIM user, none if SCIM never linked it or its SCIM user was deleted.
+func currentSCIMGroups(tx *bolt.Tx, u *user) ([]events.Group, error) {
+	if u.SCIMUserID == "" || u.SCIM != nil && u.SCIM.Deleted {
+		return nil, nil
+	}
+	return userSCIMGroups(tx, u.IdPID, u.SCIMUserID)
 }
 
 func (p *projector) scimGroupUpserted(t *txn, d events.SCIMGroupUpserted) error {
@@ -896,12 +915,8 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 		u.Name = u.SCIM.displayName()
 	}
 	if d.SCIMEnabled {
-		if u.SCIMUserID != "" && (u.SCIM == nil || !u.SCIM.Deleted) {
-			if u.Groups, err = userSCIMGroups(t.tx, idp, u.SCIMUserID); err != nil {
-				return err
-			}
-		} else {
-			u.Groups = nil
+		if u.Groups, err = currentSCIMGroups(t.tx, u); err != nil {
+			return err
 		}
 	} else {
 		u.Groups = nil

@@ -106,6 +106,10 @@ type user struct {
 	Sub        string         `json:"sub,omitempty"`
 	SCIMUserID string         `json:"scim_user_id,omitempty"`
 	SCIM       *scimState     `json:"scim,omitempty"`
+	// SCIMGroups is the current SCIM membership of SCIMUserID, kept whatever the update mode (Groups
+	// follows it only in automatic mode, or at a login): what the next login reads, published so
+	// auth can build that login's session from it (finish recomputes it).
+	SCIMGroups []events.Group `json:"scim_groups,omitempty"`
 
 	Deprovisioned bool      `json:"deprovisioned,omitempty"` // SCIM active=false or deleted
 	Locked        bool      `json:"locked,omitempty"`
@@ -139,6 +143,7 @@ func (u *user) identity() events.Identity {
 	id := events.Identity{
 		UserID: u.ID, Email: u.Email, Name: u.Name, Groups: u.Groups, OIDCFields: u.OIDCFields,
 		Status: u.status(), SeatHeld: u.seatHeld(), Locked: u.Locked, SCIMUserID: u.SCIMUserID,
+		SCIMGroups: u.SCIMGroups,
 	}
 	if id.Groups == nil {
 		id.Groups = []events.Group{}
@@ -155,6 +160,7 @@ func (u *user) identity() events.Identity {
 func (u *user) clone() *user {
 	c := *u
 	c.Groups = slices.Clone(u.Groups)
+	c.SCIMGroups = slices.Clone(u.SCIMGroups)
 	if u.SCIM != nil {
 		s := *u.SCIM
 		c.SCIM = &s

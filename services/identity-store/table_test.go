@@ -14,13 +14,16 @@ import (
 
 // expect is the registry state and the IDENTITY events one SCIM change must produce.
 type expect struct {
-	name    string
-	groups  []string
-	status  string
-	seat    bool
-	locked  bool
-	revoked bool     // revoked_before equals the time of the revoking change
-	caused  []string // IDENTITY event types caused by the last change event, in order
+	name   string
+	groups []string
+	// scimGroups is the current SCIM membership the identity carries (what the next login reads),
+	// the same in every mode; the IdentityChanged the change caused, if any, publishes it.
+	scimGroups []string
+	status     string
+	seat       bool
+	locked     bool
+	revoked    bool     // revoked_before equals the time of the revoking change
+	caused     []string // IDENTITY event types caused by the last change event, in order
 }
 
 const (
@@ -73,18 +76,22 @@ func TestIdentitySemantics(t *testing.T) {
 	for _, mode := range []string{events.UpdateAutomatic, events.UpdateReauth, events.UpdateNoAction} {
 		auto := mode == events.UpdateAutomatic
 		// Row 1: attributes.
-		w := expect{name: "Old Name", groups: []string{"Eng"}, status: events.StatusActive, seat: true}
+		w := expect{name: "Old Name", groups: []string{"Eng"}, scimGroups: []string{"Eng"}, status: events.StatusActive, seat: true}
 		if auto {
 			w.name, w.caused = "New Name", []string{tChanged}
 		}
 		cells = append(cells, cell{"attributes", mode, pol(mode, true, true), attrs, w})
-		// Row 2: group membership.
-		w = expect{name: "Old Name", groups: []string{"Eng"}, status: events.StatusActive, seat: true}
+		// Row 2: group membership. Registry groups change only in automatic mode, but the current SCIM
+		// groups change in every mode, so every mode publishes IdentityChanged (auth reads them at the
+		// next login).
+		w = expect{name: "Old Name", groups: []string{"Eng"}, scimGroups: []string{"Eng", "Ops"}, status: events.StatusActive, seat: true}
 		switch mode {
 		case events.UpdateAutomatic:
 			w.groups, w.caused = []string{"Eng", "Ops"}, []string{tChanged}
 		case events.UpdateReauth:
 			w.revoked, w.caused = true, []string{tRevoked, tChanged}
+		case events.UpdateNoAction:
+			w.caused = []string{tChanged}
 		}
 		cells = append(cells, cell{"groups", mode, pol(mode, true, true), groups, w})
 		// Row 3: active=false or DELETE, for each deprovision setting.
@@ -93,20 +100,23 @@ func TestIdentitySemantics(t *testing.T) {
 			if row == "delete" {
 				f = del
 			}
-			g := []string{"Eng"}
-			if row == "delete" && auto {
-				g = []string{}
+			g, sg := []string{"Eng"}, []string{"Eng"}
+			if row == "delete" {
+				sg = []string{} // memberships go with the SCIM user
+				if auto {
+					g = []string{}
+				}
 			}
 			cells = append(cells,
-				cell{row + "/keep", mode, pol(mode, false, false), f, expect{name: "Old Name", groups: g, status: events.StatusInactive, seat: true, caused: []string{tChanged}}},
-				cell{row + "/user_deprovision", mode, pol(mode, true, false), f, expect{name: "Old Name", groups: g, status: events.StatusInactive, seat: true, locked: true, revoked: true, caused: []string{tRevoked, tLocked, tChanged}}},
-				cell{row + "/seat_deprovision", mode, pol(mode, true, true), f, expect{name: "Old Name", groups: g, status: events.StatusInactive, seat: false, locked: true, revoked: true, caused: []string{tRevoked, tLocked, tSeat, tChanged}}},
+				cell{row + "/keep", mode, pol(mode, false, false), f, expect{name: "Old Name", groups: g, scimGroups: sg, status: events.StatusInactive, seat: true, caused: []string{tChanged}}},
+				cell{row + "/user_deprovision", mode, pol(mode, true, false), f, expect{name: "Old Name", groups: g, scimGroups: sg, status: events.StatusInactive, seat: true, locked: true, revoked: true, caused: []string{tRevoked, tLocked, tChanged}}},
+				cell{row + "/seat_deprovision", mode, pol(mode, true, true), f, expect{name: "Old Name", groups: g, scimGroups: sg, status: events.StatusInactive, seat: false, locked: true, revoked: true, caused: []string{tRevoked, tLocked, tSeat, tChanged}}},
 			)
 		}
 		// Row 4: active=true again. revoked_before stays at the deprovisioning.
 		cells = append(cells,
-			cell{"reactivate/user_deprovision", mode, pol(mode, true, false), reactivate, expect{name: "Old Name", groups: []string{"Eng"}, status: events.StatusActive, seat: true, revoked: true, caused: []string{tUnlocked, tChanged}}},
-			cell{"reactivate/seat_deprovision", mode, pol(mode, true, true), reactivate, expect{name: "Old Name", groups: []string{"Eng"}, status: events.StatusInactive, seat: false, revoked: true, caused: []string{tUnlocked, tChanged}}},
+			cell{"reactivate/user_deprovision", mode, pol(mode, true, false), reactivate, expect{name: "Old Name", groups: []string{"Eng"}, scimGroups: []string{"Eng"}, status: events.StatusActive, seat: true, revoked: true, caused: []string{tUnlocked, tChanged}}},
+			cell{"reactivate/seat_deprovision", mode, pol(mode, true, true), reactivate, expect{name: "Old Name", groups: []string{"Eng"}, scimGroups: []string{"Eng"}, status: events.StatusInactive, seat: false, revoked: true, caused: []string{tUnlocked, tChanged}}},
 		)
 	}
 	t.Run("cells", func(t *testing.T) {
@@ -137,10 +147,12 @@ func TestIdentitySemantics(t *testing.T) {
 				revoker := evs[0] // the event whose time becomes revoked_before
 
 				u := h.user(uid)
-				got := expect{name: u.Name, status: u.status(), seat: u.seatHeld(), locked: u.Locked, groups: []string{},
-					revoked: u.RevokedBefore.Equal(revoker.OccurredAt), caused: h.causedBy(last.ID)}
-				for _, gr := range u.Groups {
-					got.groups = append(got.groups, gr.Name)
+				got := expect{name: u.Name, status: u.status(), seat: u.seatHeld(), locked: u.Locked, groups: names(u.Groups),
+					scimGroups: names(u.identity().SCIMGroups), revoked: u.RevokedBefore.Equal(revoker.OccurredAt), caused: h.causedBy(last.ID)}
+				if ic, ok := h.identityCausedBy(last.ID); ok {
+					if pub := names(ic.Identity.SCIMGroups); !cmp.Equal(pub, c.want.scimGroups) {
+						t.Errorf("published scim_groups = %v, want %v", pub, c.want.scimGroups)
+					}
 				}
 				if u.RevokedBefore.IsZero() {
 					got.revoked = false
@@ -172,6 +184,30 @@ func TestIdentitySemantics(t *testing.T) {
 	if diff := cmp.Diff(readable(h.replayDump()), readable(h.dump())); diff != "" {
 		t.Errorf("live store differs from a clean replay (-replay +live):\n%s", diff)
 	}
+}
+
+// names lists the groups' names; never nil, so an empty list compares equal to []string{}.
+func names(gs []events.Group) []string {
+	out := []string{}
+	for _, g := range gs {
+		out = append(out, g.Name)
+	}
+	return out
+}
+
+// identityCausedBy returns the last IdentityChanged event caused by parent.
+func (h *harness) identityCausedBy(parent string) (events.IdentityChanged, bool) {
+	h.t.Helper()
+	var (
+		out events.IdentityChanged
+		ok  bool
+	)
+	for _, e := range h.streamEvents(events.StreamIdentity) {
+		if ic, is := e.Data.(events.IdentityChanged); is && e.CausationID == parent {
+			out, ok = ic, true
+		}
+	}
+	return out, ok
 }
 
 func (h *harness) sessions(uid string) []sessionView {
