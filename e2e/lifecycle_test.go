@@ -59,8 +59,11 @@ func lifecycle(t *testing.T, tn *tenant) {
 	sales := &scenario.SCIMGroup{DisplayName: "Sales"}
 	tn.must(tn.scim.CreateGroup(ctx, eng))
 	tn.must(tn.scim.CreateGroup(ctx, sales))
-	tn.must(tn.scim.AddMembers(ctx, eng, alice.User))
+	resEng := tn.must(tn.scim.AddMembers(ctx, eng, alice.User))
 	resBob := tn.must(tn.scim.AddMembers(ctx, sales, bob.User))
+	// The first login follows identity-store's application of the memberships: a login racing a
+	// SCIM change is a known bug (e2e_known_bugs TestAutomaticGroupChangeReachesRacingLogin).
+	tn.checkLog(resEng, "GROUP", "", "Engineering")
 
 	row := tn.checkLog(resA, "USER", aliceEmail, "")
 	if strings.Contains(row.RequestBody, "1mz050nq") {

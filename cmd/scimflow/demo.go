@@ -278,13 +278,18 @@ func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter 
 		if _, err := m.scim.CreateGroup(ctx, eng); err != nil {
 			return err
 		}
-		if _, err := m.scim.AddMembers(ctx, eng, m.person.User); err != nil {
+		added, err := m.scim.AddMembers(ctx, eng, m.person.User)
+		if err != nil {
 			return err
 		}
 		took := time.Since(t)
+		// Log in only once identity-store has applied the membership.
+		if err := waitLog(ctx, e.admin, m.idp.ID, added.RequestID); err != nil {
+			return err
+		}
 		var u scenario.User
 		t = time.Now()
-		err := scenario.Eventually(ctx, 20*time.Second, func() error {
+		err = scenario.Eventually(ctx, 20*time.Second, func() error {
 			var found bool
 			var err error
 			if u, found, err = e.admin.UserByEmail(ctx, m.idp.ID, email); err != nil || !found {
