@@ -64,6 +64,10 @@ func TestEntraUnchangedPatchKeepsVersion(t *testing.T) {
 //   - addition: a user provisioned and added to G who logs in at once never gets G in that session,
 //     though the registry lists it.
 //
+//   - reauth: the same removal revokes the older session, but the racing login's session was issued
+//     after the revocation's time (the SCIM event's), so it is not revoked, and it keeps Admins
+//     unless identity-store happened to apply the removal before that login.
+//
 // Mechanism (services/auth/verify.go identityOf): the session uses the registry snapshot only when
 // the snapshot's time is not before the session's issue time; the snapshot of a SCIM change carries
 // the SCIM event's time, which is earlier than a login that raced it, so it is ignored; and
@@ -96,6 +100,32 @@ func TestAutomaticGroupChangeReachesRacingLogin(t *testing.T) {
 		tn.user("the registry has no Admins", p.User.UserName, func(u scenario.User) error { return groupsAre(u.Identity.GroupNames()) })
 		if err := scenario.Eventually(ctx, 5*time.Second, func() error { return groupsAre(headerGroups(tn.verify(b2))) }); err != nil {
 			t.Errorf("session of a login right after the removal: %v (the IdP removed Admins; the registry and the older session agree)", err)
+		}
+	})
+	t.Run("reauth removal", func(t *testing.T) {
+		tn := newTenant(t, e, "racingreauth", scenario.Okta, "reauth", true, false)
+		p := tn.person("rea", "Rea", "Uth")
+		tn.must(tn.scim.CreateUser(ctx, p.User))
+		g := &scenario.SCIMGroup{DisplayName: "Admins"}
+		tn.must(tn.scim.CreateGroup(ctx, g))
+		tn.logRow(tn.must(tn.scim.AddMembers(ctx, g, p.User)).RequestID)
+		var b1 *scenario.Browser
+		tn.eventually("a session in Admins", func() error {
+			b1 = tn.login(p)
+			return groupsAre(headerGroups(tn.verify(b1)), "Admins")
+		})
+		tn.must(tn.scim.RemoveMembers(ctx, g, p.User))
+		b2 := tn.login(p) // right after the IdP's removal was acknowledged
+		tn.waitVerify("reauth revokes the older session", b1, http.StatusUnauthorized)
+		err := scenario.Eventually(ctx, 5*time.Second, func() error {
+			v := tn.verify(b2)
+			if v.Status == http.StatusUnauthorized {
+				return nil // revoked: acceptable
+			}
+			return groupsAre(headerGroups(v))
+		})
+		if err != nil {
+			t.Errorf("reauth: session of a login right after the removal, neither revoked nor without Admins: %v", err)
 		}
 	})
 	t.Run("addition", func(t *testing.T) {
