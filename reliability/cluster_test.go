@@ -1,3 +1,11 @@
+//go:build reliability_known_bugs
+
+// The cluster scenario is kept out of the default run: after a stream/consumer leader change,
+// internal/consumer's runner can stop receiving messages for good (the server shows no waiting pull
+// request while messages are pending) and identity-store stops applying events without a log line
+// or the halted metric. See docs/reliability.md, "Known bugs". Run it with
+// `go test -tags reliability_known_bugs -run TestCluster ./reliability/`.
+
 package reliability
 
 import (

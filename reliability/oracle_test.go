@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -173,7 +174,22 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		t.Fatalf("%s exited (%v) while the pipeline drained:\n%s", dead.svc, err, dead.logTail(40))
 	}
 	if err != nil {
-		// Goroutine dumps (SIGQUIT) go to the service logs, kept because the test fails.
+		// The server's view of identity-store's consumers, then goroutine dumps (SIGQUIT) into the
+		// service logs, kept because the test fails.
+		for _, c := range []struct{ stream, durable string }{
+			{events.StreamSCIM, "identitystore-scim"}, {events.StreamAuth, "identitystore-auth"}, {events.StreamIdentity, "identitystore-identity"},
+		} {
+			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			if cons, cerr := js.Consumer(tctx, c.stream, c.durable); cerr != nil {
+				t.Logf("consumer %s: %v", c.durable, cerr)
+			} else if info, cerr := cons.Info(tctx); cerr != nil {
+				t.Logf("consumer %s info: %v", c.durable, cerr)
+			} else {
+				b, _ := json.Marshal(info)
+				t.Logf("consumer %s info: %s", c.durable, b)
+			}
+			cancel()
+		}
 		for _, sv := range []*service{s.ingest, s.store} {
 			sv.signal(t, syscall.SIGQUIT)
 		}
@@ -415,7 +431,18 @@ func (s *stack) replayOracle(t testing.TB, tag string) {
 		lp, rp := filepath.Join(s.dir, "dump-live-"+tag+".txt"), filepath.Join(s.dir, "dump-replay-"+tag+".txt")
 		os.WriteFile(lp, []byte(live), 0o600)
 		os.WriteFile(rp, []byte(rebuilt), 0o600)
-		t.Errorf("identity-store file differs from a clean replay of the streams:\n%s", firstDiff(live, rebuilt))
+		// Keep the evidence: both dumps and a listing of the SCIM stream.
+		keep := keepDir(t)
+		os.WriteFile(filepath.Join(keep, "dump-live.txt"), []byte(live), 0o600)
+		os.WriteFile(filepath.Join(keep, "dump-replay.txt"), []byte(rebuilt), 0o600)
+		nc, js := jsConnect(t, s.opts.natsURL)
+		var b strings.Builder
+		for _, m := range readStream(t, js, events.StreamSCIM) {
+			fmt.Fprintf(&b, "%d %s %s %s %s %v\n", m.Seq, m.MsgID, m.Event.ID, m.Event.Type, m.Subject, m.Err)
+		}
+		nc.Close()
+		os.WriteFile(filepath.Join(keep, "stream-SCIM.txt"), []byte(b.String()), 0o600)
+		t.Errorf("identity-store file differs from a clean replay of the streams (dumps and a stream listing kept in %s):\n%s", keep, firstDiff(live, rebuilt))
 	}
 }
 
@@ -476,7 +503,17 @@ func (s *stack) verify(t testing.TB, js jetstream.JetStream, w *workload, tag st
 	msgs := readStream(t, js, events.StreamSCIM)
 	f := checkStream(t, w, msgs)
 	s.checkRegistry(t, w, &f)
+	// The checker's own GETs are SCIM requests too, each with a provisioning-log event: let
+	// identity-store apply them before it is stopped for the replay comparison.
+	s.waitDrained(t, js, 120*time.Second)
 	t.Logf("FIGURES %s: %s; %s; everything drained %s after the fault ended", tag, f, w.summary(), drain.Round(time.Millisecond))
 	s.replayOracle(t, tag)
 	return f
+}
+
+// keepDir is where a failed test keeps its evidence (service logs, dumps).
+func keepDir(t testing.TB) string {
+	keep := filepath.Join(os.TempDir(), "scimflow-reliability-logs", strings.ReplaceAll(t.Name(), "/", "_"))
+	os.MkdirAll(keep, 0o750)
+	return keep
 }

@@ -109,8 +109,7 @@ func newStack(t testing.TB, dir string, o stackOptions) *stack {
 			s.provider.Close()
 		}
 		if t.Failed() {
-			keep := filepath.Join(os.TempDir(), "scimflow-reliability-logs", strings.ReplaceAll(t.Name(), "/", "_"))
-			os.MkdirAll(keep, 0o750)
+			keep := keepDir(t)
 			for _, sv := range s.services() {
 				t.Logf("%s log tail:\n%s", sv.svc, sv.logTail(40))
 				if b, err := os.ReadFile(sv.log); err == nil {
