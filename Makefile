@@ -14,6 +14,8 @@ fuzz:
 	go test -run=NONE -fuzz=FuzzParse$$ -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimfilter
 	go test -run=NONE -fuzz=FuzzParsePath -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimfilter
 	go test -run=NONE -fuzz=FuzzApply -fuzztime=$(FUZZTIME) ./services/scim-ingest/scimpatch
+	go test -run=NONE -fuzz=FuzzUsersBody -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s ./services/scim-ingest
+	go test -run=NONE -fuzz=FuzzGroupsBody -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s ./services/scim-ingest
 
 # The long fault-injection run (many kill iterations, cluster scenarios); CI runs the short version.
 reliability:
