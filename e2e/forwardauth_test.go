@@ -31,10 +31,7 @@ func TestForwardAuth(t *testing.T) {
 	u := tn.user("carol in Ops", carol.User.UserName, func(u scenario.User) error {
 		return groupsAre(u.Identity.GroupNames(), "Ops, On-call")
 	})
-	b := tn.login(carol)
-	tn.waitIdentity("session groups", b, func(id scenario.SessionIdentity) error {
-		return groupsAre(id.GroupNames(), "Ops, On-call")
-	})
+	b := tn.loginWithGroups(carol, "Ops%2C On-call")
 
 	keys := oidc.NewRemoteKeySet(ctx, e.srv.ep.Auth+"/certs")
 	verifier := oidc.NewVerifier(e.srv.ep.Auth, keys, &oidc.Config{ClientID: "scimflow",

@@ -102,7 +102,7 @@ func TestRestart(t *testing.T) {
 	tn.user("carol in Engineering", carol.User.UserName, func(u scenario.User) error {
 		return groupsAre(u.Identity.GroupNames(), "Engineering")
 	})
-	ba, bb, bc := tn.login(alice), tn.login(bob), tn.login(carol)
+	ba, bb, bc := tn.login(alice), tn.login(bob), tn.loginWithGroups(carol, "Engineering")
 	for _, b := range []*scenario.Browser{ba, bb, bc} {
 		tn.waitVerify("session before restart", b, http.StatusOK)
 	}

@@ -299,3 +299,17 @@ func describeUser(u scenario.User) string {
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
+
+// loginWithGroups logs p in until a session carries exactly the groups want. A login that races
+// the SCIM change it should reflect never gets it (the known bug
+// TestAutomaticGroupChangeReachesRacingLogin), so tests whose subject is something else retry the
+// login instead of inheriting that race.
+func (tn *tenant) loginWithGroups(p *scenario.Person, want ...string) *scenario.Browser {
+	tn.t.Helper()
+	var b *scenario.Browser
+	tn.eventually(p.User.UserName+" logged in with groups "+strings.Join(want, ","), func() error {
+		b = tn.login(p)
+		return scenario.Eventually(tn.ctx, time.Second, func() error { return groupsAre(headerGroups(tn.verify(b)), want...) })
+	})
+	return b
+}
