@@ -62,7 +62,6 @@ func TestKillBetweenAckAndResponse(t *testing.T) {
 		// The armed response must be the write's own, not a 503 of a service still starting.
 		s.ingest.waitReady(t, 60*time.Second)
 		px.armResponse(func(first []byte) {
-			t.Logf("round %d: intercepted %q", round, bytes.SplitN(first, []byte("\r\n"), 2)[0])
 			if round%2 == 1 && bytes.HasPrefix(first, []byte("HTTP/1.1 2")) {
 				if err := waitPublished(s.ingest.baseURL()); err != nil {
 					hookErrs = append(hookErrs, fmt.Sprintf("round %d: events of request %s never acknowledged: %v", round, requestID(first), err))
