@@ -115,8 +115,12 @@ func newServer(dataDir string) (*server, error) {
 }
 
 // start runs the process and waits until every listener is ready.
-func (s *server) start() error {
-	cmd := exec.Command(binary, "serve", "-config", "/dev/null")
+func (s *server) start() error { return s.startCmd("serve") }
+
+// startCmd runs `scimflow <command>` (serve, or one service) with the server's environment and
+// waits until the listeners in s.ep answer /readyz.
+func (s *server) startCmd(command string) error {
+	cmd := exec.Command(binary, command, "-config", "/dev/null")
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.SysProcAttr = childAttr()
 	cmd.Stdout = s.stderr
@@ -130,7 +134,11 @@ func (s *server) start() error {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 	ctx := context.Background()
-	err := s.ep.WaitReady(ctx, 60*time.Second)
+	ep := s.ep
+	if command == "auth" {
+		ep.SCIM, ep.Admin = ep.Auth, ep.Auth // only auth listens
+	}
+	err := ep.WaitReady(ctx, 60*time.Second)
 	if err != nil {
 		select {
 		case <-done:
