@@ -339,7 +339,9 @@ func revocation(ctx context.Context, c revocationConfig, dir string, stdout, std
 	fmt.Fprintf(stdout, "deprovisioning %d users at %.1f/s\n", c.users, c.rate)
 	watch := make(chan watched, c.users)
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- watchRevocations(ctx, tr, e.ep.Auth, c.users, c.pollEvery, watch, res) }()
+	wctx, stopWatch := context.WithCancel(ctx) // ended early if a deprovision fails
+	defer stopWatch()
+	go func() { watchDone <- watchRevocations(wctx, tr, e.ep.Auth, c.users, c.pollEvery, watch, res) }()
 	var wg sync.WaitGroup
 	errc := make(chan error, c.users)
 	interval := time.Duration(float64(time.Second) / c.rate)
@@ -358,6 +360,7 @@ func revocation(ctx context.Context, c revocationConfig, dir string, stdout, std
 			r, err := target.SetActive(ctx, people[i].User, false)
 			if err != nil {
 				errc <- err
+				stopWatch()
 				return
 			}
 			watch <- watched{user: people[i].User.UserName, session: sessions[i], scim: r}
