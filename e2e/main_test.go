@@ -4,8 +4,8 @@
 // SCIM, auth with a cookie jar, /metrics) — the way an operator, an IdP and a browser meet it.
 //
 // Most tests share one serve process and give each case its own IdP, so the whole DESIGN.md §4
-// matrix runs in parallel; the restart test owns its process. Every wait is a poll with a deadline;
-// nothing asserts on timing (latency is measured by `scimflow bench revocation`).
+// matrix runs in parallel; the restart, replica and load tests own their processes. Every wait is a
+// poll with a deadline; nothing asserts on timing (latency is measured by `scimflow bench revocation`).
 package e2e
 
 import (
