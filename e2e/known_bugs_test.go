@@ -57,10 +57,12 @@ func TestEntraUnchangedPatchKeepsVersion(t *testing.T) {
 // (DESIGN.md §4) must reach every session. It does not reach a session whose login happened after
 // the SCIM change was acknowledged but before auth heard of it (under 150 SCIM writes/s of other
 // IdPs, that window is tens of milliseconds):
+//
 //   - removal: the IdP removes the user from G; the registry and the user's older session drop G, but
 //     the session of a login made right after the removal keeps G — X-Scimflow-Groups: G and an app
 //     token saying so — and keeps it (by the mechanism below, for its whole lifetime, session_ttl
 //     24h). A removed group is a privilege kept.
+//
 //   - addition: a user provisioned and added to G who logs in at once never gets G in that session,
 //     though the registry lists it.
 //
