@@ -296,3 +296,66 @@ func roundAll(ds []time.Duration) []string {
 	}
 	return out
 }
+
+// TestClusterConsumerLeaderKill narrows known bug 1: under load, the node leading identity-store's
+// SCIM consumer (not necessarily the stream's leader) is SIGKILLed and restarted, a few times. The
+// pipeline must drain afterwards — the consumer must follow its new leader.
+func TestClusterConsumerLeaderKill(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := newCluster(t, dir)
+	ctx := context.Background()
+	nc, js := jsConnect(t, c.url())
+	defer nc.Close()
+	if err := poll(ctx, 60*time.Second, func() error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	}); err != nil {
+		t.Fatalf("JetStream cluster not up: %v", err)
+	}
+	s := newStack(t, dir, stackOptions{natsURL: c.url(), replicas: 3})
+	if err := waitReplicasCurrent(ctx, js, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorkload(s.scim(), "consumer-leader", 4)
+	w.pace = 50 * time.Millisecond
+	w.start(1 << 20)
+	waitUsers(t, w, 20)
+	kills := iterations(2, 6)
+	for i := range kills {
+		var leader string
+		if err := poll(ctx, 30*time.Second, func() error {
+			tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			cons, err := js.Consumer(tctx, events.StreamSCIM, "identitystore-scim")
+			if err != nil {
+				return err
+			}
+			info, err := cons.Info(tctx)
+			if err != nil {
+				return err
+			}
+			if info.Cluster == nil || info.Cluster.Leader == "" {
+				return errors.New("no consumer leader")
+			}
+			leader = info.Cluster.Leader
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		victim := c.nodes[c.index(leader)]
+		victim.kill(t)
+		t.Logf("kill %d: node %s (leader of consumer identitystore-scim) SIGKILLed (%d users so far)", i+1, leader, w.count())
+		waitUsers(t, w, w.count()+10)
+		victim.restart(t)
+		if err := waitReplicasCurrent(ctx, js, 120*time.Second); err != nil {
+			t.Fatalf("replicas not current after %s restarted: %v", leader, err)
+		}
+	}
+	w.finish()
+	f := s.verify(t, js, w, "cluster-consumer-leader", time.Time{})
+	t.Logf("FIGURES cluster-consumer-leader: %d consumer-leader kills; %s", kills, f)
+	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+		t.Errorf("consumer leader kill: %s", f)
+	}
+}
