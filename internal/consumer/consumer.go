@@ -85,7 +85,8 @@ type Runner struct {
 	now  func() time.Time
 	cons jetstream.Consumer
 
-	failures map[uint64]int // consecutive transient failures per stream sequence; loop goroutine only
+	failures   map[uint64]int // consecutive transient failures per stream sequence; loop goroutine only
+	idleStalls int            // consecutive idle checks that found messages pending; loop goroutine only
 
 	mu         sync.Mutex // guards the following
 	cursor     uint64
@@ -217,25 +218,16 @@ func (r *Runner) CaughtUpAt() time.Time {
 // Run sets up the durable consumer at cursor+1 and applies events until ctx ends. A halt (gap or
 // truncation) keeps Run blocked, not returning, so the service stays up and observable; Halted tells.
 func (r *Runner) Run(ctx context.Context) error {
-	for {
-		err := r.setup(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, ErrHalted) {
-			<-ctx.Done()
-			return nil
-		}
-		r.log.Warn("consumer set-up failed; retrying", "err", err)
-		if !sleep(ctx, time.Second) {
-			return nil
-		}
-	}
 	for ctx.Err() == nil {
-		it, err := r.cons.Messages(jetstream.PullMaxMessages(r.cfg.BatchSize * 2))
+		if err := r.setupRetry(ctx); err != nil {
+			if errors.Is(err, ErrHalted) {
+				<-ctx.Done()
+			}
+			return nil
+		}
+		// A short pull expiry renews pull requests often, so one lost with a consumer leader change or
+		// a reconnect is replaced within seconds instead of nats.go's default 30 s.
+		it, err := r.cons.Messages(jetstream.PullMaxMessages(r.cfg.BatchSize*2), jetstream.PullExpiry(5*time.Second))
 		if err != nil {
 			r.log.Warn("consumer subscribe failed; retrying", "err", err)
 			if !sleep(ctx, time.Second) {
@@ -250,13 +242,32 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil && ctx.Err() == nil {
-			r.log.Warn("consumer interrupted; resubscribing", "err", err)
-			if !sleep(ctx, 500*time.Millisecond) {
+			// Recreating the consumer at the cursor restarts delivery at cursor+1 at once, whatever
+			// the server thought was in flight.
+			r.log.Warn("consumer interrupted; recreating it at the cursor", "err", err, "cursor", r.Cursor())
+			if !sleep(ctx, 100*time.Millisecond) {
 				return nil
 			}
 		}
 	}
 	return nil
+}
+
+// setupRetry calls setup until it succeeds, halts, or ctx ends.
+func (r *Runner) setupRetry(ctx context.Context) error {
+	for {
+		err := r.setup(ctx)
+		if err == nil || errors.Is(err, ErrHalted) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Warn("consumer set-up failed; retrying", "err", err)
+		if !sleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
 }
 
 // setup (re)creates the durable consumer so that delivery starts right after the committed cursor,
@@ -334,7 +345,9 @@ func (r *Runner) loop(ctx context.Context, it jetstream.MessagesContext) error {
 		first, err := it.Next(jetstream.NextContext(wctx))
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			r.idle(ctx)
+			if err := r.idle(ctx); err != nil {
+				return err
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -358,22 +371,43 @@ func (r *Runner) loop(ctx context.Context, it jetstream.MessagesContext) error {
 	return nil
 }
 
-// idle confirms with the server that nothing is pending, which proves the consumer is caught up.
-func (r *Runner) idle(ctx context.Context) {
+// errStalled says the server holds messages for this consumer that it is not delivering (seen after
+// a consumer leader change: the pull request died with the old leader). Run recreates the consumer
+// at the cursor.
+var errStalled = errors.New("consumer stalled: messages pending on the server, none delivered")
+
+// idle asks the server whether anything is pending. Nothing pending proves the consumer is caught up;
+// messages pending through two idle checks in a row, or a consumer the server no longer knows, mean
+// delivery has stalled.
+func (r *Runner) idle(ctx context.Context) error {
 	start := r.now()
 	tctx, cancel := context.WithTimeout(ctx, r.cfg.IdleCheck)
 	defer cancel()
 	info, err := r.cons.Info(tctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: %w", errStalled, err)
+	}
 	if err != nil {
-		return
+		return nil
 	}
 	r.pendingG.Set(float64(info.NumPending))
-	if info.NumPending == 0 && info.Delivered.Stream <= r.Cursor() {
-		r.mu.Lock()
-		r.caughtUpAt = start
-		r.mu.Unlock()
-		r.lagG.Set(0)
+	if info.NumPending == 0 {
+		r.idleStalls = 0
+		if info.Delivered.Stream <= r.Cursor() {
+			r.mu.Lock()
+			r.caughtUpAt = start
+			r.mu.Unlock()
+			r.lagG.Set(0)
+		}
+		return nil
 	}
+	r.lagG.Set(float64(info.NumPending))
+	r.idleStalls++
+	if r.idleStalls >= 2 {
+		r.idleStalls = 0
+		return errStalled
+	}
+	return nil
 }
 
 type entry struct {
@@ -547,8 +581,13 @@ func (r *Runner) advance(cursor uint64, entries []*entry) {
 	r.pendingG.Set(float64(pending))
 }
 
-// outOfOrder handles messages beyond cursor+1: if the stream still holds cursor+1 it is a redelivery
-// reorder, so they are naked to come back after it; otherwise events were lost and the consumer halts.
+// errReorder says a message beyond cursor+1 arrived while the stream still holds cursor+1: the
+// earlier one is in flight somewhere (delivered to a pull request lost in a reconnect, or naked with a
+// delay) and would only come back after AckWait. Run recreates the consumer at cursor+1 instead.
+var errReorder = errors.New("message beyond the cursor while the next one is still in the stream")
+
+// outOfOrder handles messages beyond cursor+1: when the stream no longer holds cursor+1 events were
+// lost and the consumer halts; otherwise delivery is restarted at cursor+1.
 func (r *Runner) outOfOrder(ctx context.Context, cursor uint64, later []*entry) error {
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -566,10 +605,10 @@ func (r *Runner) outOfOrder(ctx context.Context, cursor uint64, later []*entry) 
 		}
 	}
 	for _, e := range later {
-		e.raw.NakWithDelay(50 * time.Millisecond)
+		e.raw.Nak()
 		r.naks.Inc()
 	}
-	return nil
+	return fmt.Errorf("%w (cursor %d, got %d)", errReorder, cursor, later[0].meta.Sequence.Stream)
 }
 
 func (r *Runner) backoff(delivered uint64) time.Duration {
