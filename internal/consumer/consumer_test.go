@@ -318,3 +318,32 @@ func mustGet(t *testing.T, reg *prometheus.Registry, name string) prometheus.Col
 	t.Fatalf("metric %s not registered", name)
 	return nil
 }
+
+// TestConsumerDeletedUnderneathRecovers: the server loses the durable consumer (as after a consumer
+// leader change gone wrong); the idle check notices and recreates it at the cursor, and later events
+// are applied exactly once.
+func TestConsumerDeletedUnderneathRecovers(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	evs := publish(t, js, 5, "x")
+	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if c := r.Cursor(); c != 5 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	if err := js.DeleteConsumer(context.Background(), events.StreamIdentity, "test"); err != nil {
+		t.Fatal(err)
+	}
+	evs = append(evs, publish(t, js, 5, "x")...)
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if c := r.Cursor(); c != 10 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f.db, evs)
+}
