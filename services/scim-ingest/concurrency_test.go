@@ -91,3 +91,35 @@ func TestGroupPatchNeedingMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentMembershipPatches: concurrent PATCHes adding different members to one group lose none
+// of them (fleetdm/fleet #50724 lost members through an unlocked read-modify-write of the list): each
+// membership is its own key, and every PATCH's delta is computed inside its write transaction.
+func TestConcurrentMembershipPatches(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, noRateLimit)
+	uids := h.seedUsers(24)
+	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "busy"})
+	gid := str(g.body["id"])
+	var wg sync.WaitGroup
+	reqs := make([]resp, len(uids))
+	for i, uid := range uids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reqs[i] = h.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": uid}}}))
+		}()
+	}
+	wg.Wait()
+	added := 0
+	for i, r := range reqs {
+		if r.status != 204 {
+			t.Fatalf("PATCH %d = %d %s", i, r.status, r.raw)
+		}
+		a, _, _ := memberDelta(t, h.eventsOf(r))
+		added += len(a)
+	}
+	if got := h.members(gid); len(got) != len(uids) || added != len(uids) {
+		t.Errorf("members = %d, added in events = %d, want %d", len(got), added, len(uids))
+	}
+}
