@@ -33,7 +33,6 @@ type fuzzServer struct {
 	h        http.Handler
 	db       *bolt.DB
 	uid, gid string // a user and a group that PUT and PATCH inputs address
-	seen     []byte // last outbox key already checked
 }
 
 const fuzzSecret = "fuzz-secret"
@@ -69,7 +68,8 @@ func newFuzzServer(t testing.TB) *fuzzServer {
 	f.uid = f.create(t, "/Users", `{"schemas":["`+userURN+`"],"userName":"fuzz-target@x.test","emails":[{"type":"work","value":"fuzz-target@x.test"}]}`)
 	f.create(t, "/Users", `{"schemas":["`+userURN+`"],"userName":"fuzz-other@x.test"}`)
 	f.gid = f.create(t, "/Groups", `{"schemas":["`+groupURN+`"],"displayName":"fuzz group","members":[{"value":"`+f.uid+`"}]}`)
-	f.seen = f.lastKey()
+	f.settle()
+	f.resourceEvents(t, "")
 	return f
 }
 
@@ -104,33 +104,19 @@ func (f *fuzzServer) do(method, path string, body []byte) *httptest.ResponseReco
 	return rec
 }
 
-func (f *fuzzServer) lastKey() []byte {
-	var k []byte
-	f.db.View(func(tx *bolt.Tx) error {
-		if last, _ := tx.Bucket([]byte(outbox.Bucket)).Cursor().Last(); last != nil {
-			k = bytes.Clone(last)
-		}
-		return nil
-	})
-	return k
-}
-
-// resourceEvents returns the types of the resource events (not scimlog records) committed since the
-// last call with correlation id reqID. A change commits before its response is written, so they are
-// all in the outbox when the handler returns.
-func (f *fuzzServer) resourceEvents(t *testing.T, reqID string) []string {
+// resourceEvents returns the types of the resource events (not scimlog records) in the outbox with
+// correlation id reqID, and deletes every record it read: the relay that would publish them never
+// runs, and a long fuzzing run must not grow the file without bound. A change commits before its
+// response is written, so its events are all in the outbox when the handler returns.
+func (f *fuzzServer) resourceEvents(t testing.TB, reqID string) []string {
 	t.Helper()
 	var out []string
-	err := f.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(outbox.Bucket)).Cursor()
-		var k, v []byte
-		if f.seen == nil {
-			k, v = c.First()
-		} else if k, v = c.Seek(f.seen); k != nil && bytes.Equal(k, f.seen) {
-			k, v = c.Next()
-		}
-		for ; k != nil; k, v = c.Next() {
-			f.seen = bytes.Clone(k)
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(outbox.Bucket))
+		var read [][]byte
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			read = append(read, bytes.Clone(k))
 			var rec struct {
 				Subject string          `json:"subject"`
 				Data    json.RawMessage `json:"data"`
@@ -146,6 +132,11 @@ func (f *fuzzServer) resourceEvents(t *testing.T, reqID string) []string {
 				out = append(out, e.Type)
 			}
 		}
+		for _, k := range read {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -156,7 +147,7 @@ func (f *fuzzServer) resourceEvents(t *testing.T, reqID string) []string {
 
 // check asserts what every answer to a fuzzed body must hold: no 5xx other than 503, an RFC 7644
 // error body on every 4xx, and no resource event for a rejected request.
-func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) {
+func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) *httptest.ResponseRecorder {
 	rec := f.do(method, path, body)
 	code := rec.Code
 	if code >= 500 && code != http.StatusServiceUnavailable {
@@ -167,7 +158,7 @@ func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) {
 	}
 	evs := f.resourceEvents(t, rec.Header().Get("X-Request-Id"))
 	if code < 400 {
-		return
+		return rec
 	}
 	var e struct {
 		Schemas  []string `json:"schemas"`
@@ -183,6 +174,7 @@ func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) {
 	if len(evs) > 0 {
 		t.Fatalf("%s %s %q = %d, yet it published %v", method, path, body, code, evs)
 	}
+	return rec
 }
 
 // fuzzSeeds adds the bodies of the conformance fixtures that address endpoint (their ids replaced by
@@ -241,8 +233,18 @@ func fuzzBody(t *testing.T, srv *fuzzServer, endpoint string, m uint8, body []by
 	if method != "POST" {
 		path += "/" + id
 	}
-	srv.check(t, method, path, body)
+	rec := srv.check(t, method, path, body)
+	if rec.Code == http.StatusCreated {
+		// Delete what a POST created, so that the store stays the size of the seeds however long
+		// the run, and a later input may create the same name again.
+		var m map[string]any
+		json.Unmarshal(rec.Body.Bytes(), &m)
+		if d := srv.do("DELETE", "/"+endpoint+"/"+str(m["id"]), nil); d.Code != http.StatusNoContent {
+			t.Fatalf("DELETE of the resource %q created = %d %s", body, d.Code, d.Body)
+		}
+	}
 	srv.settle()
+	srv.resourceEvents(t, "")
 }
 
 // settle commits the request's buffered provisioning-log record before the next input: the barrier
