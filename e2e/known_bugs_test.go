@@ -16,13 +16,13 @@ import (
 // and is kept out of the default suite; run them with `go test -tags e2e_known_bugs ./e2e/`.
 
 // TestEntraUnchangedPatchKeepsVersion: Entra's create carries `"roles": []` (scim-idp-requests.md
-// §1.2). scim-ingest stores it as `"roles": null` — and returns that null in GET, which Entra's
-// guidance forbids ("no nulls") — and the next PATCH, even one that changes nothing, drops it: the
-// version goes from W/"1" to W/"2" and an upserted event with changed ["roles"] (plus whatever else)
-// is published. docs/scim.md: "A PUT or PATCH that changes nothing answers normally (200 / 204),
-// keeps the version and publishes no resource event (Entra re-sends unchanged PATCHes every cycle)".
-// Visible downstream: the history note of an Entra deactivation reads "SCIM attributes applied
-// (automatic): active,roles" and, in reauth/no_action, "SCIM attributes changed".
+// §1.2). scim-ingest stores it as `"roles": null` and returns that null in GET, which Entra's guidance
+// forbids ("no nulls": the validator and Test Connection choke on them). When this was found, the
+// next PATCH, even one that changed nothing, also dropped it: the version went from W/"1" to W/"2"
+// and an upserted event with changed ["roles"] was published (docs/scim.md: "A PUT or PATCH that
+// changes nothing ... keeps the version and publishes no resource event"); downstream the history
+// of an Entra deactivation read "SCIM attributes applied (automatic): active,roles". At the last
+// run the version is kept; the null in GET remains.
 // Expected: no null in the resource; the unchanged PATCH keeps W/"1".
 func TestEntraUnchangedPatchKeepsVersion(t *testing.T) {
 	t.Parallel()
