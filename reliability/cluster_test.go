@@ -297,9 +297,11 @@ func roundAll(ds []time.Duration) []string {
 	return out
 }
 
-// TestClusterConsumerLeaderKill narrows known bug 1: under load, the node leading identity-store's
-// SCIM consumer (not necessarily the stream's leader) is SIGKILLed and restarted, a few times. The
-// pipeline must drain afterwards — the consumer must follow its new leader.
+// TestClusterConsumerLeaderKill narrows known bug 1: identity-store talks to node n1 only, and the
+// node leading its SCIM consumer is made a node other than n1 (by step-downs) and SIGKILLed under
+// load, a few times. identity-store's connection never drops, so nothing tells its pull
+// subscription that the pull request it parked on the dead leader is gone. The pipeline must drain
+// afterwards — the consumer must follow its new leader.
 func TestClusterConsumerLeaderKill(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -313,7 +315,9 @@ func TestClusterConsumerLeaderKill(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("JetStream cluster not up: %v", err)
 	}
-	s := newStack(t, dir, stackOptions{natsURL: c.url(), replicas: 3})
+	s := newStack(t, dir, stackOptions{natsURL: c.url(), replicas: 3, env: map[string][]string{
+		"identity-store": {"SCIMFLOW_NATS_URL=" + c.nodes[0].url()},
+	}})
 	if err := waitReplicasCurrent(ctx, js, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -322,30 +326,42 @@ func TestClusterConsumerLeaderKill(t *testing.T) {
 	w.start(1 << 20)
 	waitUsers(t, w, 20)
 	kills := iterations(2, 6)
+	consumerLeader := func() (string, error) {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		cons, err := js.Consumer(tctx, events.StreamSCIM, "identitystore-scim")
+		if err != nil {
+			return "", err
+		}
+		info, err := cons.Info(tctx)
+		if err != nil {
+			return "", err
+		}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return "", errors.New("no consumer leader")
+		}
+		return info.Cluster.Leader, nil
+	}
 	for i := range kills {
 		var leader string
-		if err := poll(ctx, 30*time.Second, func() error {
-			tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			cons, err := js.Consumer(tctx, events.StreamSCIM, "identitystore-scim")
-			if err != nil {
+		if err := poll(ctx, 60*time.Second, func() error {
+			var err error
+			if leader, err = consumerLeader(); err != nil {
 				return err
 			}
-			info, err := cons.Info(tctx)
-			if err != nil {
-				return err
+			if leader == c.nodes[0].name {
+				nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+events.StreamSCIM+".identitystore-scim", nil, 2*time.Second)
+				return fmt.Errorf("consumer led by %s, identity-store's node; stepped down", leader)
 			}
-			if info.Cluster == nil || info.Cluster.Leader == "" {
-				return errors.New("no consumer leader")
-			}
-			leader = info.Cluster.Leader
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
+		// Let a few events flow through the new leader before killing it.
+		waitUsers(t, w, w.count()+5)
 		victim := c.nodes[c.index(leader)]
 		victim.kill(t)
-		t.Logf("kill %d: node %s (leader of consumer identitystore-scim) SIGKILLed (%d users so far)", i+1, leader, w.count())
+		t.Logf("kill %d: node %s (leader of consumer identitystore-scim; identity-store is on n1) SIGKILLed (%d users so far)", i+1, leader, w.count())
 		waitUsers(t, w, w.count()+10)
 		victim.restart(t)
 		if err := waitReplicasCurrent(ctx, js, 120*time.Second); err != nil {
