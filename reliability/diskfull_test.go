@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,6 +18,10 @@ import (
 // oracles hold.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
+	diskFull(t)
+}
+
+func diskFull(t *testing.T) {
 	dir := t.TempDir()
 	vol := filepath.Join(dir, "scim-ingest-volume")
 	if err := os.MkdirAll(vol, 0o750); err != nil {
@@ -79,5 +85,79 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("FIGURES disk-full: %d writes acknowledged before the volume filled, %d failed answers while full, scim-ingest crashed: %v; %s", ackedFull, failedFull, crashed, f)
 	if f.Lost+f.Duplicated+f.Unexpected > 0 {
 		t.Errorf("disk full: %s", f)
+	}
+}
+
+// TestDiskFullIdentityStore fills identity-store's bbolt volume (a 2 MiB tmpfs) while SCIM writes
+// continue: scim-ingest keeps acknowledging them (its own disk is fine), identity-store cannot
+// commit and must neither skip nor half-apply; it is SIGKILLed and restarted while full; once the
+// volume grows it catches up and both oracles hold.
+func TestDiskFullIdentityStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "identity-store-volume")
+	if err := os.MkdirAll(vol, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", vol).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs for the bbolt volume (%v: %s); see docs/reliability.md", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", vol).Run() })
+	n := newNATS(t, dir, "n1")
+	n.startSingle(t)
+	t.Cleanup(func() { n.kill(t) })
+	s := newStack(t, dir, stackOptions{natsURL: n.url(), dataDirs: map[string]string{"identity-store": vol}})
+	nc, js := jsConnect(t, n.url())
+	defer nc.Close()
+
+	w := newWorkload(s.scim(), "diskfull-store", 4)
+	w.start(1 << 20)
+	if err := poll(t.Context(), 180*time.Second, func() error {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(vol, &st); err != nil {
+			return err
+		}
+		if free := st.Bavail * uint64(st.Bsize); free > 0 {
+			return fmt.Errorf("%d bytes free", free)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("volume never filled: %v", err)
+	}
+	full := time.Now()
+	waitUsers(t, w, w.count()+20)
+	ackedWhileFull := w.count()
+	s.store.kill(t)
+	s.store.start(t)
+	// Restarted on the full disk: it either becomes ready or exits; which one is recorded.
+	restarted := "ready"
+	if err := poll(t.Context(), 30*time.Second, func() error {
+		if !s.store.running() {
+			restarted = "exited: " + lastLine(s.store.logTail(3))
+			return nil
+		}
+		_, err := metric(s.store.baseURL(), "scimflow_identity_store_outbox_depth")
+		return err
+	}); err != nil {
+		restarted = "neither ready nor exited: " + err.Error()
+	}
+	waitUsers(t, w, w.count()+20)
+	enospc := strings.Contains(s.store.logTail(400), "no space")
+	atGrow := w.count()
+	if out, err := exec.Command("mount", "-o", "remount,size=256m", vol).CombinedOutput(); err != nil {
+		t.Fatalf("grow the volume: %v %s", err, out)
+	}
+	grown := time.Now()
+	if !s.store.running() {
+		s.store.start(t)
+	}
+	s.store.waitReady(t, 60*time.Second)
+	waitUsers(t, w, w.count()+20)
+	w.finish()
+	f := s.verify(t, js, w, "disk-full-identity-store", grown)
+	t.Logf("FIGURES disk-full-identity-store: volume full after %d users; SCIM kept acknowledging (%d users by the time the volume grew, %s later); identity-store restarted while full: %s; logged ENOSPC: %v; %s",
+		ackedWhileFull-20, atGrow, grown.Sub(full).Round(time.Millisecond), restarted, enospc, f)
+	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+		t.Errorf("disk full (identity-store): %s", f)
 	}
 }
