@@ -177,6 +177,10 @@ func runFixture(t *testing.T, h *harness, name string, fx fixture, vars map[stri
 	if len(raw) > 0 && !strings.HasPrefix(res.Header.Get("Content-Type"), "application/scim+json") {
 		fail("Content-Type = %q, want application/scim+json", res.Header.Get("Content-Type"))
 	}
+	if p := nullAt(doc, ""); p != "" {
+		// Entra: no nulls in responses (its validator and Test connection fail on them).
+		fail("null at %s in %s", p, raw)
+	}
 	if r.status >= 400 {
 		// Every error is an RFC 7644 §3.12 body with status as a string.
 		m, _ := doc.(map[string]any)
@@ -256,6 +260,31 @@ func runFixture(t *testing.T, h *harness, name string, fx fixture, vars map[stri
 	return ok
 }
 
+// nullAt returns the JSON pointer of a null in doc, or "" if there is none.
+func nullAt(doc any, at string) string {
+	switch x := doc.(type) {
+	case map[string]any:
+		for k, v := range x {
+			if v == nil {
+				return at + "/" + k
+			}
+			if p := nullAt(v, at+"/"+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		for i, v := range x {
+			if v == nil {
+				return at + "/" + strconv.Itoa(i)
+			}
+			if p := nullAt(v, at+"/"+strconv.Itoa(i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
 func headerValue(h http.Header, k string) any {
 	if v := h.Values(k); len(v) > 0 {
 		return v[0]
@@ -296,7 +325,7 @@ func pointer(doc any, ptr string) (any, bool) {
 
 // checkValue compares got with a fixture's expected value. Strings with a meaning:
 //
-//	"<absent>"    the pointer names nothing (or a JSON null)
+//	"<absent>"    the pointer names nothing (responses never hold a null: runFixture checks)
 //	"<present>"   it names something other than null
 //	"<nonempty>"  a non-empty string, list or object, or any number or boolean
 //	"<len=N>"     a list or object of N elements
