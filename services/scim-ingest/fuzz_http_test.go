@@ -145,8 +145,8 @@ func (f *fuzzServer) resourceEvents(t testing.TB, reqID string) []string {
 	return out
 }
 
-// check asserts what every answer to a fuzzed body must hold: no 5xx other than 503, an RFC 7644
-// error body on every 4xx, and no resource event for a rejected request.
+// check asserts what every answer to a fuzzed body must hold: no 5xx other than 503, JSON without
+// nulls on success, an RFC 7644 error body on every 4xx, and no resource event for a rejected request.
 func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) *httptest.ResponseRecorder {
 	rec := f.do(method, path, body)
 	code := rec.Code
@@ -158,6 +158,15 @@ func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) *http
 	}
 	evs := f.resourceEvents(t, rec.Header().Get("X-Request-Id"))
 	if code < 400 {
+		if rec.Body.Len() > 0 {
+			var doc any
+			if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+				t.Fatalf("%s %s %q = %d with a body that is not JSON: %s", method, path, body, code, rec.Body)
+			}
+			if p := nullAt(doc, ""); p != "" {
+				t.Fatalf("%s %s %q = %d with a null at %s: %s", method, path, body, code, p, rec.Body)
+			}
+		}
 		return rec
 	}
 	var e struct {
