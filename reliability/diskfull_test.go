@@ -130,7 +130,7 @@ func TestDiskFullIdentityStore(t *testing.T) {
 	s.store.kill(t)
 	s.store.start(t)
 	// Restarted on the full disk: it either becomes ready or exits; which one is recorded.
-	restarted := "ready"
+	restarted := "up (serving /metrics)"
 	if err := poll(t.Context(), 30*time.Second, func() error {
 		if !s.store.running() {
 			restarted = "exited: " + lastLine(s.store.logTail(3))
