@@ -102,6 +102,9 @@ func (p *proc) start(t testing.TB) {
 	cmd := exec.Command(p.args[0], p.args[1:]...)
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// If the test binary dies (a panic, a timeout), its children die with it instead of holding
+	// ports, data dirs and tmpfs mounts.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("%s: %v", p.name, err)
