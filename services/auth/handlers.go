@@ -361,6 +361,10 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		s.catchUpFailed(w, r, txn.IdP, reason, err)
 		return
 	}
+	// The cursor is read before the projection: the session reads every event up to it, perhaps a
+	// few later ones. Any event above it counts as newer than the session — a snapshot is re-read
+	// (harmless), a revocation or lock is honoured (fail closed). See projection.go, Ordering.
+	idSeq := s.identityRn.Cursor()
 	li, err := s.resolveIdentity(rp, claims)
 	if err != nil {
 		var le *loginError
@@ -395,7 +399,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	sc := sessionClaims{
 		Issuer: s.issuer, Audience: sessionAudience, Type: typSession, Subject: li.userID, SID: sid, IdP: rp.idp.ID,
 		OIDCSub: sub, Email: li.email, Name: li.name, Groups: li.groups, OIDCFields: li.fields,
-		IssuedAt: now.Unix(), IssuedNano: now.UnixNano(), Expiry: exp.Unix(),
+		IssuedAt: now.Unix(), IssuedNano: now.UnixNano(), Expiry: exp.Unix(), IdentitySeq: &idSeq,
 	}
 	tok, err := s.keys.keys().sign(sc)
 	if err == nil && len(tok) > 3800 {

@@ -10,6 +10,16 @@ import (
 	"github.com/scimflow/scimflow/internal/consumer"
 )
 
+// Ordering. A session is built from this replica's projection after the login's catch-up barrier,
+// and records the IDENTITY cursor it read (sessionClaims.IdentitySeq). Facts about a user are
+// ordered against a session by that stream sequence, not by event time: a SCIM change acknowledged
+// just before a login carries an event time earlier than the session's issue time, yet when auth
+// applies it after the session was built, the session did not see it. So each user record notes the
+// sequence at which its snapshot (IdentitySeq) and its latest revocation or lock (RevokedSeq) were
+// applied; a snapshot applied after the session shapes its identity, and a revocation or lock
+// applied after it invalidates it. Sequences come from the stream, so the projection stays a
+// deterministic function of it.
+
 // applyIdentity projects one IDENTITY event into tx: a deterministic function of the event (no
 // clock, no randomness). The in-memory mirror and the latency metric are updated after commit.
 func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
@@ -26,12 +36,14 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 		change = func(u *userRecord) {
 			u.Identity = &snap
 			u.IdentityAt = e.OccurredAt
+			u.IdentitySeq = m.Seq
 			if snap.Locked && !u.Locked {
-				lockRevokes(u, e.OccurredAt)
+				lockRevokes(u, e.OccurredAt, m.Seq)
 			}
 			u.Locked = snap.Locked
 			if snap.RevokedBefore != nil && snap.RevokedBefore.After(u.RevokedBefore) {
 				u.RevokedBefore = *snap.RevokedBefore
+				u.RevokedSeq = m.Seq
 			}
 		}
 	case events.SessionsRevoked:
@@ -40,11 +52,14 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 			if p.RevokedBefore.After(u.RevokedBefore) {
 				u.RevokedBefore = p.RevokedBefore
 			}
+			// Whatever its revoked_before, a revocation revokes the sessions built before auth
+			// applied it (see Ordering above).
+			u.RevokedSeq = m.Seq
 		}
 	case events.UserLocked:
 		id, email, revoking = p.UserID, p.Email, true
 		change = func(u *userRecord) {
-			lockRevokes(u, e.OccurredAt)
+			lockRevokes(u, e.OccurredAt, m.Seq)
 			u.Locked = true
 		}
 	case events.UserUnlocked:
@@ -105,10 +120,12 @@ func (s *server) applyAuth(_ context.Context, tx *bolt.Tx, m consumer.Msg) error
 	return nil
 }
 
-// lockRevokes makes a lock revoke every session issued up to it, so lifting the lock later never
-// revives them (DESIGN.md §4), even if no sessions_revoked event accompanied the lock.
-func lockRevokes(u *userRecord, at time.Time) {
+// lockRevokes makes a lock revoke every session issued up to it, or built before auth applied it
+// (sequence seq), so lifting the lock later never revives them (DESIGN.md §4), even if no
+// sessions_revoked event accompanied the lock.
+func lockRevokes(u *userRecord, at time.Time, seq uint64) {
 	if at.After(u.RevokedBefore) {
 		u.RevokedBefore = at
 	}
+	u.RevokedSeq = seq
 }

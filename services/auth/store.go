@@ -33,6 +33,11 @@ type userRecord struct {
 	Identity      *events.Identity `json:"identity,omitempty"`
 	IdentityAt    time.Time        `json:"identity_at,omitzero"` // occurred_at of the snapshot's event
 	Version       uint64           `json:"version"`              // stream sequence of the last change
+	// IdentitySeq is the stream sequence at which the current snapshot was applied, RevokedSeq that
+	// of the latest revocation or lock. A session whose IdentitySeq claim is lower was built before
+	// auth applied them: the snapshot is newer than the session and the revocation covers it.
+	IdentitySeq uint64 `json:"identity_seq,omitempty"`
+	RevokedSeq  uint64 `json:"revoked_seq,omitempty"`
 }
 
 // revState is the in-memory mirror of the projection that the hot path reads. It is written only
@@ -71,32 +76,40 @@ func (s *revState) userIDByEmail(idp, email string) (string, bool) {
 	return id, ok
 }
 
-// check returns why a session issued at issued for user id (session hash h, login email key ekey)
-// is no longer valid, or "" if it is. The user is looked up by id and, if the registry maps the
-// session's (idp, email) to another id (the id was learnt after the login), by that id too, so a
-// revocation addressed to either reaches the session.
-func (s *revState) check(id, ekey, h string, issued time.Time) string {
+// check returns why a session issued at issued, built from the projection up to sequence seq (nil:
+// unknown, an older token), for user id (session hash h, login email key ekey) is no longer valid,
+// or "" if it is. The user is looked up by id and, if the registry maps the session's (idp, email)
+// to another id (the id was learnt after the login), by that id too, so a revocation addressed to
+// either reaches the session.
+func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if _, out := s.loggedOut[h]; out {
 		return "logged_out"
 	}
-	if why := userCheck(s.users[id], issued); why != "" {
+	if why := userCheck(s.users[id], issued, seq); why != "" {
 		return why
 	}
 	if other, ok := s.emails[ekey]; ok && other != id {
-		return userCheck(s.users[other], issued)
+		return userCheck(s.users[other], issued, seq)
 	}
 	return ""
 }
 
-func userCheck(u *userRecord, issued time.Time) string {
+// userCheck applies DESIGN.md §4's validity rule to one user record. A session is revoked when it
+// was issued up to revoked_before, or when the latest revocation or lock was applied after the
+// session was built (RevokedSeq beyond the session's sequence): that session read the state from
+// before the revocation, so it existed before it, even if its login came later in wall time than
+// the change that caused the revocation (a login racing a SCIM change).
+func userCheck(u *userRecord, issued time.Time, seq *uint64) string {
 	switch {
 	case u == nil:
 		return ""
 	case u.Locked:
 		return "locked"
 	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
+		return "revoked"
+	case seq != nil && u.RevokedSeq > *seq:
 		return "revoked"
 	}
 	return ""

@@ -46,6 +46,12 @@ type sessionClaims struct {
 	IssuedAt   int64          `json:"iat"`
 	IssuedNano int64          `json:"iat_ns"` // nanosecond issue time: revocation compares it with revoked_before
 	Expiry     int64          `json:"exp"`
+	// IdentitySeq is the issuing replica's IDENTITY cursor when the login read the projection (after
+	// the catch-up barrier): the session is built from exactly the events up to it. An IDENTITY event
+	// applied at a later sequence is newer information for this session, whatever its event time
+	// (see ordering in projection.go). Sequences are the stream's, so every replica compares alike.
+	// Nil in tokens minted before it existed: those fall back to comparing event times.
+	IdentitySeq *uint64 `json:"id_seq,omitempty"`
 }
 
 func (c *sessionClaims) issued() time.Time  { return time.Unix(0, c.IssuedNano) }

@@ -138,14 +138,20 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		s.cache.drop(c.Value)
 		return nil, sessionInvalid, "expired"
 	}
-	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued()); why != "" {
+	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
 		return nil, sessionInvalid, why
 	}
 	return cs, sessionValid, ""
 }
 
 // identity is the identity a session stands for right now: the registry snapshot if it is newer
-// than the session (automatic updates apply at once), else what the login computed.
+// than the session (automatic updates apply at once), else what the login computed. "Newer" is
+// stream order (projection.go, Ordering): the snapshot was applied after the session was built.
+// The snapshot is identity-store's registry identity, which already follows the IdP's mode: in
+// automatic mode its groups are the current SCIM groups; in reauth and no_action they are what the
+// latest login read (rebuilt by identity-store from the latest SCIM state it had), so a session
+// converges on the registry in every mode. In reauth a membership change also revokes the session
+// (userCheck), so its groups are never read after that change.
 type identity struct {
 	UserID     string
 	Email      string
@@ -164,7 +170,7 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		return id
 	}
 	id.version = u.Version
-	if u.Identity != nil && !u.IdentityAt.Before(c.issued()) {
+	if u.Identity != nil && snapshotNewer(&u, c) {
 		snap := u.Identity
 		id.fromSnap = true
 		if snap.Email != "" {
@@ -179,6 +185,15 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		}
 	}
 	return id
+}
+
+// snapshotNewer reports whether u's snapshot was applied after the session c was built. Tokens
+// without the sequence claim (minted before it existed) compare event times, as they always did.
+func snapshotNewer(u *userRecord, c *sessionClaims) bool {
+	if c.IdentitySeq != nil {
+		return u.IdentitySeq > *c.IdentitySeq
+	}
+	return !u.IdentityAt.Before(c.issued())
 }
 
 func groupNames(gs []events.Group) []string {

@@ -814,10 +814,13 @@ func (p *projector) groupsChanged(t *txn, pol events.Policy, scimUIDs []string, 
 			}
 			c.note("%s (automatic)", what)
 		case events.UpdateReauth:
-			// A user who had not logged in before this change holds no session from before it:
-			// nothing to revoke, and the first login reads the SCIM groups anyway. Compared in event
-			// time, so the outcome does not depend on whether the login was applied first.
-			if !u.FirstLoginAt.IsZero() && u.FirstLoginAt.Before(t.at()) && !u.Deprovisioned {
+			// Every session issued before this change is revoked, whether or not a login has been
+			// applied yet: identity-store consumes AUTH and SCIM independently, so a login that
+			// happened before the change may be applied after it (its AUTH consumer lagging), and
+			// "never logged in" here proves nothing about auth's sessions. revoked_before is the
+			// change's event time, so the session of that late login (issued earlier) is revoked
+			// and a login after the change is not; a provisioned user simply has no session yet.
+			if !u.Deprovisioned {
 				if err := t.revoke(c, events.ReasonGroupsChanged); err != nil {
 					return err
 				}

@@ -126,7 +126,8 @@ func TestChunkedReplaceReauth(t *testing.T) {
 	}
 	m := events.Chunk("g", "Staff", false, []string{"a", "b"}, nil, 2)[0]
 	m.Policy = p
-	setup = append(setup, g.ev(m))
+	me := g.ev(m)
+	setup = append(setup, me)
 	h.publishPhased(setup)
 	var logins []events.Event
 	for _, id := range []string{"a", "b", "c"} {
@@ -140,8 +141,10 @@ func TestChunkedReplaceReauth(t *testing.T) {
 	h.publishPhased([]events.Event{e0, e1})
 	for id, want := range map[string]bool{"a": true, "b": false, "c": true} {
 		u := h.userByEmail("jc", id+"@example.com")
-		if got := !u.RevokedBefore.IsZero(); got != want {
-			t.Errorf("user %s revoked = %v, want %v", id, got, want)
+		// The setup's membership change already revoked a and b (reauth revokes on every membership
+		// change, logged in or not); only a revocation after it counts here.
+		if got := u.RevokedBefore.After(me.OccurredAt); got != want {
+			t.Errorf("user %s revoked by the replacement = %v, want %v (revoked_before %v)", id, got, want, u.RevokedBefore)
 		}
 	}
 	h.oracle()
@@ -233,4 +236,56 @@ func TestSessionsAndReadiness(t *testing.T) {
 		t.Errorf("history notes = %v, want the logout and the denied login", notes)
 	}
 	h.oracle()
+}
+
+// TestReauthRevokesLoginAppliedLate: in reauth mode a membership change revokes every session
+// issued before it, whether identity-store applies the login first or (its AUTH consumer lagging
+// behind SCIM) after the change. A login after the change keeps its session.
+func TestReauthRevokesLoginAppliedLate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	for _, loginFirst := range []bool{true, false} {
+		g := h.gen(fmt.Sprintf("late%v", loginFirst))
+		p := pol(events.UpdateReauth, true, false)
+		add := events.Chunk("g1", "Admins", false, []string{"u1"}, nil, 2)[0]
+		add.Policy = p
+		h.publishPhased([]events.Event{
+			g.ev(events.SCIMGroupUpserted{GroupID: "g1", DisplayName: "Admins", Created: true, ResourceVersion: 1, Policy: p}),
+			g.ev(scimUser("u1", "rae@example.com", "Rae", true, 1, p)),
+			g.ev(add),
+		})
+		uid := events.UserID(g.idp, "rae@example.com")
+		li := g.login("rae@example.com", "Rae", "s-before", true) // issued before the removal
+		rm := events.Chunk("g1", "Admins", false, nil, []string{"u1"}, 3)[0]
+		rm.Policy = p
+		removal := g.ev(rm)
+		if loginFirst {
+			h.waitSeq(h.service().auth.Cursor, h.publish(li))
+			h.waitSeq(h.service().scim.Cursor, h.publish(removal))
+		} else {
+			h.waitSeq(h.service().scim.Cursor, h.publish(removal))
+			h.waitSeq(h.service().auth.Cursor, h.publish(li))
+		}
+		h.drain()
+		u := h.user(uid)
+		if !u.RevokedBefore.Equal(removal.OccurredAt) {
+			t.Errorf("loginFirst=%v: revoked_before = %v, want the removal's time %v", loginFirst, u.RevokedBefore, removal.OccurredAt)
+		}
+		if got, want := h.causedBy(removal.ID), []string{tRevoked, tChanged}; !cmp.Equal(got, want) {
+			t.Errorf("loginFirst=%v: IDENTITY events caused by the removal = %v, want %v", loginFirst, got, want)
+		}
+		if s := h.sessions(uid); len(s) != 0 {
+			t.Errorf("loginFirst=%v: active sessions after the removal = %v, want none (s-before predates it)", loginFirst, s)
+		}
+		h.waitSeq(h.service().auth.Cursor, h.publish(g.login("rae@example.com", "Rae", "s-after", true)))
+		if s := h.sessions(uid); len(s) != 1 || s[0].SessionIDHash != "s-after" {
+			t.Errorf("loginFirst=%v: after a new login active sessions = %v, want only s-after", loginFirst, s)
+		}
+		if u := h.user(uid); len(u.Groups) != 0 {
+			t.Errorf("loginFirst=%v: registry groups after the new login = %v, want none", loginFirst, names(u.Groups))
+		}
+	}
+	// No replay oracle: the point is the live interleaving of the SCIM and AUTH streams, which a
+	// replay does not reproduce (like TestLoginRacingDeprovision).
 }
