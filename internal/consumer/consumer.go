@@ -9,6 +9,7 @@
 package consumer
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -33,6 +35,16 @@ const CursorBucket = "consumer_cursors"
 
 // PoisonBucket records events that were termed, keyed by consumer and sequence, for audit.
 const PoisonBucket = "consumer_poison"
+
+// SeenBucket holds, per consumer, the ids of the events applied within the last DedupWindow of event
+// time. JetStream deduplicates a re-publish only within its window and, in a cluster, may store a
+// retried publish twice across a leader change; an event id seen again is then skipped (acked,
+// counted) instead of applied twice. Event ids are ULIDs, so keys sort by event time and pruning
+// reads only the oldest keys. The bucket is transport state: canonical dumps leave it out.
+const SeenBucket = "consumer_seen"
+
+// DedupWindow is how far back in event time applied event ids are remembered.
+const DedupWindow = 10 * time.Minute
 
 // Msg is one stream message handed to a Handler.
 type Msg struct {
@@ -96,6 +108,7 @@ type Runner struct {
 	lastSeq    uint64 // the stream's last sequence as last seen
 
 	applied  *prometheus.CounterVec
+	dups     prometheus.Counter
 	poison   prometheus.Counter
 	naks     prometheus.Counter
 	delay    prometheus.Histogram
@@ -133,6 +146,7 @@ func New(db *bolt.DB, js jetstream.JetStream, cfg Config, h Handler, reg prometh
 	r := &Runner{db: db, js: js, cfg: cfg, h: h, log: log.With("consumer", cfg.Durable, "stream", cfg.Stream), now: now,
 		applied:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: p + "events_applied_total", Help: "Events applied and committed, by type.", ConstLabels: l}, []string{"type"}),
 		poison:   prometheus.NewCounter(prometheus.CounterOpts{Name: p + "poison_total", Help: "Events termed as permanently failing (skipped after recording).", ConstLabels: l}),
+		dups:     prometheus.NewCounter(prometheus.CounterOpts{Name: p + "duplicates_total", Help: "Events stored twice in the stream (same event id) and skipped the second time.", ConstLabels: l}),
 		naks:     prometheus.NewCounter(prometheus.CounterOpts{Name: p + "naks_total", Help: "Messages negatively acknowledged for redelivery.", ConstLabels: l}),
 		delay:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "apply_delay_seconds", Help: "Time from an event's occurrence to its commit here.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}),
 		haltedG:  prometheus.NewGauge(prometheus.GaugeOpts{Name: p + "halted", Help: "1 when the consumer stopped on a sequence gap or a truncated stream.", ConstLabels: l}),
@@ -141,14 +155,14 @@ func New(db *bolt.DB, js jetstream.JetStream, cfg Config, h Handler, reg prometh
 		pendingG: prometheus.NewGauge(prometheus.GaugeOpts{Name: p + "pending_messages", Help: "Messages the server reports pending for this consumer.", ConstLabels: l}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.applied, r.poison, r.naks, r.delay, r.haltedG, r.lagG, r.cursorG, r.pendingG} {
+		for _, c := range []prometheus.Collector{r.applied, r.dups, r.poison, r.naks, r.delay, r.haltedG, r.lagG, r.cursorG, r.pendingG} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register consumer metrics: %w", err)
 			}
 		}
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{CursorBucket, PoisonBucket} {
+		for _, b := range []string{CursorBucket, PoisonBucket, SeenBucket} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -425,6 +439,7 @@ const (
 	stPoison
 	stRetry
 	stLater // out of order: nak and wait for the earlier one
+	stSeen  // same event id already applied (stored twice in the stream)
 )
 
 // process applies a batch in sequence order in as few transactions as possible.
@@ -474,6 +489,15 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 					failed, failErr = e, Permanent(e.err)
 					return failErr
 				}
+				seen, err := r.seen(tx, e.ev)
+				if err != nil {
+					return err
+				}
+				if seen {
+					e.state = stSeen
+					c = seq
+					continue
+				}
 				if err := r.h(ctx, tx, Msg{Seq: seq, Subject: e.raw.Subject(), Event: e.ev, Delivered: e.meta.NumDelivered}); err != nil {
 					failed, failErr = e, err
 					return err
@@ -482,6 +506,9 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 				c = seq
 			}
 			committed = c
+			if err := r.pruneSeen(tx, entries); err != nil {
+				return err
+			}
 			return writeCursor(tx, r.cfg.Durable, c)
 		})
 		if err != nil && failed == nil {
@@ -532,6 +559,10 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 			switch e.state {
 			case stDup:
 				e.raw.Ack()
+			case stSeen:
+				e.raw.Ack()
+				r.dups.Inc()
+				r.log.Warn("event stored twice in the stream; second copy skipped", "seq", e.meta.Sequence.Stream, "event_id", e.ev.ID)
 			case stApplied:
 				e.raw.Ack()
 				r.applied.WithLabelValues(e.ev.Type).Inc()
@@ -555,6 +586,58 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		return nil
 	}
+}
+
+// seenKey is the SeenBucket key of an event id for this consumer.
+func (r *Runner) seenKey(id string) []byte {
+	return append(append([]byte(r.cfg.Durable), 0), id...)
+}
+
+// seen reports whether ev's id was applied before, and remembers it otherwise.
+func (r *Runner) seen(tx *bolt.Tx, ev events.Event) (bool, error) {
+	b := tx.Bucket([]byte(SeenBucket))
+	k := r.seenKey(ev.ID)
+	if b.Get(k) != nil {
+		return true, nil
+	}
+	return false, b.Put(k, []byte{1})
+}
+
+// pruneSeen forgets ids older than DedupWindow before the newest event of the batch (event time, so
+// the pruning is deterministic).
+func (r *Runner) pruneSeen(tx *bolt.Tx, entries []*entry) error {
+	var newest time.Time
+	for _, e := range entries {
+		if e.state == stApplied && e.ev.OccurredAt.After(newest) {
+			newest = e.ev.OccurredAt
+		}
+	}
+	if newest.IsZero() {
+		return nil
+	}
+	limit := r.seenKey(ulidPrefix(newest.Add(-DedupWindow)))
+	prefix := r.seenKey("")
+	b := tx.Bucket([]byte(SeenBucket))
+	c := b.Cursor()
+	var old [][]byte
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && bytes.Compare(k, limit) < 0; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ulidPrefix is the 10-character time prefix of a ULID for t: ids that sort before it are older.
+func ulidPrefix(t time.Time) string {
+	var id ulid.ULID
+	if err := id.SetTime(ulid.Timestamp(t)); err != nil {
+		return ""
+	}
+	return id.String()[:10]
 }
 
 func rawOf(es []*entry) []jetstream.Msg {

@@ -347,3 +347,30 @@ func TestConsumerDeletedUnderneathRecovers(t *testing.T) {
 	})
 	checkExactlyOnce(t, f.db, evs)
 }
+
+// TestEventStoredTwiceIsAppliedOnce: the same event stored twice in the stream (a re-publish outside
+// JetStream's duplicate window, or across a cluster leader change) is applied once and counted.
+func TestEventStoredTwiceIsAppliedOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	ctx := context.Background()
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	evs := publish(t, js, 3, "x")
+	b, _ := events.Marshal(evs[1])
+	if _, err := js.Publish(ctx, evs[1].Subject, b, jetstream.WithMsgID("other-"+evs[1].ID)); err != nil {
+		t.Fatal(err)
+	}
+	evs = append(evs, publish(t, js, 2, "x")...)
+	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if c := r.Cursor(); c != 6 {
+			return fmt.Errorf("cursor %d", c)
+		}
+		return nil
+	})
+	checkExactlyOnce(t, f.db, evs)
+	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_duplicates_total")); got != 1 {
+		t.Errorf("duplicates_total = %v, want 1", got)
+	}
+}
