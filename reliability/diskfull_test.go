@@ -83,7 +83,7 @@ func diskFull(t *testing.T) {
 	w.finish()
 	f := s.verify(t, js, w, "disk-full", grown)
 	t.Logf("FIGURES disk-full: %d writes acknowledged before the volume filled, %d failed answers while full, scim-ingest crashed: %v; %s", ackedFull, failedFull, crashed, f)
-	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+	if f.Lost+f.Duplicated+f.Unexpected+f.StoredTwice > 0 {
 		t.Errorf("disk full: %s", f)
 	}
 }
@@ -157,7 +157,7 @@ func TestDiskFullIdentityStore(t *testing.T) {
 	f := s.verify(t, js, w, "disk-full-identity-store", grown)
 	t.Logf("FIGURES disk-full-identity-store: volume full after %d users; SCIM kept acknowledging (%d users by the time the volume grew, %s later); identity-store restarted while full: %s; logged ENOSPC: %v; %s",
 		ackedWhileFull-20, atGrow, grown.Sub(full).Round(time.Millisecond), restarted, enospc, f)
-	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+	if f.Lost+f.Duplicated+f.Unexpected+f.StoredTwice > 0 {
 		t.Errorf("disk full (identity-store): %s", f)
 	}
 }

@@ -47,7 +47,7 @@ func killScenario(t *testing.T, victim func(*stack) *service, name string) {
 	w.finish()
 	f := s.verify(t, js, w, "kill-"+name, time.Time{})
 	t.Logf("FIGURES kill-%s: %d SIGKILLs, mean time to ready %s", name, kills, (down / time.Duration(kills)).Round(time.Millisecond))
-	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+	if f.Lost+f.Duplicated+f.Unexpected+f.StoredTwice > 0 {
 		t.Errorf("kill %s: %s", name, f)
 	}
 }
