@@ -57,7 +57,9 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 			u.RevokedSeq = m.Seq
 		}
 	case events.UserLocked:
-		id, email, revoking = p.UserID, p.Email, true
+		// Not counted in the revocation-latency histogram: a deprovisioning publishes sessions_revoked
+		// and locked from the same cause, and one revocation is one observation.
+		id, email = p.UserID, p.Email
 		change = func(u *userRecord) {
 			lockRevokes(u, e.OccurredAt, m.Seq)
 			u.Locked = true
