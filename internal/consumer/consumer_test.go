@@ -128,31 +128,16 @@ func TestRestartServerAndConsumerMidStream(t *testing.T) {
 	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
 	evs := publish(t, js, 150, "x")
 	r, cancel, done := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		if c := r.Cursor(); c < 40 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursorAtLeast(t, r, 40, 20*time.Second)
 	srv.Restart() // server restart mid-stream
 	evs = append(evs, publish(t, js, 100, "x")...)
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if c := r.Cursor(); c < 180 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursorAtLeast(t, r, 180, 30*time.Second)
 	cancel() // consumer restart mid-stream
 	<-done
 	evs = append(evs, publish(t, js, 50, "x")...)
 	f.reg = prometheus.NewRegistry()
 	r2, _, _ := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if c := r2.Cursor(); c != 300 {
-			return fmt.Errorf("cursor %d, want 300", c)
-		}
-		return nil
-	})
+	waitCursor(t, r2, 300, 30*time.Second)
 	checkExactlyOnce(t, f.db, evs)
 }
 
@@ -165,12 +150,7 @@ func TestTransientErrorNaksAndRetries(t *testing.T) {
 	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
 	evs := publish(t, js, 30, "x")
 	r, _, _ := start(t, f, events.StreamIdentity, counting(map[string]int{evs[10].ID: 2, evs[25].ID: 1}))
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if c := r.Cursor(); c != 30 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursor(t, r, 30, 30*time.Second)
 	checkExactlyOnce(t, f.db, evs)
 	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_naks_total")); got < 3 {
 		t.Errorf("naks_total = %v, want at least the 3 failed deliveries", got)
@@ -192,12 +172,7 @@ func TestPoisonIsTermedCountedAndSkipped(t *testing.T) {
 	publish(t, js, 1, "poison")
 	good = append(good, publish(t, js, 3, "x")...)
 	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		if c := r.Cursor(); c != 8 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursor(t, r, 8, 20*time.Second)
 	checkExactlyOnce(t, f.db, good)
 	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_poison_total")); got != 2 {
 		t.Errorf("poison_total = %v, want 2", got)
@@ -274,23 +249,13 @@ func TestCursorBehindServerStateRestarts(t *testing.T) {
 	evs := publish(t, js, 20, "x")
 	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
 	r, cancel, done := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 10*time.Second, func() error {
-		if r.Cursor() != 20 {
-			return fmt.Errorf("cursor %d", r.Cursor())
-		}
-		return nil
-	})
+	waitCursor(t, r, 20, 10*time.Second)
 	cancel()
 	<-done
 	// A fresh file: as if restored from before any event.
 	f2 := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
 	r2, _, _ := start(t, f2, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 10*time.Second, func() error {
-		if r2.Cursor() != 20 {
-			return fmt.Errorf("cursor %d", r2.Cursor())
-		}
-		return nil
-	})
+	waitCursor(t, r2, 20, 10*time.Second)
 	checkExactlyOnce(t, f2.db, evs)
 	if r2.CaughtUpAt().IsZero() {
 		t.Error("CaughtUpAt is zero after catching up")
@@ -329,22 +294,12 @@ func TestConsumerDeletedUnderneathRecovers(t *testing.T) {
 	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
 	evs := publish(t, js, 5, "x")
 	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if c := r.Cursor(); c != 5 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursor(t, r, 5, 30*time.Second)
 	if err := js.DeleteConsumer(context.Background(), events.StreamIdentity, "test"); err != nil {
 		t.Fatal(err)
 	}
 	evs = append(evs, publish(t, js, 5, "x")...)
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if c := r.Cursor(); c != 10 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursor(t, r, 10, 30*time.Second)
 	checkExactlyOnce(t, f.db, evs)
 }
 
@@ -363,14 +318,31 @@ func TestEventStoredTwiceIsAppliedOnce(t *testing.T) {
 	}
 	evs = append(evs, publish(t, js, 2, "x")...)
 	r, _, _ := start(t, f, events.StreamIdentity, counting(nil))
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		if c := r.Cursor(); c != 6 {
-			return fmt.Errorf("cursor %d", c)
-		}
-		return nil
-	})
+	waitCursor(t, r, 6, 20*time.Second)
 	checkExactlyOnce(t, f.db, evs)
 	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_duplicates_total")); got != 1 {
 		t.Errorf("duplicates_total = %v, want 1", got)
 	}
+}
+
+// waitCursorAtLeast polls until r has applied at least seq.
+func waitCursorAtLeast(t *testing.T, r *consumer.Runner, seq uint64, d time.Duration) {
+	t.Helper()
+	natstest.WaitFor(t, d, func() error {
+		if c := r.Cursor(); c < seq {
+			return fmt.Errorf("cursor %d, want at least %d", c, seq)
+		}
+		return nil
+	})
+}
+
+// waitCursor polls until r's cursor is exactly seq.
+func waitCursor(t *testing.T, r *consumer.Runner, seq uint64, d time.Duration) {
+	t.Helper()
+	natstest.WaitFor(t, d, func() error {
+		if c := r.Cursor(); c != seq {
+			return fmt.Errorf("cursor %d, want %d", c, seq)
+		}
+		return nil
+	})
 }

@@ -82,13 +82,7 @@ func runRelay(t *testing.T, db *bolt.DB, js jetstream.JetStream) (*outbox.Relay,
 // same file resumes where the previous one stopped.
 func TestOutageNothingLostNothingDuplicated(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect("test")
-	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	srv, js, db := setup(t)
 	r, cancel, done := runRelay(t, db, js)
 	want := appendN(t, db, 50)
 	r.Notify()
@@ -137,13 +131,7 @@ func TestOutageNothingLostNothingDuplicated(t *testing.T) {
 // TestRollbackPublishesNothing: records appended in a transaction that rolls back never reach NATS.
 func TestRollbackPublishesNothing(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect("test")
-	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	_, js, db := setup(t)
 	r, _, _ := runRelay(t, db, js)
 	db.Update(func(tx *bolt.Tx) error {
 		outbox.Append(tx, time.Now(), events.New("idp1", time.Now(), "", "", events.SeatRemoved{UserID: "rolled", Email: "a@x"}))
@@ -166,13 +154,7 @@ func TestRollbackPublishesNothing(t *testing.T) {
 // (counted, logged) and the records after it are still published.
 func TestOversizedRecordIsDeadLetteredNotBlocking(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect("test")
-	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	_, js, db := setup(t)
 	r, _, _ := runRelay(t, db, js)
 	big := events.New("idp1", time.Now(), "", "", events.SCIMLog{Method: "POST", Status: events.LogError,
 		RequestBody: json.RawMessage(`"` + strings.Repeat("x", 1<<20+10) + `"`)})
@@ -200,4 +182,17 @@ func TestOversizedRecordIsDeadLetteredNotBlocking(t *testing.T) {
 	if dead != 1 {
 		t.Errorf("dead letters = %d, want 1", dead)
 	}
+}
+
+// setup starts a JetStream server with scimflow's streams and opens a fresh outbox file.
+func setup(t *testing.T) (*natstest.Server, jetstream.JetStream, *bolt.DB) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return srv, js, db
 }
