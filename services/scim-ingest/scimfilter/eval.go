@@ -192,7 +192,7 @@ func (ev evaluator) compareOne(op CompareOp, v, lit any, exact bool) bool {
 		}
 		return false
 	case json.Number:
-		f, ok := toFloat(v)
+		f, ok := Number(v)
 		if !ok {
 			return false
 		}
@@ -387,7 +387,9 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-func toFloat(v any) (float64, bool) {
+// Number converts a decoded JSON number (float64, json.Number, or a Go integer) to float64; the
+// PATCH applier uses it too, so both packages read numbers alike.
+func Number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
 		return x, true

@@ -1,11 +1,12 @@
 package scimpatch
 
 import (
-	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimfilter"
 )
 
 // normalize checks v against attr (for a multi-valued attribute: against one
@@ -41,7 +42,7 @@ func (a *applier) normalize(t *target, attr *Attribute, v any, parentRO bool) (a
 		}
 		return nil, t.fail(ScimTypeInvalidValue, "%q needs a boolean", attr.Name)
 	case Integer, Decimal:
-		f, ok := toFloat(v)
+		f, ok := scimfilter.Number(v)
 		if s, isString := v.(string); isString {
 			if s == "" {
 				return "", nil
@@ -281,23 +282,4 @@ func cloneMap(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	}
-	return 0, false
 }
