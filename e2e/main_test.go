@@ -9,7 +9,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/internal/proctest"
 	"github.com/scimflow/scimflow/internal/scenario"
 )
 
@@ -47,30 +47,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a subprocess's stderr while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // server is one `scimflow serve` subprocess. Its data dir and ports survive restarts.
 type server struct {
 	dataDir string
 	ep      scenario.Endpoints
 	env     []string
-	stderr  *syncBuffer
+	stderr  *proctest.SyncBuffer
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
@@ -96,7 +78,7 @@ func newServer(dataDir string) (*server, error) {
 		}
 		addrs[i] = a
 	}
-	s := &server{dataDir: dataDir, stderr: &syncBuffer{}}
+	s := &server{dataDir: dataDir, stderr: &proctest.SyncBuffer{}}
 	s.ep = scenario.Endpoints{
 		SCIM: "http://" + addrs[0], Admin: "http://" + addrs[1], Auth: "http://" + addrs[2],
 		AdminToken: "e2e-admin-" + scenario.RandomString(24),

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/scimflow/scimflow/internal/proctest"
 	"github.com/scimflow/scimflow/internal/scenario"
 )
 
@@ -40,7 +41,7 @@ func TestSecondAuthReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2 := &server{dataDir: t.TempDir(), stderr: &syncBuffer{}, ep: srv.ep}
+	r2 := &server{dataDir: t.TempDir(), stderr: &proctest.SyncBuffer{}, ep: srv.ep}
 	r2.ep.Auth = "http://" + auth2
 	r2.env = []string{
 		"SCIMFLOW_DATA_DIR=" + r2.dataDir,

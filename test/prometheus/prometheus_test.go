@@ -20,13 +20,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/internal/proctest"
 )
 
 // rateInterval replaces Grafana's $__rate_interval when the test evaluates a panel. The window spans
@@ -207,7 +207,7 @@ type serve struct {
 	adminAddr         string
 	authAddr          string
 	token             string
-	stderr            *syncBuffer
+	stderr            *proctest.SyncBuffer
 }
 
 func startServe(t *testing.T) *serve {
@@ -236,7 +236,7 @@ func retryPorts[T any](t *testing.T, what string, start func() (T, error)) T {
 
 func tryServe(t *testing.T, bin string) (*serve, error) {
 	t.Helper()
-	s := &serve{scimAddr: freeAddr(t), adminAddr: freeAddr(t), authAddr: freeAddr(t), token: "prometheus-test-admin-token-0123456789", stderr: &syncBuffer{}}
+	s := &serve{scimAddr: freeAddr(t), adminAddr: freeAddr(t), authAddr: freeAddr(t), token: "prometheus-test-admin-token-0123456789", stderr: &proctest.SyncBuffer{}}
 	s.scim, s.admin, s.auth = "http://"+s.scimAddr, "http://"+s.adminAddr, "http://"+s.authAddr
 	cmd := exec.Command(bin, "serve", "-config", "/dev/null")
 	cmd.Env = append(os.Environ(),
@@ -476,7 +476,7 @@ func (tr *traffic) round(t *testing.T, name string) {
 type promServer struct {
 	url    string
 	c      *http.Client
-	stderr *syncBuffer
+	stderr *proctest.SyncBuffer
 }
 
 func startPrometheus(t *testing.T, bin string, s *serve) *promServer {
@@ -529,7 +529,7 @@ func tryPrometheus(t *testing.T, bin string, s *serve) (*promServer, error) {
 	if err := os.WriteFile(cfgPath, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &promServer{url: "http://" + addr, c: &http.Client{Timeout: 10 * time.Second}, stderr: &syncBuffer{}}
+	p := &promServer{url: "http://" + addr, c: &http.Client{Timeout: 10 * time.Second}, stderr: &proctest.SyncBuffer{}}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
@@ -934,24 +934,6 @@ func (b *browser) login(t *testing.T, authURL, idp string) int {
 	}
 	resp, _ = b.get(t, resp.Header.Get("Location"))
 	return resp.StatusCode
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output copier and the test reading it at once.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func tail(s string, n int) string {
