@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/scimflow/scimflow/person"
 )
 
 // Streams and the subjects they hold. Consumers read whole streams (unfiltered) so that the stream
@@ -111,7 +113,7 @@ func DeriveID(parent string, index int) string {
 // the lower-cased email. Any service computes it without asking identity-store; identity-store keeps
 // a user's id stable if the email later changes, and auth then learns the id from the IDENTITY stream.
 func UserID(idpID, email string) string {
-	sum := sha256.Sum256([]byte("scimflow-user\x00" + idpID + "\x00" + strings.ToLower(strings.TrimSpace(email))))
+	sum := sha256.Sum256([]byte("scimflow-user\x00" + idpID + "\x00" + person.NormalizeEmail(email)))
 	u := sum[:16]
 	u[6] = (u[6] & 0x0f) | 0x80 // version 8
 	u[8] = (u[8] & 0x3f) | 0x80 // RFC 9562 variant

@@ -45,10 +45,31 @@ func TestLayering(t *testing.T) {
 				t.Errorf("%s imports %s: the wire contract depends on nothing domain-specific", p.ImportPath, imp)
 			}
 		}
+		// Pure domain packages (person/) are shared by every service; they import nothing of the
+		// module but each other, so no service or platform detail leaks into them.
+		if isPure(p.ImportPath) {
+			for _, imp := range p.Imports {
+				if strings.HasPrefix(imp, module+"/") && !isPure(imp) {
+					t.Errorf("%s imports %s: pure domain packages import only other pure packages", p.ImportPath, imp)
+				}
+			}
+		}
 	}
 	if seen < 5 {
 		t.Fatalf("go list found %d packages; the test is not looking at the module", seen)
 	}
+}
+
+// pure lists the top-level packages that hold shared domain logic and nothing else.
+var pure = []string{"person"}
+
+func isPure(path string) bool {
+	for _, p := range pure {
+		if path == module+"/"+p || strings.HasPrefix(path, module+"/"+p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // serviceOf returns the service folder of an import path under services/, or "".

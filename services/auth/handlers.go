@@ -22,6 +22,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/person"
 )
 
 // writeJSON writes v with status.
@@ -303,7 +304,7 @@ type loginIdentity struct {
 
 func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (loginIdentity, error) {
 	email, _ := claims[rp.emailClaim].(string)
-	email = strings.ToLower(strings.TrimSpace(email))
+	email = person.NormalizeEmail(email)
 	if email == "" || len(email) > 320 {
 		return loginIdentity{}, deny("no_email", "claim %q missing or empty", rp.emailClaim)
 	}

@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/person"
 )
 
 // Buckets of auth's bbolt file. They hold the revocation projection; the outbox and the consumer
@@ -54,7 +54,7 @@ func newRevState() *revState {
 }
 
 func emailKey(idp, email string) string {
-	return idp + "\x00" + strings.ToLower(strings.TrimSpace(email))
+	return idp + "\x00" + person.NormalizeEmail(email)
 }
 
 // user returns a copy of the record of id.

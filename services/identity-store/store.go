@@ -17,6 +17,7 @@ import (
 	"github.com/scimflow/scimflow/internal/boltdb"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/person"
 )
 
 // Buckets of the registry. Keys join their parts with a NUL byte, which no email, IdP id or SCIM id
@@ -260,7 +261,7 @@ func lookupEmail(tx *bolt.Tx, idp, email string) string {
 	return string(tx.Bucket([]byte(bkEmail)).Get(key(normEmail(email), idp)))
 }
 
-func normEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+func normEmail(s string) string { return person.NormalizeEmail(s) }
 
 // statAdd adds d to the named counter.
 func statAdd(tx *bolt.Tx, name string, d int64) error {

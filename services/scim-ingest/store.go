@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/person"
 )
 
 // Buckets of scim-ingest's bbolt file. Every key starts with the IdP id and a NUL, so one IdP's
@@ -102,7 +104,7 @@ func emailValues(attrs map[string]any) []string {
 // userName if it is an email address, else the primary email, else the work email, else the first.
 func registryEmail(attrs map[string]any) string {
 	if u := strAttr(attrs, "userName"); strings.Contains(u, "@") {
-		return strings.ToLower(strings.TrimSpace(u))
+		return person.NormalizeEmail(u)
 	}
 	list, _ := attrs["emails"].([]any)
 	var work, first string
@@ -116,7 +118,7 @@ func registryEmail(attrs map[string]any) string {
 			continue
 		}
 		if p, _ := m["primary"].(bool); p {
-			return strings.ToLower(strings.TrimSpace(v))
+			return person.NormalizeEmail(v)
 		}
 		if t, _ := m["type"].(string); strings.EqualFold(t, "work") && work == "" {
 			work = v
@@ -126,9 +128,9 @@ func registryEmail(attrs map[string]any) string {
 		}
 	}
 	if work != "" {
-		return strings.ToLower(strings.TrimSpace(work))
+		return person.NormalizeEmail(work)
 	}
-	return strings.ToLower(strings.TrimSpace(first))
+	return person.NormalizeEmail(first)
 }
 
 // userIndexKeys lists the index entries of a user: bucket → keys.
