@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // TestEntraUnchangedPatchKeepsVersion: Entra's create carries `"roles": []` (scim-idp-requests.md

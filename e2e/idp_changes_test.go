@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // TestIdPChangesApplyLive changes an IdP through the admin API while scimflow runs (DESIGN.md §1:

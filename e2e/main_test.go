@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/oidctest"
-	"github.com/scimflow/scimflow/internal/proctest"
-	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
+	"github.com/scimflow/scimflow/testkit/proctest"
+	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // binary is the scimflow binary built by TestMain.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // TestNextLoginReadsCurrentGroups: in reauth and no_action modes DESIGN.md §4 says group changes

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // browser is a person's browser at auth: a cookie jar, no automatic redirects.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // adminToken is the admin API bearer of every stack.

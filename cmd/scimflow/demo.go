@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/app"
+	"github.com/scimflow/scimflow/app"
 	"github.com/scimflow/scimflow/internal/logging"
-	"github.com/scimflow/scimflow/internal/oidctest"
-	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
+	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // embedded is the whole pipeline running in this process (what `serve` runs), plus the test

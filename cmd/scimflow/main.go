@@ -1,6 +1,6 @@
 // Command scimflow runs scimflow: all services in one process (serve), one service against a NATS URL
 // (scim-ingest, identity-store, auth), and the admin, replay and benchmark tools. It only parses flags
-// and config and calls internal/app.
+// and config and calls app.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/app"
+	"github.com/scimflow/scimflow/app"
 	"github.com/scimflow/scimflow/internal/logging"
 )
 

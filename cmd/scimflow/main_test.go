@@ -19,8 +19,8 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
-	"github.com/scimflow/scimflow/internal/natstest"
-	"github.com/scimflow/scimflow/internal/proctest"
+	"github.com/scimflow/scimflow/testkit/natstest"
+	"github.com/scimflow/scimflow/testkit/proctest"
 )
 
 var binary string

@@ -8,15 +8,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/scimflow/scimflow/internal/app"
-	"github.com/scimflow/scimflow/internal/broker"
-	identitystore "github.com/scimflow/scimflow/services/identity-store"
+	"github.com/scimflow/scimflow/app"
 )
 
 const replayUsage = `Usage:
@@ -44,12 +38,12 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, replayUsage)
 			return 2
 		}
-		if err := identitystore.DumpFile(args[1], stdout); err != nil {
+		if err := app.Dump(args[1], stdout); err != nil {
 			fmt.Fprintf(stderr, "scimflow replay dump: %v\n", err)
 			return 1
 		}
 		return 0
-	case identitystore.Name:
+	case "identity-store":
 	default:
 		fmt.Fprintf(stderr, "scimflow replay: unknown target %q\n\n%s", args[0], replayUsage)
 		return 2
@@ -78,49 +72,10 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, cleanup, err := replayConn(f)
-	if err != nil {
-		fmt.Fprintf(stderr, "scimflow replay: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		fmt.Fprintf(stderr, "scimflow replay: %v\n", err)
-		return 1
-	}
-	if err := identitystore.ReplayWith(ctx, js, *out, identitystore.ReplayOptions{SCIMLogRetention: f.IdentityStore.SCIMLogRetention.D()}); err != nil {
+	if err := app.Replay(ctx, f, args[0], *out); err != nil {
 		fmt.Fprintf(stderr, "scimflow replay: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "rebuilt %s\n", *out)
 	return 0
-}
-
-// replayConn connects to nats.url, or opens the embedded store of data_dir (refusing while a serve
-// holds the data dir).
-func replayConn(f app.File) (*nats.Conn, func(), error) {
-	if f.NATS.URL != "" {
-		nc, err := nats.Connect(f.NATS.URL, nats.Name("scimflow-replay"))
-		if err != nil {
-			return nil, nil, fmt.Errorf("connect %s: %w", f.NATS.URL, err)
-		}
-		return nc, nc.Close, nil
-	}
-	unlock, err := app.LockDataDir(f.DataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: filepath.Join(f.DataDir, "nats")}, nil)
-	if err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	nc, err := emb.Connect("scimflow-replay")
-	if err != nil {
-		emb.Shutdown()
-		unlock()
-		return nil, nil, err
-	}
-	return nc, func() { nc.Close(); emb.Shutdown(); unlock() }, nil
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimflow/scimflow/events"
-	"github.com/scimflow/scimflow/internal/natstest"
+	"github.com/scimflow/scimflow/testkit/natstest"
 )
 
 // TestReplayRebuildsIdenticalRegistry: events applied live by serve, then `scimflow replay

@@ -9,7 +9,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
-	"github.com/scimflow/scimflow/internal/natstest"
+	"github.com/scimflow/scimflow/testkit/natstest"
 )
 
 func TestStreamsAndKVExistWithSettings(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package config loads scimflow's YAML configuration: ${ENV} expansion, strict decoding (an unknown
 // key is an error, not a silent typo) and SCIMFLOW_<SECTION>_<KEY> environment overrides.
 //
-// The shape itself lives with the wiring (internal/app) and each service's Config; this package only
+// The shape itself lives with the wiring (app) and each service's Config; this package only
 // knows how to fill any struct whose fields carry json tags.
 package config
 

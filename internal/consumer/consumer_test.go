@@ -18,7 +18,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/boltdb"
 	"github.com/scimflow/scimflow/internal/consumer"
-	"github.com/scimflow/scimflow/internal/natstest"
+	"github.com/scimflow/scimflow/testkit/natstest"
 )
 
 // counting is a projection that counts applies per event id in bbolt, so a double apply is visible.

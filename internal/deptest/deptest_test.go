@@ -1,5 +1,5 @@
 // Package deptest enforces the layering of DESIGN.md §6: services never import each other, and
-// platform code under internal/ (except the wiring in internal/app) never imports a service.
+// platform code under internal/ (except the wiring in app) never imports a service.
 package deptest
 
 import (
@@ -39,7 +39,7 @@ func TestLayering(t *testing.T) {
 			switch {
 			case mine != "" && other != mine:
 				t.Errorf("%s imports %s: services never import each other; share events/ or internal/ instead", p.ImportPath, imp)
-			case mine == "" && strings.HasPrefix(p.ImportPath, module+"/internal/") && !strings.HasPrefix(p.ImportPath, module+"/internal/app"):
+			case mine == "" && strings.HasPrefix(p.ImportPath, module+"/internal/") && !strings.HasPrefix(p.ImportPath, module+"/app"):
 				t.Errorf("%s imports %s: platform code must not depend on a service", p.ImportPath, imp)
 			case strings.HasPrefix(p.ImportPath, module+"/events"):
 				t.Errorf("%s imports %s: the wire contract depends on nothing domain-specific", p.ImportPath, imp)

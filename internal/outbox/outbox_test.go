@@ -16,7 +16,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/boltdb"
-	"github.com/scimflow/scimflow/internal/natstest"
+	"github.com/scimflow/scimflow/testkit/natstest"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 

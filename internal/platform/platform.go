@@ -20,7 +20,7 @@ import (
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
-// Deps are a service's dependencies, built by the wiring (internal/app) and by tests.
+// Deps are a service's dependencies, built by the wiring (app) and by tests.
 type Deps struct {
 	NC       *nats.Conn           // embedded (in-process) or URL connection
 	JS       jetstream.JetStream  // on NC

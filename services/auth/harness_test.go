@@ -22,7 +22,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/config"
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/platform"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scimflow/scimflow/events"
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // TestLoginVerifyAndIdentity is the happy path: login with PKCE (O23: S256 in the authorise URL),

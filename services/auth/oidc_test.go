@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/events"
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // mixUpHarness has two IdPs, A (idp-a) and B (idp-b), both registered with auth; each OP knows the

@@ -25,8 +25,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/scimflow/scimflow/internal/oidctest"
-	"github.com/scimflow/scimflow/internal/proctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
+	"github.com/scimflow/scimflow/testkit/proctest"
 )
 
 // rateInterval replaces Grafana's $__rate_interval when the test evaluates a panel. The window spans

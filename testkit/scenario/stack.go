@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scimflow/scimflow/internal/oidctest"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // Endpoints are the public listeners of a running scimflow (all-in-one or separate services).

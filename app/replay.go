@@ -1,0 +1,68 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimflow/scimflow/internal/broker"
+	identitystore "github.com/scimflow/scimflow/services/identity-store"
+)
+
+// ReplayTargets names the projections `scimflow replay` can rebuild.
+var ReplayTargets = []string{identitystore.Name}
+
+// Replay rebuilds the projection of target from the streams into a fresh bbolt file at out. With
+// nats.url empty it opens the embedded JetStream store under data_dir, refusing while a serve holds
+// the data dir. Nothing is published.
+func Replay(ctx context.Context, f File, target, out string) error {
+	if target != identitystore.Name {
+		return fmt.Errorf("unknown replay target %q", target)
+	}
+	nc, cleanup, err := replayConn(f)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	return identitystore.ReplayWith(ctx, js, out, identitystore.ReplayOptions{SCIMLogRetention: f.IdentityStore.SCIMLogRetention.D()})
+}
+
+// Dump writes the canonical dump of an identity-store bbolt file: the replay oracle compares a live
+// file's dump with a rebuilt one's.
+func Dump(path string, w io.Writer) error { return identitystore.DumpFile(path, w) }
+
+// replayConn connects to nats.url, or opens the embedded store of data_dir (refusing while a serve
+// holds the data dir).
+func replayConn(f File) (*nats.Conn, func(), error) {
+	if f.NATS.URL != "" {
+		nc, err := nats.Connect(f.NATS.URL, nats.Name("scimflow-replay"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect %s: %w", f.NATS.URL, err)
+		}
+		return nc, nc.Close, nil
+	}
+	unlock, err := LockDataDir(f.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: filepath.Join(f.DataDir, "nats")}, nil)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	nc, err := emb.Connect("scimflow-replay")
+	if err != nil {
+		emb.Shutdown()
+		unlock()
+		return nil, nil, err
+	}
+	return nc, func() { nc.Close(); emb.Shutdown(); unlock() }, nil
+}
