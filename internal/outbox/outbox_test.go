@@ -16,8 +16,8 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/boltdb"
-	"github.com/scimflow/scimflow/testkit/natstest"
 	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/testkit/natstest"
 )
 
 func appendN(t *testing.T, db *bolt.DB, n int) []events.Event {

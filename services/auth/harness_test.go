@@ -22,8 +22,8 @@ import (
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/config"
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/platform"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // testClock is a wall clock a test can move forward; the provider and auth share it.
