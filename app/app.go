@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,27 +39,26 @@ func Run(ctx context.Context, f File, services []string, log *slog.Logger) error
 		return err
 	}
 	defer unlock()
+	if err := f.ensureKEK(services, log); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var connect func(name string) (*nats.Conn, error)
-	if f.NATS.URL == "" {
-		emb, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: filepath.Join(f.DataDir, "nats"), Listen: f.NATS.Listen}, log)
-		if err != nil {
-			return err
-		}
-		defer emb.Shutdown()
-		connect = emb.Connect
-	} else {
-		connect = func(name string) (*nats.Conn, error) {
-			return broker.Connect(f.NATS.URL, name, log.With("service", name))
-		}
+	connect, shutdown, err := natsConnector(f, log)
+	if err != nil {
+		return err
 	}
+	defer shutdown()
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range services {
-		nc, err := connect("scimflow-" + name)
+		role, err := broker.ServiceRole(name)
+		if err != nil {
+			return err
+		}
+		nc, err := connect("scimflow-"+name, role)
 		if err != nil {
 			return fmt.Errorf("%s: connect nats: %w", name, err)
 		}
@@ -70,8 +68,10 @@ func Run(ctx context.Context, f File, services []string, log *slog.Logger) error
 		if err != nil {
 			return fmt.Errorf("%s: jetstream: %w", name, err)
 		}
+		streams := f.Streams()
+		streams.Role = role
 		d := platform.Deps{
-			NC: nc, JS: js, Streams: f.Streams(),
+			NC: nc, JS: js, Streams: streams,
 			Logger:   log.With("service", name),
 			Registry: prometheus.WrapRegistererWith(prometheus.Labels{"service": name}, reg),
 			Gatherer: serviceGatherer{reg, name},

@@ -33,12 +33,28 @@ type LogConfig struct {
 	Level  string `json:"level"`  // info (default), debug, warn, error
 }
 
-// NATSConfig says how to reach NATS and how to create the streams.
+// NATSConfig says how to reach NATS, as whom, and how to create the streams. The keys are flat so
+// every one has an environment override (SCIMFLOW_NATS_PASSWORD, …).
 type NATSConfig struct {
 	URL      string          `json:"url"`      // empty: embedded JetStream under data_dir/nats
 	Listen   string          `json:"listen"`   // embedded only: also accept TCP clients here
 	Replicas int             `json:"replicas"` // stream replicas: 1 on one node, 3 in a cluster
 	MaxAge   config.Duration `json:"max_age"`  // stream retention; 0 = unlimited
+
+	// With nats.url: this process's NATS user, by name and password or by an nkey seed file (one
+	// of the two). The user's permissions must be its service's role (docs/security.md).
+	User            string `json:"user"`
+	Password        string `json:"password"`
+	CredentialsFile string `json:"credentials_file"`
+	// With nats.url: TLS. tls_ca verifies the server; tls_cert and tls_key are the client
+	// certificate when the server asks for one.
+	TLSCA   string `json:"tls_ca"`
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// Embedded only: where serve keeps one nkey seed per role (<role>.nk, mode 0600), generated when
+	// missing. Default data_dir/nats-credentials. A separate service connecting to serve's
+	// nats.listen uses the file of its role as its nats.credentials_file.
+	CredentialsDir string `json:"credentials_dir"`
 }
 
 // Defaults returns the documented defaults.
@@ -78,6 +94,35 @@ func (f File) Streams() broker.StreamsConfig {
 	return broker.StreamsConfig{Replicas: f.NATS.Replicas, MaxAge: f.NATS.MaxAge.D()}
 }
 
+// MinAdminTokenLen is the shortest admin_token accepted: the admin API can rewrite IdPs and unlock
+// people, so its token must not be guessable (32 characters of `openssl rand -hex 32` are 128 bits).
+const MinAdminTokenLen = 32
+
+func (n NATSConfig) validate() error {
+	var errs []error
+	if n.URL != "" {
+		if u, err := url.Parse(n.URL); err != nil || u.Scheme == "" {
+			errs = append(errs, fmt.Errorf("nats.url: %q is not a URL like nats://host:4222", n.URL))
+		}
+	}
+	if (n.User == "") != (n.Password == "") {
+		errs = append(errs, errors.New("nats.user and nats.password: set both or neither"))
+	}
+	if n.User != "" && n.CredentialsFile != "" {
+		errs = append(errs, errors.New("nats.user and nats.credentials_file: choose one way to authenticate"))
+	}
+	if (n.TLSCert == "") != (n.TLSKey == "") {
+		errs = append(errs, errors.New("nats.tls_cert and nats.tls_key: set both or neither"))
+	}
+	if n.URL == "" && (n.User != "" || n.CredentialsFile != "" || n.TLSCA != "" || n.TLSCert != "") {
+		errs = append(errs, errors.New("nats.user, nats.password, nats.credentials_file and nats.tls_*: only with nats.url; the embedded server uses one generated credential per role in nats.credentials_dir"))
+	}
+	if n.URL != "" && n.CredentialsDir != "" {
+		errs = append(errs, errors.New("nats.credentials_dir: only for the embedded server (nats.url empty); use nats.credentials_file"))
+	}
+	return errors.Join(errs...)
+}
+
 // Validate reports every problem of the sections the given services use, at once.
 func (f File) Validate(services ...string) error {
 	var errs []error
@@ -93,10 +138,9 @@ func (f File) Validate(services ...string) error {
 	if f.NATS.MaxAge < 0 {
 		errs = append(errs, errors.New("nats.max_age: must not be negative"))
 	}
-	if f.NATS.URL != "" {
-		if u, err := url.Parse(f.NATS.URL); err != nil || u.Scheme == "" {
-			errs = append(errs, fmt.Errorf("nats.url: %q is not a URL like nats://host:4222", f.NATS.URL))
-		}
+	errs = append(errs, f.NATS.validate())
+	if f.AdminToken != "" && len(f.AdminToken) < MinAdminTokenLen {
+		errs = append(errs, fmt.Errorf("admin_token: %d characters, want at least %d (e.g. openssl rand -hex 32), or leave it empty to have one generated", len(f.AdminToken), MinAdminTokenLen))
 	}
 	for _, s := range services {
 		switch s {
@@ -106,6 +150,9 @@ func (f File) Validate(services ...string) error {
 			errs = append(errs, f.IdentityStore.Validate())
 		case auth.Name:
 			errs = append(errs, f.Auth.Validate())
+			if f.NATS.URL != "" && f.Auth.KeyEncryptionKey == "" && f.Auth.KeyEncryptionKeyFile == "" {
+				errs = append(errs, errors.New("auth.key_encryption_key or auth.key_encryption_key_file: required with nats.url; it seals the signing keys kept in NATS, never travels over NATS, and every auth replica needs the same one (serve generates one under data_dir only with its embedded NATS); see docs/security.md"))
+			}
 		}
 	}
 	return errors.Join(errs...)

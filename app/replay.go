@@ -43,7 +43,16 @@ func Dump(path string, w io.Writer) error { return identitystore.DumpFile(path, 
 // holds the data dir).
 func replayConn(f File) (*nats.Conn, func(), error) {
 	if f.NATS.URL != "" {
-		nc, err := nats.Connect(f.NATS.URL, nats.Name("scimflow-replay"))
+		// Replay reads what identity-store reads, so it connects as that role.
+		cred, err := f.NATS.Credential()
+		if err != nil {
+			return nil, nil, err
+		}
+		opts, err := cred.ClientOptions(broker.RoleIdentityStore)
+		if err != nil {
+			return nil, nil, err
+		}
+		nc, err := nats.Connect(f.NATS.URL, append(opts, nats.Name("scimflow-replay"))...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect %s: %w", f.NATS.URL, err)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -46,6 +47,10 @@ func TestSecondAuthReplica(t *testing.T) {
 	r2.env = []string{
 		"SCIMFLOW_DATA_DIR=" + r2.dataDir,
 		"SCIMFLOW_NATS_URL=nats://" + natsAddr,
+		// serve generated these: the auth role's NATS credential and the key-encryption key that
+		// every auth replica shares (docs/security.md).
+		"SCIMFLOW_NATS_CREDENTIALS_FILE=" + filepath.Join(srv.dataDir, "nats-credentials", "auth.nk"),
+		"SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY_FILE=" + filepath.Join(srv.dataDir, "auth-kek"),
 		"SCIMFLOW_AUTH_LISTEN=" + auth2,
 		"SCIMFLOW_AUTH_EXTERNAL_URL=" + srv.ep.Auth,
 		"SCIMFLOW_AUTH_REPLICA_ID=e2e-replica-2",

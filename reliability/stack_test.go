@@ -17,7 +17,10 @@ import (
 )
 
 // adminToken is the admin API bearer of every stack.
-const adminToken = "reliability-admin-token"
+const adminToken = "reliability-admin-token-0123456789"
+
+// reliabilityKEK is the auth key-encryption key of every stack (32 bytes, base64).
+const reliabilityKEK = "cmVsaWFiaWxpdHkta2V5LWVuY3J5cHRpb24ta2V5ISE="
 
 // clientID is the OIDC client id at the test provider.
 const clientID = "scimflow"
@@ -82,6 +85,8 @@ func newStack(t testing.TB, dir string, o stackOptions) *stack {
 		"SCIMFLOW_AUTH_EXTERNAL_URL=http://" + authAddr,
 		"SCIMFLOW_AUTH_REPLICA_ID=reliability",
 		"SCIMFLOW_AUTH_REVOCATION_MAX_STALENESS=2s",
+		// Every auth process of a stack (restarts, replicas) shares one key-encryption key.
+		"SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY=" + reliabilityKEK,
 	}
 	mk := func(name, addr, url string) *service {
 		dd := filepath.Join(dir, name)

@@ -122,11 +122,9 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	if code := get("http://" + pt.scim + "/metrics"); code != 200 {
 		t.Errorf("GET /metrics = %d, want 200", code)
 	}
-	// Publish through the embedded server's TCP listener, then check it survives a restart.
-	nc, err := nats.Connect("nats://" + pt.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Publish through the embedded server's TCP listener (as identity-store, with the credential
+	// serve generated), then check it survives a restart.
+	nc := connectRole(t, dir, pt.nats, "identity-store")
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -143,10 +141,7 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 
 	p2 := startProc(t, servEnv(dir, pt), "serve", "-config", "/dev/null")
 	waitReady(t, p2, pt)
-	nc, err = nats.Connect("nats://" + pt.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc = connectRole(t, dir, pt.nats, "identity-store")
 	defer nc.Close()
 	js, _ = jetstream.New(nc)
 	st, err := js.Stream(ctx, events.StreamIdentity)
@@ -169,6 +164,21 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	if code := p2.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}
+}
+
+// connectRole connects to serve's nats.listen as role, with the nkey serve generated for it under
+// dataDir; anonymous clients are refused.
+func connectRole(t *testing.T, dataDir, addr, role string) *nats.Conn {
+	t.Helper()
+	seed, err := nats.NkeyOptionFromSeed(filepath.Join(dataDir, "nats-credentials", role+".nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+addr, seed, nats.CustomInboxPrefix("_INBOX."+role))
+	if err != nil {
+		t.Fatalf("connect to serve's NATS as %s: %v", role, err)
+	}
+	return nc
 }
 
 func waitReady(t *testing.T, p *proc, pt ports) {
@@ -244,6 +254,20 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 		}
 		if code != 2 {
 			t.Errorf("exit code = %d, want 2", code)
+		}
+	})
+	t.Run("short admin token", func(t *testing.T) {
+		t.Parallel()
+		p := startProc(t, append(servEnv(t.TempDir(), newPorts(t)), "SCIMFLOW_ADMIN_TOKEN=only-20-characters!!"), "serve", "-config", "/dev/null")
+		if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "admin_token: 20 characters, want at least 32") {
+			t.Errorf("short admin_token: exit %d, stderr %q; want 2 and a clear message", code, p.stderr)
+		}
+	})
+	t.Run("auth alone without a key-encryption key", func(t *testing.T) {
+		t.Parallel()
+		p := startProc(t, []string{"SCIMFLOW_DATA_DIR=" + t.TempDir(), "SCIMFLOW_NATS_URL=nats://127.0.0.1:4222"}, "auth", "-config", "/dev/null")
+		if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "auth.key_encryption_key or auth.key_encryption_key_file: required") {
+			t.Errorf("auth without a KEK: exit %d, stderr %q; want 2 and a clear message", code, p.stderr)
 		}
 	})
 	t.Run("unknown key", func(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimflow/scimflow/events"
@@ -27,14 +26,11 @@ func TestReplayRebuildsIdenticalRegistry(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	pt := newPorts(t)
-	env := append(servEnv(dir, pt), "SCIMFLOW_ADMIN_TOKEN=test-token")
+	env := append(servEnv(dir, pt), "SCIMFLOW_ADMIN_TOKEN=replay-test-admin-token-0123456789")
 	p := startProc(t, env, "serve", "-config", "/dev/null")
 	waitReady(t, p, pt)
 
-	nc, err := nats.Connect("nats://" + pt.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectRole(t, dir, pt.nats, "scim-ingest")
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -35,6 +35,10 @@ type EmbeddedConfig struct {
 	StoreDir string // JetStream file store; required
 	Listen   string // optional TCP address ("127.0.0.1:4222"); empty: in-process only
 	Name     string // server name; default "scimflow"
+	// Users, when set, are the only clients the server accepts (in-process ones included), each
+	// limited to its role's rows of Table. Without Users the server accepts anyone: tests only.
+	Users map[Role]Credential
+	Table []Grant // default Permissions
 }
 
 // Embedded is a running embedded nats-server.
@@ -52,6 +56,17 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	opts := EmbeddedOptions(cfg)
+	if len(cfg.Users) > 0 {
+		table := cfg.Table
+		if table == nil {
+			table = Permissions
+		}
+		us, nus, err := serverUsers(cfg.Users, table)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		opts.Users, opts.Nkeys = us, nus
+	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
@@ -101,9 +116,10 @@ func EmbeddedOptions(cfg EmbeddedConfig) *server.Options {
 	}
 }
 
-// Connect returns an in-process connection named name.
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1))
+// Connect returns an in-process connection named name; opts carry its credential
+// (Credential.ClientOptions).
+func (e *Embedded) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect("", append([]nats.Option{nats.InProcessServer(e.Server), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
 }
 
 // ClientURL is the TCP URL clients use, or "" when the server listens in-process only.
@@ -121,13 +137,14 @@ func (e *Embedded) Shutdown() {
 }
 
 // Connect dials url and keeps reconnecting forever, also when the server is unreachable at start
-// (the services then report /readyz 503 until set-up succeeds).
-func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
+// (the services then report /readyz 503 until set-up succeeds). opts carry the credential
+// (Credential.ClientOptions).
+func Connect(url, name string, logger *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if logger != nil {
@@ -139,13 +156,37 @@ func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
 				logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 			}
 		}),
-	)
+		// A refused subscription or publish (a missing row in the permission table, a wrong
+		// credential) is logged instead of only timing out.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if logger != nil {
+				logger.Error("nats error", "err", err)
+			}
+		}),
+	}
+	return nats.Connect(url, append(base, opts...)...)
 }
 
 // StreamsConfig is how the streams are created.
 type StreamsConfig struct {
 	Replicas int           // 1 on one node, 3 in a cluster; default 1
 	MaxAge   time.Duration // 0: unlimited
+	// Role, when set, limits EnsureStreams to the streams and buckets the role has a Manage row
+	// for in Permissions (what its NATS user may create); empty: all of them.
+	Role Role
+}
+
+// manages reports whether c's role creates the stream or bucket.
+func (c StreamsConfig) manages(stream, bucket string) bool {
+	if c.Role == "" {
+		return true
+	}
+	for _, g := range Permissions {
+		if g.Role == c.Role && g.Access&Manage != 0 && g.Stream == stream && g.Bucket == bucket {
+			return true
+		}
+	}
+	return false
 }
 
 // StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams: file storage, deny
@@ -190,11 +231,17 @@ func KVConfigs(c StreamsConfig) []jetstream.KeyValueConfig {
 // it at start, and concurrent calls agree.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
 	for _, sc := range StreamConfigs(c) {
+		if !c.manages(sc.Name, "") {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
 	for _, kc := range KVConfigs(c) {
+		if !c.manages("", kc.Bucket) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
 			return fmt.Errorf("kv %s: %w", kc.Bucket, err)
 		}

@@ -56,6 +56,15 @@ type Config struct {
 	// previous key keeps verifying for one more interval, so it must be at least SessionTTL.
 	// Default 168h.
 	KeyRotationInterval config.Duration `json:"key_rotation_interval"`
+	// KeyEncryptionKey seals the signing keys and the login-transaction key that every replica
+	// shares through the auth_keys bucket (AES-256-GCM), so reading the bucket is not enough to sign
+	// a session. 32 random bytes in base64 (openssl rand -base64 32); several keys separated by
+	// commas rotate it: the first seals, the others only open (docs/security.md). Every replica
+	// needs the same keys. Required unless serve embeds NATS (it then generates
+	// data_dir/auth-kek).
+	KeyEncryptionKey string `json:"key_encryption_key"`
+	// KeyEncryptionKeyFile is the same in a file, one key per line (a mounted secret).
+	KeyEncryptionKeyFile string `json:"key_encryption_key_file"`
 	// SessionCookie is the session cookie's name; "__Host-" is prepended when external_url is https.
 	// Default "scimflow_session".
 	SessionCookie string `json:"session_cookie"`
@@ -178,6 +187,11 @@ func (c Config) Validate() error {
 	for _, o := range c.AllowedRedirectOrigins {
 		if _, err := parseOrigin(o); err != nil {
 			errs = append(errs, fmt.Errorf("auth.allowed_redirect_origins: %w", err))
+		}
+	}
+	if c.KeyEncryptionKey != "" || c.KeyEncryptionKeyFile != "" {
+		if _, err := c.loadKEKs(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	c = c.withDefaults()

@@ -211,6 +211,7 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	cfg.ReplicaID = id
 	cfg.AllowedRedirectOrigins = []string{"https://app.example.com"}
 	cfg.RevocationMaxStaleness = config.Duration(10 * time.Second)
+	cfg.KeyEncryptionKey = testKEK // every replica of the harness shares the bucket, so the KEK
 	if mut != nil {
 		mut(&cfg)
 	}

@@ -8,7 +8,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +21,8 @@ import (
 )
 
 // KVKeys is the JetStream KV bucket holding auth's signing keys, shared by every replica so a session
-// minted by one verifies on all. It holds one key, keysetKey, updated with compare-and-set.
+// minted by one verifies on all. It holds one key, keysetKey, updated with compare-and-set, whose
+// value is sealed with the key-encryption key (kek.go): the bucket alone does not let anyone sign.
 const KVKeys = "auth_keys"
 
 // KVLoginTxn records used login transactions (key = transaction id, value empty) so a state/code pair
@@ -71,6 +71,7 @@ type keyring struct {
 // others pick the winner up through their watch.
 type keyManager struct {
 	kv       jetstream.KeyValue
+	keks     *kekRing
 	interval time.Duration
 	now      func() time.Time
 	log      *slog.Logger
@@ -80,13 +81,17 @@ type keyManager struct {
 	lastReload time.Time
 }
 
-func newKeyManager(ctx context.Context, kv jetstream.KeyValue, interval time.Duration, now func() time.Time, log *slog.Logger) (*keyManager, error) {
-	m := &keyManager{kv: kv, interval: interval, now: now, log: log}
+func newKeyManager(ctx context.Context, kv jetstream.KeyValue, keks *kekRing, interval time.Duration, now func() time.Time, log *slog.Logger) (*keyManager, error) {
+	m := &keyManager{kv: kv, keks: keks, interval: interval, now: now, log: log}
 	for range 5 {
 		e, err := kv.Get(ctx, keysetKey)
 		if err == nil {
-			if err := m.load(e.Value(), e.Revision()); err != nil {
+			replaced, err := m.adopt(ctx, e)
+			if err != nil {
 				return nil, err
+			}
+			if replaced {
+				continue // read what is there now
 			}
 			return m, nil
 		}
@@ -97,13 +102,60 @@ func newKeyManager(ctx context.Context, kv jetstream.KeyValue, interval time.Dur
 		if err != nil {
 			return nil, err
 		}
-		b, _ := json.Marshal(ks)
+		b, err := keks.seal(ks)
+		if err != nil {
+			return nil, err
+		}
 		if _, err := kv.Create(ctx, keysetKey, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("create %s: %w", KVKeys, err)
 		}
 		// Created, or another replica won the race: read what is there.
 	}
 	return nil, errors.New("auth keys: could not create or read the keyset")
+}
+
+// adopt loads the stored keyset at start. A keyset sealed under an older configured KEK is re-sealed
+// under the current one (KEK rotation); a keyset in the clear, written before sealing existed, is
+// replaced by a fresh sealed one: its keys were readable by anyone who could read the bucket, so
+// sessions they signed must not stay valid. replaced reports a write (the caller reads again).
+func (m *keyManager) adopt(ctx context.Context, e jetstream.KeyValueEntry) (replaced bool, err error) {
+	ks, id, err := m.keks.open(e.Value())
+	switch {
+	case errors.Is(err, errUnsealed):
+		fresh, err := newKeyset(nil, m.now())
+		if err != nil {
+			return false, err
+		}
+		b, err := m.keks.seal(fresh)
+		if err != nil {
+			return false, err
+		}
+		if _, err := m.kv.Update(ctx, keysetKey, b, e.Revision()); err != nil && !isWrongLastSequence(err) {
+			return false, fmt.Errorf("replace unsealed %s: %w", KVKeys, err)
+		}
+		m.log.Warn("signing keys were stored unsealed (written before sealing existed); replaced them with new sealed keys: existing sessions end and users log in again")
+		return true, nil
+	case err != nil:
+		return false, err
+	case id != m.keks.current().id:
+		b, err := m.keks.seal(ks)
+		if err != nil {
+			return false, err
+		}
+		if _, err := m.kv.Update(ctx, keysetKey, b, e.Revision()); err != nil && !isWrongLastSequence(err) {
+			return false, fmt.Errorf("re-seal %s: %w", KVKeys, err)
+		}
+		m.log.Info("signing keyset re-sealed under the current key-encryption key", "from_kek", id, "to_kek", m.keks.current().id)
+		return true, nil
+	}
+	m.log.Info("signing keyset loaded", "kek", id)
+	return false, m.install(ks, e.Revision())
+}
+
+// isWrongLastSequence reports a lost compare-and-set: another replica wrote first.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // newKeyset returns a keyset with a fresh current key followed by the previous keyset's current
@@ -132,13 +184,22 @@ func newKeyset(prev *storedKeyset, now time.Time) (*storedKeyset, error) {
 	return ks, nil
 }
 
+// load opens a stored (sealed) keyset and installs it.
 func (m *keyManager) load(b []byte, rev uint64) error {
 	if cur := m.ring.Load(); cur != nil && cur.rev >= rev {
 		return nil
 	}
-	var ks storedKeyset
-	if err := json.Unmarshal(b, &ks); err != nil {
-		return fmt.Errorf("decode %s: %w", KVKeys, err)
+	ks, _, err := m.keks.open(b)
+	if err != nil {
+		return err
+	}
+	return m.install(ks, rev)
+}
+
+// install makes ks the keyring unless a newer revision is installed already.
+func (m *keyManager) install(ks *storedKeyset, rev uint64) error {
+	if cur := m.ring.Load(); cur != nil && cur.rev >= rev {
+		return nil
 	}
 	if len(ks.Keys) == 0 || len(ks.TxnKey) != 32 {
 		return fmt.Errorf("%s: keyset has no key", KVKeys)
@@ -209,18 +270,21 @@ func (m *keyManager) rotate(ctx context.Context, force bool) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", KVKeys, err)
 	}
-	var ks storedKeyset
-	if err := json.Unmarshal(e.Value(), &ks); err != nil {
-		return false, fmt.Errorf("decode %s: %w", KVKeys, err)
-	}
-	if !force && len(ks.Keys) > 0 && m.now().Sub(ks.Keys[0].CreatedAt) < m.interval {
-		return false, m.load(e.Value(), e.Revision())
-	}
-	next, err := newKeyset(&ks, m.now())
+	ks, _, err := m.keks.open(e.Value())
 	if err != nil {
 		return false, err
 	}
-	b, _ := json.Marshal(next)
+	if !force && len(ks.Keys) > 0 && m.now().Sub(ks.Keys[0].CreatedAt) < m.interval {
+		return false, m.install(ks, e.Revision())
+	}
+	next, err := newKeyset(ks, m.now())
+	if err != nil {
+		return false, err
+	}
+	b, err := m.keks.seal(next)
+	if err != nil {
+		return false, err
+	}
 	rev, err := m.kv.Update(ctx, keysetKey, b, e.Revision())
 	if err != nil {
 		// Another replica rotated first; adopt its keyset.
@@ -229,7 +293,7 @@ func (m *keyManager) rotate(ctx context.Context, force bool) (bool, error) {
 		}
 		return false, nil
 	}
-	if err := m.load(b, rev); err != nil {
+	if err := m.install(next, rev); err != nil {
 		return false, err
 	}
 	m.log.Info("signing key rotated", "kid", next.Keys[0].KID)

@@ -53,12 +53,17 @@ type server struct {
 	// Set by start; the routes are served only once up is true.
 	up         atomic.Bool
 	keys       *keyManager
+	keks       *kekRing // from the config; never sent anywhere
 	txnKV      jetstream.KeyValue
 	identityRn *consumer.Runner
 	authRn     *consumer.Runner
 }
 
 func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
+	keks, err := cfg.loadKEKs()
+	if err != nil {
+		return nil, err
+	}
 	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp)
 	if err != nil {
 		return nil, err
@@ -68,7 +73,7 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
-		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
+		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(), keks: keks,
 		ready:     &httpserv.Ready{},
 		redirects: newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
 		issuer:    strings.TrimSuffix(cfg.ExternalURL, "/"),
@@ -156,7 +161,7 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", KVLoginTxn, err)
 	}
-	s.keys, err = newKeyManager(kctx, keysKV, s.cfg.KeyRotationInterval.D(), s.now, s.log)
+	s.keys, err = newKeyManager(kctx, keysKV, s.keks, s.cfg.KeyRotationInterval.D(), s.now, s.log)
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
+
+	"github.com/scimflow/scimflow/internal/broker"
 )
 
 // deployDir is deploy/compose relative to this package.
@@ -19,11 +22,40 @@ var deployDir = filepath.Join("..", "..", "deploy", "compose")
 // TestNATSConfig guards DESIGN.md principle 4 in the compose NATS config: JetStream on file storage,
 // fsync on every write (sync_interval: always), and the default max_payload the event chunking
 // assumes. It uses nats-server's own parser, so what it accepts is what the server will run.
+//
+// It also checks the trust boundary (docs/security.md): one password user per role, read from the
+// environment, with exactly the permissions internal/broker/permissions.go gives the role; no
+// anonymous access; the unauthenticated monitoring port bound inside the container only.
+// (Not parallel: the passwords come from the process environment, as in the container.)
 func TestNATSConfig(t *testing.T) {
-	t.Parallel()
-	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "nats.conf"))
+	path := filepath.Join(deployDir, "nats.conf")
+	if _, err := server.ProcessConfigFile(path); err == nil || !strings.Contains(err.Error(), "NATS_") {
+		t.Errorf("ProcessConfigFile(nats.conf) without the password variables = %v, want an error naming the missing variable", err)
+	}
+	for _, r := range broker.Roles {
+		t.Setenv(broker.NATSConfPasswordVar(r), "pw-"+string(r))
+	}
+	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		t.Fatalf("ProcessConfigFile(nats.conf) = %v", err)
+	}
+	if opts.NoAuthUser != "" || len(opts.Nkeys) != 0 || len(opts.Users) != len(broker.Roles) {
+		t.Errorf("nats.conf: no_auth_user %q, %d nkeys, %d users; want no anonymous user and one user per role", opts.NoAuthUser, len(opts.Nkeys), len(opts.Users))
+	}
+	for _, u := range opts.Users {
+		r := broker.Role(u.Username)
+		if u.Password != "pw-"+u.Username {
+			t.Errorf("nats.conf: user %s does not read its password from $%s", u.Username, broker.NATSConfPasswordVar(r))
+		}
+		want := broker.RolePermissions(r, broker.Permissions)
+		if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil ||
+			!slices.Equal(u.Permissions.Publish.Allow, want.Publish.Allow) || !slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe.Allow) ||
+			len(u.Permissions.Publish.Deny) != 0 || len(u.Permissions.Subscribe.Deny) != 0 {
+			t.Errorf("nats.conf: user %s permissions differ from internal/broker/permissions.go", u.Username)
+		}
+	}
+	if opts.HTTPHost != "127.0.0.1" {
+		t.Errorf("nats.conf: monitoring listens on %q, want 127.0.0.1 (it has no authentication)", opts.HTTPHost)
 	}
 	if !opts.JetStream {
 		t.Errorf("nats.conf: jetstream = false, want enabled")
@@ -78,6 +110,13 @@ func TestComposeFile(t *testing.T) {
 		if got := s.Environment["SCIMFLOW_NATS_URL"]; got != "nats://nats:4222" {
 			t.Errorf("service %s: SCIMFLOW_NATS_URL = %q, want nats://nats:4222", name, got)
 		}
+		// Each service is its own NATS user, named as its role (docs/security.md).
+		if got := s.Environment["SCIMFLOW_NATS_USER"]; got != name {
+			t.Errorf("service %s: SCIMFLOW_NATS_USER = %q, want %q", name, got, name)
+		}
+		if want := "${" + broker.NATSConfPasswordVar(broker.Role(name)) + ":?"; !strings.HasPrefix(s.Environment["SCIMFLOW_NATS_PASSWORD"], want) {
+			t.Errorf("service %s: SCIMFLOW_NATS_PASSWORD = %q, want it from .env (%s…})", name, s.Environment["SCIMFLOW_NATS_PASSWORD"], want)
+		}
 		if s.Environment["SCIMFLOW_DATA_DIR"] == "" {
 			t.Errorf("service %s: SCIMFLOW_DATA_DIR unset", name)
 		}
@@ -100,6 +139,27 @@ func TestComposeFile(t *testing.T) {
 	nats, ok := c.Services["nats"]
 	if !ok || !strings.HasPrefix(nats.Image, "nats:2.") {
 		t.Errorf("compose.yaml: nats service image = %q, want the official nats:2.x image", nats.Image)
+	}
+	if len(nats.Ports) != 0 {
+		t.Errorf("compose.yaml: nats publishes %q; want nothing published (4222 is for the scimflow containers, 8222 has no authentication)", nats.Ports)
+	}
+	for _, r := range broker.Roles {
+		if v := broker.NATSConfPasswordVar(r); !strings.HasPrefix(nats.Environment[v], "${"+v+":?") {
+			t.Errorf("compose.yaml: nats environment %s = %q, want it from .env", v, nats.Environment[v])
+		}
+	}
+	if !strings.HasPrefix(c.Services["auth"].Environment["SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY"], "${SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY:?") {
+		t.Errorf("compose.yaml: auth gets no key-encryption key from .env")
+	}
+	// Every secret compose requires is in .env.example.
+	example, err := os.ReadFile(filepath.Join(deployDir, ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\$\{([A-Z0-9_]+):\?`).FindAllStringSubmatch(string(raw), -1) {
+		if !regexp.MustCompile(`(?m)^#? ?` + m[1] + `=`).Match(example) {
+			t.Errorf(".env.example does not list %s, which compose.yaml requires", m[1])
+		}
 	}
 	// Grafana loads the dashboard from where compose mounts it.
 	rawProv, err := os.ReadFile(filepath.Join(deployDir, "grafana", "provisioning", "dashboards", "scimflow.yml"))

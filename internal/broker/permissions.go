@@ -1,0 +1,244 @@
+package broker
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scimflow/scimflow/events"
+)
+
+// Role is a NATS user kind. Each service connects as its own role, and every auth replica shares
+// the auth role, so a leaked credential opens only what that one service needs (docs/security.md).
+type Role string
+
+// The roles. Their names are also NATS user names and appear in docs/security.md and
+// deploy/compose/nats.conf.
+const (
+	RoleSCIMIngest    Role = "scim-ingest"
+	RoleIdentityStore Role = "identity-store"
+	RoleAuth          Role = "auth"
+)
+
+// Roles lists every role, in the order the tables print them.
+var Roles = []Role{RoleSCIMIngest, RoleIdentityStore, RoleAuth}
+
+// ServiceRole returns the role a service connects as; services are named as their roles.
+func ServiceRole(service string) (Role, error) {
+	r := Role(service)
+	if !slices.Contains(Roles, r) {
+		return "", fmt.Errorf("no NATS role for service %q", service)
+	}
+	return r, nil
+}
+
+// InboxPrefix is the role's reply-subject prefix. Each role subscribes only under its own, so one
+// service cannot read the replies another receives (a KV get of auth_keys answers on auth's inbox).
+func (r Role) InboxPrefix() string { return "_INBOX." + string(r) }
+
+// Access is what a role may do with one stream or bucket.
+type Access uint8
+
+// Kinds of access. A row may combine several.
+const (
+	// Publish: publish events to the stream's subjects (events.StreamSubjects) through JetStream.
+	Publish Access = 1 << iota
+	// Consume: create, read, recreate and delete the durable consumers named in the row, ack their
+	// messages, and read single messages by sequence (the consumer's gap check).
+	Consume
+	// Read: KV get, watch and key listing.
+	Read
+	// Write: KV put, create, compare-and-set update and delete. Implies Read.
+	Write
+	// Manage: create the stream or bucket and update its configuration (every service creates what
+	// it uses at start, so any of them may start first).
+	Manage
+)
+
+// String names the access as docs/security.md prints it.
+func (a Access) String() string {
+	var parts []string
+	for _, x := range []struct {
+		a    Access
+		name string
+	}{{Publish, "publish"}, {Consume, "consume"}, {Read, "read"}, {Write, "write"}, {Manage, "manage"}} {
+		if a&x.a != 0 {
+			parts = append(parts, x.name)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Grant is one row of the permission table: one role's access to one stream or KV bucket.
+type Grant struct {
+	Role   Role
+	Stream string // a stream name (events.StreamSCIM, …) — or
+	Bucket string // a KV bucket name; exactly one of the two is set
+	Access Access
+	// Consumers are the durable consumer names a Consume row may use; "*" stands for any name
+	// (auth's are per replica, "auth-<replica_id>", and NATS wildcards match whole tokens only).
+	Consumers []string
+	Why       string // one line for docs/security.md
+}
+
+// KV bucket names owned by services. They are repeated here (not imported) because platform code
+// never imports a service; a test in app checks they agree with the services' constants.
+const (
+	BucketAuthKeys     = "auth_keys"
+	BucketAuthLoginTxn = "auth_login_txn"
+)
+
+// Permissions is the one NATS permission table. The embedded server (Users), deploy/compose/nats.conf
+// (NATSConf) and docs/security.md (PermissionsMarkdown) are built from it, and tests run with it
+// enforced, so a stream, consumer or bucket used without a row here fails a test. Adding a stream,
+// consumer or bucket means adding its rows here (and running the broker tests with -update to
+// refresh nats.conf and docs/security.md).
+var Permissions = []Grant{
+	{Role: RoleSCIMIngest, Stream: events.StreamSCIM, Access: Publish | Manage,
+		Why: "SCIM changes and provisioning-log records, from its outbox"},
+	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
+		Why: "IdP definitions (SCIM tokens, policies), watched live"},
+
+	// identity-store's durables are identitystore-scim, -auth and -identity; `scimflow replay`
+	// connects as identity-store and reads the same streams through ordered consumers with
+	// generated names, hence any name.
+	{Role: RoleIdentityStore, Stream: events.StreamSCIM, Access: Consume | Manage, Consumers: []string{"*"},
+		Why: "projects SCIM changes into the registry"},
+	{Role: RoleIdentityStore, Stream: events.StreamAuth, Access: Consume | Manage, Consumers: []string{"*"},
+		Why: "projects logins and logouts"},
+	{Role: RoleIdentityStore, Stream: events.StreamIdentity, Access: Publish | Consume | Manage, Consumers: []string{"*"},
+		Why: "publishes identity facts from its outbox and reads them back for history"},
+	{Role: RoleIdentityStore, Bucket: KVIdPConfig, Access: Write | Manage,
+		Why: "the admin API and the config seed write IdP definitions"},
+
+	{Role: RoleAuth, Stream: events.StreamIdentity, Access: Consume | Manage, Consumers: []string{"*"},
+		Why: "revocation projection, one durable consumer per replica"},
+	{Role: RoleAuth, Stream: events.StreamAuth, Access: Publish | Consume | Manage, Consumers: []string{"*"},
+		Why: "publishes logins and logouts; every replica reads logouts"},
+	{Role: RoleAuth, Bucket: KVIdPConfig, Access: Read | Manage,
+		Why: "IdP definitions (OIDC clients), watched live"},
+	{Role: RoleAuth, Bucket: BucketAuthKeys, Access: Write | Manage,
+		Why: "signing keys and the login-transaction key, sealed with the key-encryption key"},
+	{Role: RoleAuth, Bucket: BucketAuthLoginTxn, Access: Write | Manage,
+		Why: "login transactions already used, so a state/code pair is accepted once"},
+}
+
+// kvStream is the stream behind a KV bucket.
+func kvStream(bucket string) string { return "KV_" + bucket }
+
+// RolePermissions expands the table's rows for role into NATS subject permissions. Everything not
+// listed is denied: no role may publish to another role's inbox, touch another stream's consumers,
+// delete or purge messages, or use the JetStream API beyond its rows.
+func RolePermissions(role Role, table []Grant) *server.Permissions {
+	var pub []string
+	add := func(s ...string) { pub = append(pub, s...) }
+	const api = "$JS.API."
+	// Account information (limits and usage, no data): the KV client asks for it before creating
+	// a bucket.
+	add(api + "INFO")
+	for _, g := range table {
+		if g.Role != role {
+			continue
+		}
+		if g.Stream != "" {
+			s := g.Stream
+			if g.Access&Manage != 0 {
+				add(api+"STREAM.CREATE."+s, api+"STREAM.UPDATE."+s, api+"STREAM.INFO."+s)
+			}
+			if g.Access&Publish != 0 {
+				add(events.StreamSubjects[s]...)
+			}
+			if g.Access&Consume != 0 {
+				add(api+"STREAM.INFO."+s, api+"STREAM.MSG.GET."+s)
+				for _, c := range g.Consumers {
+					add(api+"CONSUMER.CREATE."+s+"."+c, api+"CONSUMER.CREATE."+s+"."+c+".>",
+						api+"CONSUMER.DURABLE.CREATE."+s+"."+c, api+"CONSUMER.DELETE."+s+"."+c,
+						api+"CONSUMER.INFO."+s+"."+c, api+"CONSUMER.MSG.NEXT."+s+"."+c,
+						"$JS.ACK."+s+"."+c+".>")
+				}
+			}
+		}
+		if g.Bucket != "" {
+			st := kvStream(g.Bucket)
+			if g.Access&Manage != 0 {
+				add(api+"STREAM.CREATE."+st, api+"STREAM.UPDATE."+st, api+"STREAM.INFO."+st)
+			}
+			if g.Access&(Read|Write) != 0 {
+				// Gets (direct or by the stream API) and watches: an ordered push consumer whose
+				// flow-control replies go to $JS.FC.
+				add(api+"STREAM.INFO."+st, api+"DIRECT.GET."+st, api+"DIRECT.GET."+st+".>", api+"STREAM.MSG.GET."+st,
+					api+"CONSUMER.CREATE."+st, api+"CONSUMER.CREATE."+st+".>", api+"CONSUMER.DELETE."+st+".>",
+					api+"CONSUMER.INFO."+st+".>", "$JS.FC."+st+".>")
+			}
+			if g.Access&Write != 0 {
+				add("$KV." + g.Bucket + ".>")
+			}
+		}
+	}
+	slices.Sort(pub)
+	pub = slices.Compact(pub)
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{role.InboxPrefix() + ".>"}},
+	}
+}
+
+// PermissionsMarkdown renders the table for docs/security.md.
+func PermissionsMarkdown(table []Grant) string {
+	var b strings.Builder
+	b.WriteString("| role | stream / KV bucket | access | consumers | why |\n|---|---|---|---|---|\n")
+	for _, g := range table {
+		what := "stream `" + g.Stream + "`"
+		if g.Bucket != "" {
+			what = "bucket `" + g.Bucket + "`"
+		}
+		cons := ""
+		if len(g.Consumers) > 0 {
+			var q []string
+			for _, c := range g.Consumers {
+				if c == "*" {
+					q = append(q, "any name")
+				} else {
+					q = append(q, "`"+c+"`")
+				}
+			}
+			cons = strings.Join(q, ", ")
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", g.Role, what, g.Access, cons, g.Why)
+	}
+	b.WriteString("\nEvery role also subscribes to its own reply inbox, `_INBOX.<role>.>`, and to nothing else.\n")
+	return b.String()
+}
+
+// NATSConfPasswordVar is the environment variable deploy/compose/nats.conf reads a role's password
+// from (the compose file passes it from .env), e.g. NATS_AUTH_PASSWORD.
+func NATSConfPasswordVar(r Role) string {
+	return "NATS_" + strings.ToUpper(strings.ReplaceAll(string(r), "-", "_")) + "_PASSWORD"
+}
+
+// NATSConf renders a nats-server `authorization` block with one password user per role and the
+// table's permissions; passwords are environment variable references (NATSConfPasswordVar).
+// deploy/compose/nats.conf holds this block verbatim (a test compares them), and a cluster's nodes
+// use the same block.
+func NATSConf(table []Grant) string {
+	var b strings.Builder
+	b.WriteString("# Generated from internal/broker/permissions.go (go test ./internal/broker -run TestGenerated -update).\n")
+	b.WriteString("authorization {\n  users: [\n")
+	for _, r := range Roles {
+		p := RolePermissions(r, table)
+		fmt.Fprintf(&b, "    {\n      user: %q\n      password: $%s\n      permissions: {\n", r, NATSConfPasswordVar(r))
+		fmt.Fprintf(&b, "        publish: {allow: [\n")
+		for _, s := range p.Publish.Allow {
+			fmt.Fprintf(&b, "          %q\n", s)
+		}
+		b.WriteString("        ]}\n        subscribe: {allow: [\n")
+		for _, s := range p.Subscribe.Allow {
+			fmt.Fprintf(&b, "          %q\n", s)
+		}
+		b.WriteString("        ]}\n      }\n    }\n")
+	}
+	b.WriteString("  ]\n}\n")
+	return b.String()
+}
