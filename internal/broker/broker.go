@@ -2,7 +2,7 @@
 // a remote one that reconnects forever, and the idempotent set-up of the streams and KV buckets every
 // service relies on.
 //
-// The all-in-one process and the separate services differ only in how they reach NATS (DESIGN.md
+// The all-in-one process and the separate services differ only in how they reach NATS (docs/design.md
 // §2.6): Embedded gives an in-process connection, Connect a URL one; both return a *nats.Conn.
 package broker
 
@@ -43,7 +43,7 @@ type Embedded struct {
 }
 
 // StartEmbedded starts nats-server in this process with JetStream on the file store and SyncAlways
-// (fsync before every ack, DESIGN.md §2.4). It returns once the server accepts connections.
+// (fsync before every ack, docs/design.md §2.4). It returns once the server accepts connections.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: store dir is required")
@@ -148,13 +148,14 @@ type StreamsConfig struct {
 	MaxAge   time.Duration // 0: unlimited
 }
 
-// StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams: file storage, deny
-// delete and purge (a sequence gap then always means loss), a 2-minute duplicate window, limits
-// retention, discard new (refuse rather than silently drop).
+// StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams and of the two
+// priority lanes (SCIM_PRIORITY, IDENTITY_PRIORITY): file storage, deny delete and purge (a sequence
+// gap then always means loss), a 2-minute duplicate window, limits retention, discard new (refuse
+// rather than silently drop).
 func StreamConfigs(c StreamsConfig) []jetstream.StreamConfig {
 	replicas := max(c.Replicas, 1)
 	var out []jetstream.StreamConfig
-	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth} {
+	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth, events.StreamSCIMPriority, events.StreamIdentityPriority} {
 		out = append(out, jetstream.StreamConfig{
 			Name:        name,
 			Description: "scimflow " + name + " events",

@@ -24,7 +24,7 @@ func TestStreamsAndKVExistWithSettings(t *testing.T) {
 			t.Fatalf("EnsureStreams #%d = %v", i+2, err)
 		}
 	}
-	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth} {
+	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth, events.StreamSCIMPriority, events.StreamIdentityPriority} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("Stream(%s) = %v", name, err)
@@ -86,7 +86,7 @@ func TestDuplicateWindowDeduplicatesByEventID(t *testing.T) {
 	}
 }
 
-// TestConfigGuard is the durability guard of DESIGN.md §2.4: the embedded server syncs every write
+// TestConfigGuard is the durability guard of docs/design.md §2.4: the embedded server syncs every write
 // before acknowledging it and stores on disk.
 func TestConfigGuard(t *testing.T) {
 	t.Parallel()
