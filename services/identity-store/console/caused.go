@@ -29,7 +29,6 @@ func (c *Console) logCaused(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	data := map[string]any{"IdP": idp, "RequestID": reqID, "Email": email, "At": at}
-	var uid string
 	if email != "" {
 		var us []userSummary
 		if _, err := c.get(ctx, "/api/v1/users", url.Values{"email": {email}, "idp_id": {idp}}, &us); err != nil {
@@ -37,9 +36,8 @@ func (c *Console) logCaused(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if len(us) > 0 {
-			uid = us[0].ID
 			var u userDetail
-			if _, err := c.get(ctx, "/api/v1/users/"+url.PathEscape(uid), url.Values{"history_limit": {"1000"}}, &u); err != nil {
+			if _, err := c.get(ctx, "/api/v1/users/"+url.PathEscape(us[0].ID), url.Values{"history_limit": {"1000"}}, &u); err != nil {
 				c.fail(w, r, err)
 				return
 			}
@@ -52,16 +50,23 @@ func (c *Console) logCaused(w http.ResponseWriter, r *http.Request) {
 			data["User"], data["History"] = u.userSummary, hs
 		}
 	}
+	// Whole-IdP filters: a message carrying a transaction's batch is stored under its first event's
+	// subject, so a per-user filter could miss an event. Security facts travel on the priority lanes
+	// too; both copies are listed.
 	start := at.Add(-causedWindow)
-	scimFilter, identFilter := "scim."+idp+".>", "identity."+idp+".>"
-	if scimID != "" {
-		scimFilter = "scim." + idp + ".user." + scimID + ".>"
+	var scimEvs, identEvs []causedEvent
+	var errs []string
+	look := func(dst *[]causedEvent, stream, filter string) {
+		evs, err := c.findCaused(ctx, stream, filter, start, reqID, 2000)
+		if err != nil {
+			errs = append(errs, stream+": "+err.Error())
+		}
+		*dst = append(*dst, evs...)
 	}
-	if uid != "" && events.ValidToken(uid) {
-		identFilter = "identity." + idp + ".user." + uid + ".>"
-	}
-	scimEvs, err1 := c.findCaused(ctx, events.StreamSCIM, scimFilter, start, reqID, 2000)
-	identEvs, err2 := c.findCaused(ctx, events.StreamIdentity, identFilter, start, reqID, 2000)
+	look(&scimEvs, events.StreamSCIM, "scim."+idp+".>")
+	look(&scimEvs, events.StreamSCIMPriority, events.PriorityPrefix+"scim."+idp+".>")
+	look(&identEvs, events.StreamIdentity, "identity."+idp+".>")
+	look(&identEvs, events.StreamIdentityPriority, events.PriorityPrefix+"identity."+idp+".>")
 	var origin time.Time
 	for _, e := range scimEvs {
 		if origin.IsZero() || e.Stored.Before(origin) {
@@ -74,12 +79,6 @@ func (c *Console) logCaused(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data["SCIMEvents"], data["IdentityEvents"] = scimEvs, identEvs
-	var errs []string
-	for _, e := range []error{err1, err2} {
-		if e != nil {
-			errs = append(errs, e.Error())
-		}
-	}
 	data["StreamErrors"], data["HasJS"] = errs, c.b.JS != nil
 	c.render(w, r, sessionOf(r), http.StatusOK, "caused.html", "What request "+reqID+" caused", data)
 }

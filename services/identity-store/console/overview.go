@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimflow/scimflow/events"
 )
 
 // streamHealth is one stream's head and its durable consumers' positions.
@@ -249,18 +251,21 @@ func (c *Console) findCaused(ctx context.Context, stream, filter string, start t
 			if err != nil {
 				continue
 			}
-			var env struct {
-				Type          string `json:"type"`
-				CorrelationID string `json:"correlation_id"`
-				Data          struct {
-					Reason string `json:"reason"`
-				} `json:"data"`
-			}
-			if json.Unmarshal(m.Data(), &env) != nil || env.CorrelationID != corr {
+			// One message holds one event or the batch of one transaction (internal/outbox).
+			evs, err := events.DecodeMessage(m.Subject(), m.Data())
+			if err != nil {
 				continue
 			}
-			out = append(out, causedEvent{Stream: stream, Seq: md.Sequence.Stream, Subject: m.Subject(), Type: env.Type, Stored: md.Timestamp,
-				Reason: env.Data.Reason})
+			for _, e := range evs {
+				if e.CorrelationID != corr {
+					continue
+				}
+				ce := causedEvent{Stream: stream, Seq: md.Sequence.Stream, Subject: e.Subject, Type: e.Type, Stored: md.Timestamp}
+				if r, ok := e.Data.(events.SessionsRevoked); ok {
+					ce.Reason = r.Reason
+				}
+				out = append(out, ce)
+			}
 		}
 		if n == 0 {
 			break
