@@ -70,6 +70,11 @@ func (f *File) propagate() {
 	f.IdentityStore.AdminToken = f.AdminToken
 	f.IdentityStore.IdentityProviders = f.IdentityProviders
 	f.IdentityStore.SCIMBaseURL = f.SCIMIngest.BaseURL
+	f.IdentityStore.AuthURL = f.Auth.ExternalURL
+	f.IdentityStore.SecretGrace = f.SCIMIngest.SecretGrace.D()
+	if f.IdentityStore.ConsoleAppAudience == "" {
+		f.IdentityStore.ConsoleAppAudience = f.Auth.AppTokenAudience
+	}
 	f.Auth.DataDir = f.DataDir
 }
 
