@@ -337,6 +337,33 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	}
 }
 
+// TestIdPProblemShown (issue 16 item 7): an IdP whose discovery advertises only EdDSA cannot work;
+// the login error page and /test say why instead of only logging it.
+func TestIdPProblemShown(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	opE := newOP(t, h.clock, "idp-e", nil)
+	opE.SetFlow(oidctest.Flow{DiscoveryAlgs: []string{"EdDSA"}})
+	h.n.putIdP(t, opE.idp)
+	waitFor(t, "idp-e registered", 10*time.Second, func() error {
+		if _, ok := h.r.srv.idps.get("idp-e"); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	resp, body := newBrowser().do(t, http.MethodGet, h.r.url+"/login?idp_id=idp-e", http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, "EdDSA") || !strings.Contains(body, "idp_unavailable") {
+		t.Errorf("browser /login = %d %q, want 502 HTML naming idp_unavailable and EdDSA", resp.StatusCode, body)
+	}
+	resp, body = newBrowser().get(t, h.r.url+"/test?idp_id=idp-e")
+	var problem map[string]string
+	json.Unmarshal([]byte(body), &problem)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(problem["error_detail"], "EdDSA") {
+		t.Errorf("/test = %d %s, want 502 with error_detail naming EdDSA", resp.StatusCode, body)
+	}
+}
+
 // TestManualEndpoints: the seed's three-URL form (auth_url, token_url, certs_url, plus issuer) works
 // without discovery, and still refuses a non-allow-listed alg (O5 on the manual path).
 func TestManualEndpoints(t *testing.T) {
