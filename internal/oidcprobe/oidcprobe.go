@@ -22,7 +22,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 )
 
-// SupportedSigningAlgs are the only ID-token algorithms scimflow accepts (DESIGN.md §5). HS*, none,
+// SupportedSigningAlgs are the only ID-token algorithms scimflow accepts (docs/design.md §5). HS*, none,
 // RS384, PS256, PS384 and EdDSA are refused even when an IdP advertises them.
 func SupportedSigningAlgs() []string {
 	return []string{"RS256", "RS512", "PS512", "ES256", "ES384", "ES512"}

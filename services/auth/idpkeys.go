@@ -22,7 +22,7 @@ import (
 // moment before.
 const refetchFloor = time.Second
 
-// refetchGate decides when a verification miss may fetch an IdP document again (reference §3.4:
+// refetchGate decides when a verification miss may fetch an IdP document again (docs/design.md §8.2:
 // go-oidc's RemoteKeySet refetches on every failure, so forged tokens would proxy 1:1 to the IdP).
 //
 // A miss is named by a key — the token's kid, or its alg for discovery. A key that was already

@@ -20,7 +20,7 @@ import (
 	"github.com/scimflow/scimflow/internal/oidcprobe"
 )
 
-// SupportedSigningAlgs are the only ID-token algorithms auth accepts (DESIGN.md §5). HS*, none,
+// SupportedSigningAlgs are the only ID-token algorithms auth accepts (docs/design.md §5). HS*, none,
 // RS384, PS256, PS384 and EdDSA are refused even when an IdP advertises them. The list is shared
 // with identity-store's save-time check (internal/oidcprobe).
 func SupportedSigningAlgs() []string { return oidcprobe.SupportedSigningAlgs() }
@@ -311,7 +311,7 @@ func deny(reason string, format string, args ...any) error {
 }
 
 // verifyIDToken runs go-oidc's checks (signature with an allow-listed alg, iss, aud, exp with leeway,
-// nbf) and then the ones it leaves to the RP (reference §3.6): nonce, iat, sub, azp, at_hash.
+// nbf) and then the ones it leaves to the RP (docs/design.md §8.1): nonce, iat, sub, azp, at_hash.
 func (rp *relyingParty) verifyIDToken(ctx context.Context, raw, nonce, accessToken string, now time.Time, skew time.Duration) (*idToken, error) {
 	if len(raw) > maxTokenLen*8 {
 		return nil, deny("token_too_large", "id token of %d bytes", len(raw))
