@@ -261,6 +261,7 @@ type metrics struct {
 	jwksFetches       *prometheus.CounterVec
 	catchUpWait       prometheus.Histogram
 	catchUpRefused    *prometheus.CounterVec
+	logoutRefused     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
@@ -285,6 +286,8 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
 		catchUpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_login_catch_up_refused_total",
 			Help: "Logins refused with 503 because the IDENTITY projection could not catch up (timeout) or the stream could not be read (unavailable)."}, []string{"reason"}),
+		logoutRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_logout_cross_site_refused_total",
+			Help: "Logout requests refused because the browser marked them cross-site (answered with a confirmation page)."}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
 	// Create the series up front so dashboards and alerts see zeros, not absent series.
@@ -300,7 +303,7 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.logoutRefused, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}
