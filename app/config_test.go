@@ -27,8 +27,9 @@ func TestShippedConfigIsValid(t *testing.T) {
 // (platform code does not import services); they must agree.
 func TestPermissionTableNamesServiceBuckets(t *testing.T) {
 	t.Parallel()
-	if broker.BucketAuthKeys != auth.KVKeys || broker.BucketAuthLoginTxn != auth.KVLoginTxn {
-		t.Errorf("broker buckets %q, %q; auth uses %q, %q", broker.BucketAuthKeys, broker.BucketAuthLoginTxn, auth.KVKeys, auth.KVLoginTxn)
+	if broker.BucketAuthKeys != auth.KVKeys || broker.BucketAuthLoginTxn != auth.KVLoginTxn || broker.BucketAuthReplicas != auth.KVReplicas {
+		t.Errorf("broker buckets %q, %q, %q; auth uses %q, %q, %q", broker.BucketAuthKeys, broker.BucketAuthLoginTxn, broker.BucketAuthReplicas,
+			auth.KVKeys, auth.KVLoginTxn, auth.KVReplicas)
 	}
 }
 

@@ -23,7 +23,7 @@ func Replay(ctx context.Context, f File, target, out string) error {
 	if target != identitystore.Name {
 		return fmt.Errorf("unknown replay target %q", target)
 	}
-	nc, cleanup, err := replayConn(f)
+	nc, cleanup, err := operatorConn(f)
 	if err != nil {
 		return err
 	}
@@ -39,11 +39,12 @@ func Replay(ctx context.Context, f File, target, out string) error {
 // file's dump with a rebuilt one's.
 func Dump(path string, w io.Writer) error { return identitystore.DumpFile(path, w) }
 
-// replayConn connects to nats.url, or opens the embedded store of data_dir (refusing while a serve
-// holds the data dir).
-func replayConn(f File) (*nats.Conn, func(), error) {
+// operatorConn is the connection of the operator commands (replay, streams): nats.url, or the embedded
+// store of data_dir opened in this process (refusing while a serve holds the data dir).
+func operatorConn(f File) (*nats.Conn, func(), error) {
 	if f.NATS.URL != "" {
-		// Replay reads what identity-store reads, so it connects as that role.
+		// Replay reads what identity-store reads, and identity-store's role manages every stream
+		// (streams apply), so the operator commands connect as that role (nats.user etc.).
 		cred, err := f.NATS.Credential()
 		if err != nil {
 			return nil, nil, err
@@ -52,7 +53,7 @@ func replayConn(f File) (*nats.Conn, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := nats.Connect(f.NATS.URL, append(opts, nats.Name("scimflow-replay"))...)
+		nc, err := nats.Connect(f.NATS.URL, append(opts, nats.Name("scimflow-operator"))...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect %s: %w", f.NATS.URL, err)
 		}

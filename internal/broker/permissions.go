@@ -88,6 +88,7 @@ type Grant struct {
 const (
 	BucketAuthKeys     = "auth_keys"
 	BucketAuthLoginTxn = "auth_login_txn"
+	BucketAuthReplicas = "auth_replicas"
 )
 
 // Permissions is the one NATS permission table. The embedded server (Users), deploy/compose/nats.conf
@@ -98,6 +99,8 @@ const (
 var Permissions = []Grant{
 	{Role: RoleSCIMIngest, Stream: events.StreamSCIM, Access: Publish | Manage,
 		Why: "SCIM changes and provisioning-log records, from its outbox"},
+	{Role: RoleSCIMIngest, Stream: events.StreamSCIMPriority, Access: Publish | Manage,
+		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (SCIM tokens, policies), watched live"},
 
@@ -110,6 +113,10 @@ var Permissions = []Grant{
 		Why: "projects logins and logouts"},
 	{Role: RoleIdentityStore, Stream: events.StreamIdentity, Access: Publish | Consume | Manage, Consumers: []string{"*"},
 		Why: "publishes identity facts from its outbox and reads them back for history"},
+	{Role: RoleIdentityStore, Stream: events.StreamSCIMPriority, Access: Consume | Manage, Consumers: []string{"*"},
+		Why: "SCIM changes on the priority lane; the console looks up caused events"},
+	{Role: RoleIdentityStore, Stream: events.StreamIdentityPriority, Access: Publish | Consume | Manage, Consumers: []string{"*"},
+		Why: "identity facts on the priority lane; the console looks up caused events"},
 	{Role: RoleIdentityStore, Bucket: KVIdPConfig, Access: Write | Manage,
 		Why: "the admin API and the config seed write IdP definitions"},
 
@@ -117,12 +124,16 @@ var Permissions = []Grant{
 		Why: "revocation projection, one durable consumer per replica"},
 	{Role: RoleAuth, Stream: events.StreamAuth, Access: Publish | Consume | Manage, Consumers: []string{"*"},
 		Why: "publishes logins and logouts; every replica reads logouts"},
+	{Role: RoleAuth, Stream: events.StreamIdentityPriority, Access: Consume | Manage, Consumers: []string{"*"},
+		Why: "identity facts on the priority lane (revocations that must not wait behind a backlog)"},
 	{Role: RoleAuth, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (OIDC clients), watched live"},
 	{Role: RoleAuth, Bucket: BucketAuthKeys, Access: Write | Manage,
 		Why: "signing keys and the login-transaction key, sealed with the key-encryption key"},
 	{Role: RoleAuth, Bucket: BucketAuthLoginTxn, Access: Write | Manage,
 		Why: "login transactions already used, so a state/code pair is accepted once"},
+	{Role: RoleAuth, Bucket: BucketAuthReplicas, Access: Write | Manage,
+		Why: "leases on replica ids, so two processes never share one replica's consumers"},
 }
 
 // kvStream is the stream behind a KV bucket.

@@ -97,7 +97,7 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 	s := startAuthServer(t)
 	ctx := ctxT(t, 20*time.Second)
 	for _, r := range broker.Roles {
-		if err := broker.EnsureStreams(ctx, s.js[r], broker.StreamsConfig{Role: r}); err != nil {
+		if _, err := broker.EnsureStreams(ctx, s.js[r], broker.StreamsConfig{Role: r}); err != nil {
 			t.Fatalf("EnsureStreams as %s = %v (async %v)", r, err, s.errs(r))
 		}
 	}
@@ -224,7 +224,7 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 	s := startAuthServer(t)
 	ctx := ctxT(t, 20*time.Second)
 	for _, r := range broker.Roles {
-		if err := broker.EnsureStreams(ctx, s.js[r], broker.StreamsConfig{Role: r}); err != nil {
+		if _, err := broker.EnsureStreams(ctx, s.js[r], broker.StreamsConfig{Role: r}); err != nil {
 			t.Fatalf("EnsureStreams as %s = %v (async %v)", r, err, s.errs(r))
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/platform"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // harness runs scim-ingest over HTTP against a real embedded JetStream and a real bbolt file.
@@ -66,7 +67,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := broker.EnsureStreams(ctx, h.js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, h.js, broker.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h.kv, err = h.js.KeyValue(ctx, broker.KVIdPConfig)
@@ -228,11 +229,11 @@ func (h *harness) allEvents() []events.Event {
 		if err != nil {
 			h.t.Fatalf("GetMsg(%d) = %v", h.nextSeq, err)
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			h.t.Fatalf("Decode(%s) = %v", m.Subject, err)
 		}
-		h.evCache = append(h.evCache, e)
+		h.evCache = append(h.evCache, evs...)
 	}
 	return slices.Clone(h.evCache)
 }
@@ -309,7 +310,7 @@ func (h *harness) seedUsers(n int) []string {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": fmt.Sprintf("seed%06d@x.test", i)})
+			r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("seed%06d@x.test", i)})
 			if r.status != http.StatusCreated {
 				h.t.Errorf("seed POST = %d %s", r.status, r.raw)
 				return
