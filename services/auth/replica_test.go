@@ -52,6 +52,7 @@ func TestSecondProcessWithSameReplicaIDRefused(t *testing.T) {
 	cfg.ExternalURL = "http://" + ln.Addr().String()
 	cfg.DataDir = t.TempDir()
 	cfg.ReplicaID = "r1"
+	cfg.KeyEncryptionKey = testKEK
 	reg := prometheus.NewRegistry()
 	d := platform.Deps{NC: h.n.nc, JS: h.n.js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registry: reg, Gatherer: reg, Listener: ln}
