@@ -5,7 +5,7 @@
 // replicas share through the auth_keys KV bucket, and the revocation state (per user revoked_before,
 // lock, identity snapshot; logged-out session hashes) is a projection of the IDENTITY and AUTH streams
 // in the replica's own bbolt file, mirrored in memory. /verify therefore costs a cache lookup and two
-// map reads, and fails closed when the projection may be stale (DESIGN.md §2.5).
+// map reads, and fails closed when the projection may be stale (docs/design.md §2.5).
 package auth
 
 import (
@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -27,7 +26,7 @@ import (
 // Name is the service name used in logs, metrics and the data file name.
 const Name = "auth"
 
-// MaxClockSkew is the largest leeway accepted for ID-token time claims (reference §3.5).
+// MaxClockSkew is the largest leeway accepted for ID-token time claims (docs/design.md §8.3).
 const MaxClockSkew = 60 * time.Second
 
 // Config is the auth section of the config file.
@@ -38,7 +37,8 @@ type Config struct {
 	DataDir                string   `json:"-"` // from data_dir
 
 	// ReplicaID names this replica's durable consumers and appears in logs. Every replica needs its
-	// own (and its own data_dir). Default: the hostname.
+	// own (and its own data_dir). Default: an id generated once per data directory and stored there.
+	// Two running processes with one id are refused (a lease in the auth_replicas bucket).
 	ReplicaID string `json:"replica_id"`
 	// SessionTTL is the absolute lifetime of a browser session. Default 24h.
 	SessionTTL config.Duration `json:"session_ttl"`
@@ -136,13 +136,9 @@ func (c Config) withDefaults() Config {
 	if c.LoginCatchUpTimeout == 0 {
 		c.LoginCatchUpTimeout = d.LoginCatchUpTimeout
 	}
-	if c.ReplicaID == "" {
-		c.ReplicaID, _ = os.Hostname()
-		if c.ReplicaID == "" {
-			c.ReplicaID = "auth"
-		}
+	if c.ReplicaID != "" {
+		c.ReplicaID = sanitizeName(c.ReplicaID)
 	}
-	c.ReplicaID = sanitizeName(c.ReplicaID)
 	return c
 }
 

@@ -71,7 +71,7 @@ func newNATS(t testing.TB) *natsEnv {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatalf("EnsureStreams: %v", err)
 	}
 	return &natsEnv{emb: emb, nc: nc, js: js}
@@ -125,11 +125,11 @@ func (n *natsEnv) streamEvents(t testing.TB, stream string) []events.Event {
 		if err != nil {
 			continue
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			t.Fatalf("decode seq %d: %v", seq, err)
 		}
-		out = append(out, e)
+		out = append(out, evs...)
 	}
 	return out
 }

@@ -376,7 +376,36 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 			out = append(out, summary(u))
 		}
 	}
+	qs := q.Get("q")
+	if len(qs) > maxQueryLen {
+		s.fail(w, r, errorf(kindInvalid, "q: at most %d bytes", maxQueryLen))
+		return
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if strings.TrimSpace(qs) != "" {
+			// Prefix search over the email and name indexes (search.go), then the other filters.
+			ids, err := searchUsers(tx, qs, idp)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if status == "" && email == "" {
+					total++
+					if total <= skip || len(out) >= perPage {
+						continue
+					}
+					total--
+				}
+				u, err := getUser(tx, id)
+				if err != nil {
+					return err
+				}
+				if u != nil {
+					match(u)
+				}
+			}
+			return nil
+		}
 		if email != "" {
 			// The email index: exact per IdP, or every IdP's entry for that email.
 			seen := map[string]bool{}
@@ -430,7 +459,7 @@ type sessionView struct {
 }
 
 // activeSessions lists the user's valid sessions: unexpired at now, issued after revoked_before, not
-// logged out (logged-out sessions are deleted), and the user not locked (DESIGN.md §4).
+// logged out (logged-out sessions are deleted), and the user not locked (docs/design.md §4).
 func activeSessions(tx *bolt.Tx, u *user, now time.Time) ([]sessionView, error) {
 	out := []sessionView{}
 	err := prefixScan(tx, bkSessions, key(u.ID, ""), func(k, v []byte) error {

@@ -62,7 +62,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, emb: emb, nc: nc, js: js, dir: t.TempDir()}
@@ -280,11 +280,11 @@ func (h *harness) streamEvents(stream string) []events.Event {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			continue
 		}
-		out = append(out, e)
+		out = append(out, evs...)
 	}
 	return out
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // projector applies events to the registry. It is a pure function of the events and the current
-// state: no clock, no randomness (DESIGN.md §2.3). The only configuration it reads is the SCIM log
+// state: no clock, no randomness (docs/design.md §2.3). The only configuration it reads is the SCIM log
 // retention, which Replay takes as an option too.
 type projector struct {
 	logRetention time.Duration
@@ -274,6 +274,9 @@ func (p *projector) putUser(t *txn, c *change) error {
 			return err
 		}
 	}
+	if err := indexNames(t.tx, c.before, u); err != nil {
+		return err
+	}
 	// Counters.
 	newStatus, newSeat := u.status(), u.seatHeld()
 	if c.before == nil {
@@ -294,6 +297,15 @@ func (p *projector) putUser(t *txn, c *change) error {
 			if err := statAdd(t.tx, statInactive(u.IdPID), 1); err != nil {
 				return err
 			}
+		}
+	}
+	if oldLocked := c.before != nil && c.before.Locked; oldLocked != u.Locked {
+		d := int64(1)
+		if !u.Locked {
+			d = -1
+		}
+		if err := statAdd(t.tx, statLocked(u.IdPID), d); err != nil {
+			return err
 		}
 	}
 	oldSeat := c.before != nil && c.before.seatHeld()
@@ -374,7 +386,7 @@ func (t *txn) cause() string {
 	return t.ev.Type + " " + t.ev.CorrelationID
 }
 
-// deprovision applies the third row of the DESIGN.md §4 table: status inactive in every mode;
+// deprovision applies the third row of the docs/design.md §4 table: status inactive in every mode;
 // user_deprovision revokes every session and locks login; seat_deprovision removes the seat.
 func (t *txn) deprovision(c *change, pol events.Policy) error {
 	u := c.u
@@ -783,7 +795,7 @@ func (p *projector) scimGroupDeleted(t *txn, d events.SCIMGroupDeleted) error {
 	return p.groupsChanged(t, d.Policy, ms, "group "+d.GroupID+" deleted")
 }
 
-// groupsChanged applies the second row of the DESIGN.md §4 table to the users whose SCIM groups
+// groupsChanged applies the second row of the docs/design.md §4 table to the users whose SCIM groups
 // changed: automatic updates the registry groups now (sessions stay); reauth revokes every session
 // (groups are read at the next login); no_action leaves the identity until the next login.
 func (p *projector) groupsChanged(t *txn, pol events.Policy, scimUIDs []string, what string) error {
@@ -843,6 +855,9 @@ func (p *projector) scimLog(t *txn, d events.SCIMLog) error {
 		HTTPStatus: d.HTTPStatus, ErrorDescription: d.ErrorDescription, RequestBody: d.RequestBody}
 	k := append(timeKey(t.at()), t.ev.ID...)
 	if err := putJSON(t.tx, bkSCIMLog, k, row); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket([]byte(bkSCIMLogLast)).Put([]byte(row.IdPID), k); err != nil {
 		return err
 	}
 	// Retention by event time, so a replay prunes exactly what the live store pruned.
