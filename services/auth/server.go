@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/idpwatch"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -35,6 +35,7 @@ type server struct {
 	log         *slog.Logger
 	now         func() time.Time // request clock (Deps.Now)
 	db          *bolt.DB
+	leaseToken  string // this data directory's claim on its replica id (replica.go)
 	relay       *outbox.Relay
 	state       *revState
 	metrics     *metrics
@@ -63,18 +64,25 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	replicaID, leaseToken, err := replicaIdentity(db, cfg.ReplicaID)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replica identity: %w", err)
+	}
+	cfg.ReplicaID = replicaID
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
 		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
-		ready:     &httpserv.Ready{},
-		redirects: newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
-		issuer:    strings.TrimSuffix(cfg.ExternalURL, "/"),
-		idpClient: newIdPClient(),
-		idps:      &idpRegistry{entries: map[string]*idpEntry{}},
-		cache:     newSessionCache(),
+		ready:      &httpserv.Ready{},
+		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
+		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),
+		idpClient:  newIdPClient(),
+		idps:       &idpRegistry{entries: map[string]*idpEntry{}},
+		cache:      newSessionCache(),
+		leaseToken: leaseToken,
 	}
 	s.redirectURI = s.issuer + "/callback"
 	s.cookieDom = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
@@ -164,54 +172,41 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", broker.KVIdPConfig, err)
 	}
+	// The lease on the replica id comes before the consumers: a second process with this id must be
+	// refused before it deletes and recreates this replica's durable consumers.
+	l, err := claimLease(kctx, s.d.JS, replicas, s.cfg.ReplicaID, s.leaseToken, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.log.Info("replica id", "replica_id", s.cfg.ReplicaID)
+	g.Go(func() error { return l.run(ctx) })
 	g.Go(func() error { return s.relay.Run(ctx) })
 	g.Go(func() error { return s.identityRn.Run(ctx) })
 	g.Go(func() error { return s.authRn.Run(ctx) })
 	g.Go(func() error { return s.keys.run(ctx) })
-	g.Go(func() error { return s.watchIdPs(ctx, idpKV) })
+	idpw := idpwatch.New(idpKV, s.applyIdP, s.log)
+	g.Go(func() error { return idpw.Run(ctx) })
+	g.Go(func() error {
+		if idpw.WaitSynced(ctx) == nil {
+			s.idps.mu.Lock()
+			s.idps.synced = true
+			s.idps.mu.Unlock()
+		}
+		return nil
+	})
 	s.up.Store(true)
 	return nil
 }
 
-// watchIdPs keeps the IdP registry equal to the idp_config bucket, so IdP changes apply without a
-// restart. A changed IdP gets a fresh relying party (new discovery, new JWKS cache).
-func (s *server) watchIdPs(ctx context.Context, kv jetstream.KeyValue) error {
-	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			s.log.Warn("watch idp_config failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				s.idps.mu.Lock()
-				s.idps.synced = true
-				s.idps.mu.Unlock()
-				continue
-			}
-			switch e.Operation() {
-			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				s.idps.remove(e.Key())
-			default:
-				var cfg events.IdP
-				if err := json.Unmarshal(e.Value(), &cfg); err != nil {
-					s.log.Error("idp_config entry ignored: not an IdP", "idp_id", e.Key(), "err", err)
-					continue
-				}
-				if cfg.ID == "" {
-					cfg.ID = e.Key()
-				}
-				s.idps.put(cfg)
-			}
-		}
-		w.Stop()
+// applyIdP keeps the IdP registry equal to the idp_config bucket, so IdP changes apply without a
+// restart. A changed IdP gets a fresh relying party (new discovery, new JWKS cache). An entry that
+// does not decode disables the IdP (internal/idpwatch): logins through it fail until it is saved again.
+func (s *server) applyIdP(id string, idp *events.IdP) {
+	if idp == nil {
+		s.idps.remove(id)
+		return
 	}
-	return nil
+	s.idps.put(*idp)
 }
 
 // staleness returns an error when the revocation state may be stale (docs/design.md §2.5): a consumer is
