@@ -1,6 +1,6 @@
 # Convenience targets. CI runs .ci/run (the README's test command plus checks); the long runs below are
 # not part of CI.
-.PHONY: test ci fuzz reliability bench compose-test proxy-test
+.PHONY: test ci fuzz reliability bench compose-test proxy-test browser-test
 
 test:
 	go vet ./... && go test -race ./...
@@ -34,3 +34,9 @@ compose-test:
 # and Caddy in front of scimflow serve (e2e/proxies_test.go, build tag proxies).
 proxy-test:
 	go test -tags proxies -run '^TestProxySnippets$$' -count=1 -timeout 10m -v ./e2e/
+
+# The admin console in a real browser (e2e/browser, build tag browser: not part of go test ./...).
+# Needs Debian's chromium (.ci/run installs it); CHROMIUM=/path overrides the binary. Screenshots of
+# each page land in $$TMPDIR/scimflow-console (or CONSOLE_SCREENSHOTS=dir).
+browser-test:
+	go test -tags browser -count=1 -timeout 15m -v ./e2e/browser/
