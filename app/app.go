@@ -39,6 +39,7 @@ func Run(ctx context.Context, f File, services []string, log *slog.Logger) error
 		return err
 	}
 	defer unlock()
+	f.ApplyMetricsDefaults(services)
 	if err := f.ensureKEK(services, log); err != nil {
 		return err
 	}

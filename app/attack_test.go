@@ -54,6 +54,10 @@ func startServe(t *testing.T, extra map[string]string) *serveFixture {
 		"SCIMFLOW_IDENTITY_STORE_LISTEN": freeAddr(t),
 		"SCIMFLOW_AUTH_LISTEN":           authAddr,
 		"SCIMFLOW_AUTH_EXTERNAL_URL":     fx.authURL,
+		// Free ports, not the defaults 127.0.0.1:9080-9082: tests run in parallel.
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN":    freeAddr(t),
+		"SCIMFLOW_IDENTITY_STORE_METRICS_LISTEN": freeAddr(t),
+		"SCIMFLOW_AUTH_METRICS_LISTEN":           freeAddr(t),
 	}
 	for k, v := range extra {
 		env[k] = v

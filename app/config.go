@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 
@@ -111,6 +112,38 @@ func (f *File) propagate() {
 // Streams is the stream set-up derived from the nats section.
 func (f File) Streams() broker.StreamsConfig {
 	return broker.StreamsConfig{Replicas: f.NATS.Replicas, MaxAge: f.NATS.MaxAge.D()}
+}
+
+// DefaultMetricsPorts are the services' metrics ports: 9080, 9081, 9082 beside 8080, 8081, 8082.
+var DefaultMetricsPorts = map[string]string{scimingest.Name: "9080", identitystore.Name: "9081", auth.Name: "9082"}
+
+// ApplyMetricsDefaults fills every empty <section>.metrics_listen of the given services: on loopback
+// when one process runs them all (serve: a host-local Prometheus or agent scrapes it), on all
+// interfaces when a service runs alone (a container, scraped over the network; keep that port off
+// the internet — compose publishes none). Run calls it; it is exported for tools that need the
+// addresses before Run.
+func (f *File) ApplyMetricsDefaults(services []string) {
+	host := ""
+	if len(services) > 1 {
+		host = "127.0.0.1"
+	}
+	for _, s := range services {
+		addr := net.JoinHostPort(host, DefaultMetricsPorts[s])
+		switch s {
+		case scimingest.Name:
+			if f.SCIMIngest.MetricsListen == "" {
+				f.SCIMIngest.MetricsListen = addr
+			}
+		case identitystore.Name:
+			if f.IdentityStore.MetricsListen == "" {
+				f.IdentityStore.MetricsListen = addr
+			}
+		case auth.Name:
+			if f.Auth.MetricsListen == "" {
+				f.Auth.MetricsListen = addr
+			}
+		}
+	}
 }
 
 // MinAdminTokenLen is the shortest admin_token accepted: the admin API can rewrite IdPs and unlock

@@ -99,8 +99,14 @@ func TestForwardAuth(t *testing.T) {
 	})
 	checkUnauthenticated(t, ctx, e.srv.ep.Auth, sess)
 
-	// Operators watch logins and verifications on auth's /metrics.
-	resp, err := httpClient.Get(e.srv.ep.Auth + "/metrics")
+	// Operators watch logins and verifications on auth's /metrics, served on its metrics listener
+	// only (issue #12, finding 11): the auth port, which browsers reach, does not answer it.
+	if resp, err := httpClient.Get(e.srv.ep.Auth + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the auth port = %d, want 404", resp.StatusCode)
+	}
+	resp, err := httpClient.Get(e.srv.ep.Metrics[2] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,9 +68,10 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// newServer prepares (does not start) a serve process on dataDir with three free loopback ports.
+// newServer prepares (does not start) a serve process on dataDir with free loopback ports: three
+// service ports and three metrics listeners.
 func newServer(dataDir string) (*server, error) {
-	var addrs [3]string
+	var addrs [6]string
 	for i := range addrs {
 		a, err := freeAddr()
 		if err != nil {
@@ -82,6 +83,7 @@ func newServer(dataDir string) (*server, error) {
 	s.ep = scenario.Endpoints{
 		SCIM: "http://" + addrs[0], Admin: "http://" + addrs[1], Auth: "http://" + addrs[2],
 		AdminToken: "e2e-admin-" + scenario.RandomString(24),
+		Metrics:    []string{"http://" + addrs[3], "http://" + addrs[4], "http://" + addrs[5]},
 	}
 	s.env = []string{
 		"SCIMFLOW_DATA_DIR=" + dataDir,
@@ -89,6 +91,9 @@ func newServer(dataDir string) (*server, error) {
 		"SCIMFLOW_SCIM_INGEST_BASE_URL=" + s.ep.SCIM,
 		"SCIMFLOW_IDENTITY_STORE_LISTEN=" + addrs[1],
 		"SCIMFLOW_AUTH_LISTEN=" + addrs[2],
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN=" + addrs[3],
+		"SCIMFLOW_IDENTITY_STORE_METRICS_LISTEN=" + addrs[4],
+		"SCIMFLOW_AUTH_METRICS_LISTEN=" + addrs[5],
 		"SCIMFLOW_AUTH_EXTERNAL_URL=" + s.ep.Auth,
 		"SCIMFLOW_ADMIN_TOKEN=" + s.ep.AdminToken,
 		"SCIMFLOW_LOG_LEVEL=warn",

@@ -42,6 +42,10 @@ func TestSecondAuthReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	metrics2, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	r2 := &server{dataDir: t.TempDir(), stderr: &proctest.SyncBuffer{}, ep: srv.ep}
 	r2.ep.Auth = "http://" + auth2
 	r2.env = []string{
@@ -52,6 +56,7 @@ func TestSecondAuthReplica(t *testing.T) {
 		"SCIMFLOW_NATS_CREDENTIALS_FILE=" + filepath.Join(srv.dataDir, "nats-credentials", "auth.nk"),
 		"SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY_FILE=" + filepath.Join(srv.dataDir, "auth-kek"),
 		"SCIMFLOW_AUTH_LISTEN=" + auth2,
+		"SCIMFLOW_AUTH_METRICS_LISTEN=" + metrics2,
 		"SCIMFLOW_AUTH_EXTERNAL_URL=" + srv.ep.Auth,
 		"SCIMFLOW_AUTH_REPLICA_ID=e2e-replica-2",
 		"SCIMFLOW_LOG_LEVEL=warn",

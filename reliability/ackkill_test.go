@@ -63,7 +63,7 @@ func TestKillBetweenAckAndResponse(t *testing.T) {
 		s.ingest.waitReady(t, 60*time.Second)
 		px.armResponse(func(first []byte) {
 			if round%2 == 1 && bytes.HasPrefix(first, []byte("HTTP/1.1 2")) {
-				if err := waitPublished(s.ingest.baseURL()); err != nil {
+				if err := waitPublished(s.ingest.metricsURL()); err != nil {
 					hookErrs = append(hookErrs, fmt.Sprintf("round %d: events of request %s never acknowledged: %v", round, requestID(first), err))
 				} else {
 					afterAck.Add(1)

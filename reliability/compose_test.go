@@ -179,7 +179,8 @@ func newComposeProject(t *testing.T, extraFiles ...string) *composeProject {
 		}
 		p.files = append(p.files, abs)
 	}
-	for _, v := range []string{"SCIMFLOW_PORT_SCIM", "SCIMFLOW_PORT_ADMIN", "SCIMFLOW_PORT_AUTH", "SCIMFLOW_TEST_NATS_PORT"} {
+	for _, v := range []string{"SCIMFLOW_PORT_SCIM", "SCIMFLOW_PORT_ADMIN", "SCIMFLOW_PORT_AUTH", "SCIMFLOW_TEST_NATS_PORT",
+		"SCIMFLOW_TEST_METRICS_SCIM", "SCIMFLOW_TEST_METRICS_ADMIN", "SCIMFLOW_TEST_METRICS_AUTH"} {
 		p.ports[v] = freePort(t)
 		p.env = append(p.env, fmt.Sprintf("%s=%d", v, p.ports[v]))
 	}
@@ -326,16 +327,20 @@ func (p *composeProject) waitHealthy(d time.Duration, svcs ...string) time.Durat
 // containers through their published ports.
 func (p *composeProject) composeStack(providerAddr string) *stack {
 	t := p.t
-	mk := func(svc, portVar string) *service {
-		return &service{svc: svc, addr: fmt.Sprintf("127.0.0.1:%d", p.ports[portVar]), container: p.container(svc)}
+	mk := func(svc, portVar, metricsVar string) *service {
+		return &service{svc: svc, addr: fmt.Sprintf("127.0.0.1:%d", p.ports[portVar]),
+			metricsAddr: fmt.Sprintf("127.0.0.1:%d", p.ports[metricsVar]), container: p.container(svc)}
 	}
+	// The oracle and `scimflow replay` read every stream as identity-store, the role that may
+	// (docs/security.md); NATS refuses anonymous clients.
 	s := &stack{t: t, dir: t.TempDir(), opts: stackOptions{
-		natsURL:      fmt.Sprintf("nats://127.0.0.1:%d", p.ports["SCIMFLOW_TEST_NATS_PORT"]),
+		natsURL: fmt.Sprintf("nats://identity-store:%s@127.0.0.1:%d", url.QueryEscape(p.envValue("NATS_IDENTITY_STORE_PASSWORD")),
+			p.ports["SCIMFLOW_TEST_NATS_PORT"]),
 		providerAddr: providerAddr,
 	}}
-	s.ingest = mk("scim-ingest", "SCIMFLOW_PORT_SCIM")
-	s.store = mk("identity-store", "SCIMFLOW_PORT_ADMIN")
-	s.auth = mk("auth", "SCIMFLOW_PORT_AUTH")
+	s.ingest = mk("scim-ingest", "SCIMFLOW_PORT_SCIM", "SCIMFLOW_TEST_METRICS_SCIM")
+	s.store = mk("identity-store", "SCIMFLOW_PORT_ADMIN", "SCIMFLOW_TEST_METRICS_ADMIN")
+	s.auth = mk("auth", "SCIMFLOW_PORT_AUTH", "SCIMFLOW_TEST_METRICS_AUTH")
 	return s
 }
 
@@ -444,9 +449,9 @@ func TestComposeStack(t *testing.T) {
 	}
 
 	scrape := hostPrometheus(t, map[string]string{
-		"scim-ingest":    fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_PORT_SCIM"]),
-		"identity-store": fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_PORT_ADMIN"]),
-		"auth":           fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_PORT_AUTH"]),
+		"scim-ingest":    fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_TEST_METRICS_SCIM"]),
+		"identity-store": fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_TEST_METRICS_ADMIN"]),
+		"auth":           fmt.Sprintf("127.0.0.1:%d", p.ports["SCIMFLOW_TEST_METRICS_AUTH"]),
 	})
 	t.Logf("host Prometheus: every target up with scimflow series after %s", scrape.Round(time.Millisecond))
 

@@ -136,7 +136,7 @@ func TestDiskFullIdentityStore(t *testing.T) {
 			restarted = "exited: " + lastLine(s.store.logTail(3))
 			return nil
 		}
-		_, err := metric(s.store.baseURL(), "scimflow_identity_store_outbox_depth")
+		_, err := metric(s.store.metricsURL(), "scimflow_identity_store_outbox_depth")
 		return err
 	}); err != nil {
 		restarted = "neither ready nor exited: " + err.Error()

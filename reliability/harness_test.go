@@ -293,9 +293,11 @@ func poll(ctx context.Context, d time.Duration, f func() error) error {
 // container of a compose project.
 type service struct {
 	proc
-	svc     string // scim-ingest, identity-store, auth
-	addr    string // listen address (a container's published address)
-	dataDir string
+	svc  string // scim-ingest, identity-store, auth
+	addr string // listen address (a container's published address)
+	// metricsAddr is the metrics listener (<section>.metrics_listen; a container's published one).
+	metricsAddr string
+	dataDir     string
 	// container is the container id when the service runs in Docker; proc is then unused.
 	container string
 }
@@ -311,6 +313,9 @@ func (s *service) running() bool {
 
 // baseURL is the service's HTTP base URL.
 func (s *service) baseURL() string { return "http://" + s.addr }
+
+// metricsURL is the base URL of the service's metrics listener (/metrics is not on the service port).
+func (s *service) metricsURL() string { return "http://" + s.metricsAddr }
 
 // waitReady polls /readyz until 200.
 func (s *service) waitReady(t testing.TB, d time.Duration) {

@@ -83,7 +83,7 @@ func TestPoisonEvent(t *testing.T) {
 	w2.wg.Wait()
 	w.merge(w2)
 	if err := poll(ctx, 30*time.Second, func() error {
-		v, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_poison_total", `consumer="identitystore-scim"`)
+		v, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_poison_total", `consumer="identitystore-scim"`)
 		if err == nil && v != float64(len(poison)) {
 			err = fmt.Errorf("poison_total = %v, want %d", v, len(poison))
 		}
@@ -91,7 +91,7 @@ func TestPoisonEvent(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_halted", `consumer="identitystore-scim"`); err != nil || v != 0 {
+	if v, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_halted", `consumer="identitystore-scim"`); err != nil || v != 0 {
 		t.Errorf("halted = %v (%v), want 0: poison must not stop the consumer", v, err)
 	}
 	f := s.verify(t, js, w, "poison", time.Time{})
@@ -113,7 +113,7 @@ func TestTruncatedStream(t *testing.T) {
 	w.start(5)
 	w.wg.Wait()
 	s.waitDrained(t, js, 60*time.Second)
-	cursor, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="identitystore-scim"`)
+	cursor, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="identitystore-scim"`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestTruncatedStream(t *testing.T) {
 
 	s.store.start(t)
 	if err := poll(ctx, 60*time.Second, func() error {
-		v, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_halted", `consumer="identitystore-scim"`)
+		v, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_halted", `consumer="identitystore-scim"`)
 		if err == nil && v != 1 {
 			err = fmt.Errorf("halted = %v", v)
 		}
@@ -166,7 +166,7 @@ func TestTruncatedStream(t *testing.T) {
 	// Halted means nothing after the cursor was applied: the cursor stays, and none of the writes
 	// after the gap (those lost and those after them) reached the registry.
 	for range 3 {
-		v, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="identitystore-scim"`)
+		v, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="identitystore-scim"`)
 		if err != nil || v != cursor {
 			t.Errorf("cursor = %v (%v) after halting, want it to stay %v", v, err, cursor)
 		}

@@ -35,7 +35,13 @@ type streamMsg struct {
 // jsConnect connects the test to NATS (comma-separated URLs allowed).
 func jsConnect(t testing.TB, natsURL string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL, nats.Name("reliability-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	opts := []nats.Option{nats.Name("reliability-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	// A user in the URL is a scimflow role (the compose stack's NATS has permissions on): replies
+	// must come under the role's inbox prefix, the only one it may subscribe to.
+	if u, err := url.Parse(natsURL); err == nil && u.User != nil {
+		opts = append(opts, nats.CustomInboxPrefix("_INBOX."+u.User.Username()))
+	}
+	nc, err := nats.Connect(natsURL, opts...)
 	if err != nil {
 		t.Fatalf("connect %s: %v", natsURL, err)
 	}
@@ -138,7 +144,7 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		for _, c := range []struct {
 			base, name string
-		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"}} {
+		}{{s.ingest.metricsURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.metricsURL(), "scimflow_identity_store_outbox_depth"}} {
 			v, err := metric(c.base, c.name)
 			if err != nil {
 				stable = 0
@@ -159,7 +165,7 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 				stable = 0
 				return err
 			}
-			cur, err := metric(s.store.baseURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="`+c.durable+`"`)
+			cur, err := metric(s.store.metricsURL(), "scimflow_identity_store_consumer_cursor_sequence", `consumer="`+c.durable+`"`)
 			if err != nil {
 				stable = 0
 				return err

@@ -40,7 +40,7 @@ func TestNATSOutage(t *testing.T) {
 	restarted := time.Now()
 	// The backlog is gone once the oldest unpublished record is younger than a second.
 	if err := poll(t.Context(), 120*time.Second, func() error {
-		v, err := metric(s.ingest.baseURL(), "scimflow_scim_ingest_outbox_oldest_age_seconds")
+		v, err := metric(s.ingest.metricsURL(), "scimflow_scim_ingest_outbox_oldest_age_seconds")
 		if err == nil && v >= 1 {
 			err = fmt.Errorf("oldest outbox record %.1fs old", v)
 		}

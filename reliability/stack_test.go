@@ -97,6 +97,7 @@ func newStack(t testing.TB, dir string, o stackOptions) *stack {
 		"SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY=" + reliabilityKEK,
 	}
 	mk := func(name, addr, url string) *service {
+		metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		dd := filepath.Join(dir, name)
 		if o.dataDirs[name] != "" {
 			dd = o.dataDirs[name]
@@ -105,8 +106,9 @@ func newStack(t testing.TB, dir string, o stackOptions) *stack {
 			t.Fatal(err)
 		}
 		env := append(append([]string{}, common...), "SCIMFLOW_NATS_URL="+url, "SCIMFLOW_DATA_DIR="+dd)
+		env = append(env, "SCIMFLOW_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"_METRICS_LISTEN="+metricsAddr)
 		env = append(env, o.env[name]...)
-		return &service{svc: name, addr: addr, dataDir: dd, proc: proc{
+		return &service{svc: name, addr: addr, metricsAddr: metricsAddr, dataDir: dd, proc: proc{
 			name: name, args: []string{scimflowBin, name, "-config", "/dev/null"}, env: env,
 			log: filepath.Join(dir, name+".log"),
 		}}

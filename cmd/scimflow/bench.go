@@ -177,10 +177,10 @@ var stageMetrics = []struct{ name, series string }{
 	{"auth revocation latency (its own histogram)", `scimflow_auth_revocation_latency_seconds`},
 }
 
-// scrapeAll reads the _sum and _count series of every listener's /metrics.
+// scrapeAll reads the _sum and _count series of every metrics listener's /metrics.
 func scrapeAll(ctx context.Context, hc *http.Client, ep scenario.Endpoints) map[string]float64 {
 	out := map[string]float64{}
-	for _, base := range []string{ep.SCIM, ep.Admin, ep.Auth} {
+	for _, base := range ep.Metrics {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 		if err != nil {
 			continue

@@ -51,11 +51,11 @@ func listenAddr(preferred string) (string, error) {
 // listeners (the default ports when free and defaultPorts is set). Settings go through the same
 // SCIMFLOW_* overrides serve reads, so the wiring is exactly serve's. tune may adjust the config.
 func startEmbedded(ctx context.Context, dataDir string, defaultPorts bool, logW io.Writer, logLevel string, tune func(*app.File)) (*embedded, error) {
-	pref := []string{"", "", ""}
+	pref := []string{"", "", "", "", "", ""}
 	if defaultPorts {
-		pref = []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"}
+		pref = []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:9080", "127.0.0.1:9081", "127.0.0.1:9082"}
 	}
-	var addrs [3]string
+	var addrs [6]string
 	for i := range addrs {
 		a, err := listenAddr(pref[i])
 		if err != nil {
@@ -64,15 +64,18 @@ func startEmbedded(ctx context.Context, dataDir string, defaultPorts bool, logW 
 		addrs[i] = a
 	}
 	ep := scenario.Endpoints{SCIM: "http://" + addrs[0], Admin: "http://" + addrs[1], Auth: "http://" + addrs[2],
-		AdminToken: scenario.RandomString(32)}
+		AdminToken: scenario.RandomString(32), Metrics: []string{"http://" + addrs[3], "http://" + addrs[4], "http://" + addrs[5]}}
 	env := map[string]string{
-		"SCIMFLOW_DATA_DIR":              dataDir,
-		"SCIMFLOW_ADMIN_TOKEN":           ep.AdminToken,
-		"SCIMFLOW_SCIM_INGEST_LISTEN":    addrs[0],
-		"SCIMFLOW_SCIM_INGEST_BASE_URL":  ep.SCIM,
-		"SCIMFLOW_IDENTITY_STORE_LISTEN": addrs[1],
-		"SCIMFLOW_AUTH_LISTEN":           addrs[2],
-		"SCIMFLOW_AUTH_EXTERNAL_URL":     ep.Auth,
+		"SCIMFLOW_DATA_DIR":                      dataDir,
+		"SCIMFLOW_ADMIN_TOKEN":                   ep.AdminToken,
+		"SCIMFLOW_SCIM_INGEST_LISTEN":            addrs[0],
+		"SCIMFLOW_SCIM_INGEST_BASE_URL":          ep.SCIM,
+		"SCIMFLOW_IDENTITY_STORE_LISTEN":         addrs[1],
+		"SCIMFLOW_AUTH_LISTEN":                   addrs[2],
+		"SCIMFLOW_AUTH_EXTERNAL_URL":             ep.Auth,
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN":    addrs[3],
+		"SCIMFLOW_IDENTITY_STORE_METRICS_LISTEN": addrs[4],
+		"SCIMFLOW_AUTH_METRICS_LISTEN":           addrs[5],
 	}
 	// The demo's own settings win; any other SCIMFLOW_* in the environment still applies.
 	f, err := app.Load("", func(k string) (string, bool) {
@@ -182,7 +185,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	exit := fs.Bool("exit", false, "exit after the narration instead of running until Ctrl-C")
 	logLevel := fs.String("log-level", "error", "log level of the services (their logs go to stderr)")
-	randomPorts := fs.Bool("random-ports", false, "listen on free loopback ports instead of 127.0.0.1:8080-8082")
+	randomPorts := fs.Bool("random-ports", false, "listen on free loopback ports instead of 127.0.0.1:8080-8082 (metrics 9080-9082)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: scimflow demo [flags]")
 		fmt.Fprintln(stderr, "\nStarts scim-ingest, identity-store and auth in this process with an embedded JetStream, plus a")

@@ -95,7 +95,7 @@ func get(url string) int {
 	return resp.StatusCode
 }
 
-type ports struct{ scim, admin, auth, nats string }
+type ports struct{ scim, admin, auth, nats, scimMetrics, adminMetrics, authMetrics string }
 
 func servEnv(dir string, p ports) []string {
 	return []string{
@@ -104,11 +104,14 @@ func servEnv(dir string, p ports) []string {
 		"SCIMFLOW_IDENTITY_STORE_LISTEN=" + p.admin,
 		"SCIMFLOW_AUTH_LISTEN=" + p.auth,
 		"SCIMFLOW_NATS_LISTEN=" + p.nats,
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN=" + p.scimMetrics,
+		"SCIMFLOW_IDENTITY_STORE_METRICS_LISTEN=" + p.adminMetrics,
+		"SCIMFLOW_AUTH_METRICS_LISTEN=" + p.authMetrics,
 	}
 }
 
 func newPorts(t *testing.T) ports {
-	return ports{freePort(t), freePort(t), freePort(t), freePort(t)}
+	return ports{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
 }
 
 // TestServeReadyStopAndRestartReusesData: serve brings the three services to ready with embedded
@@ -122,8 +125,14 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), `"msg":"config","file":"/dev/null"`) {
 		t.Errorf("serve does not log which config file it read:\n%s", p.stderr)
 	}
-	if code := get("http://" + pt.scim + "/metrics"); code != 200 {
-		t.Errorf("GET /metrics = %d, want 200", code)
+	// Metrics answer on their own listeners only (issue #12, finding 11).
+	for _, c := range []struct {
+		addr string
+		code int
+	}{{pt.scimMetrics, 200}, {pt.adminMetrics, 200}, {pt.authMetrics, 200}, {pt.scim, 404}, {pt.admin, 404}, {pt.auth, 404}} {
+		if code := get("http://" + c.addr + "/metrics"); code != c.code {
+			t.Errorf("GET %s/metrics = %d, want %d", c.addr, code, c.code)
+		}
 	}
 	// Publish through the embedded server's TCP listener (as identity-store, with the credential
 	// serve generated), then check it survives a restart.
@@ -317,7 +326,8 @@ func TestServiceWithUnreachableNATS(t *testing.T) {
 	t.Parallel()
 	natsAddr := freePort(t)
 	listen := freePort(t)
-	p := startProc(t, []string{"SCIMFLOW_DATA_DIR=" + t.TempDir(), "SCIMFLOW_NATS_URL=nats://" + natsAddr, "SCIMFLOW_SCIM_INGEST_LISTEN=" + listen}, "scim-ingest", "-config", "/dev/null")
+	p := startProc(t, []string{"SCIMFLOW_DATA_DIR=" + t.TempDir(), "SCIMFLOW_NATS_URL=nats://" + natsAddr, "SCIMFLOW_SCIM_INGEST_LISTEN=" + listen,
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN=" + freePort(t)}, "scim-ingest", "-config", "/dev/null")
 	natstest.WaitFor(t, 60*time.Second, func() error {
 		if c := get("http://" + listen + "/healthz"); c != 200 {
 			return fmt.Errorf("healthz %d", c)

@@ -54,7 +54,7 @@ func TestReplayRebuildsIdenticalRegistry(t *testing.T) {
 	nc.Close()
 	cursor := regexp.MustCompile(`scimflow_identity_store_consumer_cursor_sequence\{consumer="identitystore-scim"[^}]*\} (\d+)`)
 	natstest.WaitFor(t, 60*time.Second, func() error {
-		resp, err := http.Get("http://" + pt.admin + "/metrics")
+		resp, err := http.Get("http://" + pt.adminMetrics + "/metrics")
 		if err != nil {
 			return err
 		}

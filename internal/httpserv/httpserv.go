@@ -1,5 +1,7 @@
-// Package httpserv runs a service's HTTP listener with the endpoints every service has — /healthz,
-// /readyz and /metrics — explicit timeouts, request ids, panic recovery and graceful shutdown.
+// Package httpserv runs a service's HTTP listener with the endpoints every service has — /healthz
+// and /readyz — explicit timeouts, request ids, panic recovery and graceful shutdown, and the
+// separate metrics listener (/metrics only), so counters never answer on a port that faces IdPs,
+// browsers or admins.
 package httpserv
 
 import (
@@ -58,10 +60,14 @@ type Config struct {
 	Service  string // service name, for logs
 	Addr     string // listen address, e.g. ":8080"
 	Listener net.Listener
-	Handler  http.Handler // the service's routes; /healthz, /readyz and /metrics are added
+	Handler  http.Handler // the service's routes; /healthz and /readyz are added
+	// Gatherer, when set, is served at /metrics. Services use it only on their metrics listener
+	// (Metrics), never on the service port.
 	Gatherer prometheus.Gatherer
-	Ready    *Ready
-	Logger   *slog.Logger
+	// Metrics makes this a metrics listener: /metrics and nothing else (no health, no routes).
+	Metrics bool
+	Ready   *Ready
+	Logger  *slog.Logger
 	// ReadTimeout etc. default to 15s / 30s / 120s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
@@ -93,6 +99,13 @@ func Listen(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = 120 * time.Second
 	}
 	mux := http.NewServeMux()
+	if cfg.Metrics {
+		if cfg.Gatherer == nil {
+			return nil, fmt.Errorf("%s: metrics listener without a gatherer", cfg.Service)
+		}
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		return newServer(cfg, ln, mux), nil
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -116,6 +129,10 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Handler != nil {
 		mux.Handle("/", cfg.Handler)
 	}
+	return newServer(cfg, ln, mux), nil
+}
+
+func newServer(cfg Config, ln net.Listener, mux http.Handler) *Server {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -132,8 +149,11 @@ func Listen(cfg Config) (*Server, error) {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
-	}, nil
+	}
 }
+
+// Close releases the listener of a server that will not Serve.
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

@@ -28,9 +28,11 @@ type Deps struct {
 	Streams  broker.StreamsConfig // how streams are created if missing
 	Logger   *slog.Logger         // already carries service=<name>
 	Registry prometheus.Registerer
-	Gatherer prometheus.Gatherer // served at /metrics; nil: no /metrics
+	Gatherer prometheus.Gatherer // served at /metrics on the metrics listener; nil: no /metrics
 	Listener net.Listener        // optional; else the service listens on its configured address
-	Now      func() time.Time    // wall clock for request handling, never for projections
+	// MetricsListener is the metrics listener (tests); else Service.MetricsAddr is bound.
+	MetricsListener net.Listener
+	Now             func() time.Time // wall clock for request handling, never for projections
 }
 
 // Clock returns d.Now or time.Now.
@@ -54,7 +56,10 @@ type Service struct {
 	Name    string
 	Addr    string
 	Handler http.Handler
-	Ready   *httpserv.Ready
+	// MetricsAddr is where /metrics is served, apart from the service port (<section>.metrics_listen).
+	// Empty, without Deps.MetricsListener: no metrics listener.
+	MetricsAddr string
+	Ready       *httpserv.Ready
 	// Start runs once the streams exist. It starts long-running work with g.Go and registers
 	// readiness checks; returning an error stops the service.
 	Start func(ctx context.Context, g *errgroup.Group) error
@@ -68,9 +73,18 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 		s.Ready = &httpserv.Ready{}
 	}
 	srv, err := httpserv.Listen(httpserv.Config{Service: s.Name, Addr: s.Addr, Listener: d.Listener, Handler: s.Handler,
-		Gatherer: d.Gatherer, Ready: s.Ready, Logger: log})
+		Ready: s.Ready, Logger: log})
 	if err != nil {
 		return err
+	}
+	var msrv *httpserv.Server
+	if d.Gatherer != nil && (s.MetricsAddr != "" || d.MetricsListener != nil) {
+		if msrv, err = httpserv.Listen(httpserv.Config{Service: s.Name + " metrics", Addr: s.MetricsAddr, Listener: d.MetricsListener,
+			Gatherer: d.Gatherer, Metrics: true, Logger: log}); err != nil {
+			srv.Close()
+			return err
+		}
+		log.Info("metrics listening", "addr", msrv.Addr().String())
 	}
 	s.Ready.Set("nats", func() error {
 		if d.NC == nil || !d.NC.IsConnected() {
@@ -109,6 +123,21 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 		log.Info("ready")
 		return nil
 	})
+	if msrv != nil {
+		// Metrics stay up until the service has stopped, so the last scrape sees the end.
+		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		metricsErr := make(chan error, 1)
+		go func() {
+			err := msrv.Serve(metricsCtx)
+			if err != nil && metricsCtx.Err() == nil {
+				// The metrics listener failed on its own: stop rather than run unobserved.
+				log.Error("metrics listener stopped", "err", err)
+				stopHTTP()
+			}
+			metricsErr <- err
+		}()
+		defer func() { stopMetrics(); <-metricsErr }()
+	}
 	httpErr := srv.Serve(httpCtx)
 	stopWork()
 	return errors.Join(httpErr, g.Wait())

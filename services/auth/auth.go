@@ -31,7 +31,10 @@ const MaxClockSkew = 60 * time.Second
 
 // Config is the auth section of the config file.
 type Config struct {
-	Listen                 string   `json:"listen"`       // default ":8082"
+	Listen string `json:"listen"` // default ":8082"
+	// MetricsListen is where /metrics is served, apart from the auth port. app fills the default:
+	// 127.0.0.1:9082 in serve, :9082 when auth runs alone.
+	MetricsListen          string   `json:"metrics_listen"`
 	ExternalURL            string   `json:"external_url"` // redirect URI is {external_url}/callback
 	AllowedRedirectOrigins []string `json:"allowed_redirect_origins"`
 	DataDir                string   `json:"-"` // from data_dir
@@ -225,7 +228,7 @@ func run(ctx context.Context, cfg Config, d Deps, started func(*server)) error {
 	}
 	defer s.close()
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: cfg.Listen, Handler: s.routes(), Ready: s.ready,
+		Name: Name, Addr: cfg.Listen, MetricsAddr: cfg.MetricsListen, Handler: s.routes(), Ready: s.ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
 			if err := s.start(ctx, g); err != nil {
 				return err

@@ -168,10 +168,11 @@ func newOP(t testing.TB, clock *testClock, id string, mutate func(*events.IdP)) 
 
 // replica is one running auth replica.
 type replica struct {
-	srv  *server
-	url  string
-	reg  *prometheus.Registry
-	stop func()
+	srv        *server
+	url        string
+	metricsURL string // the metrics listener: /metrics is not on the auth port
+	reg        *prometheus.Registry
+	stop       func()
 }
 
 type harnessOpts struct {
@@ -220,8 +221,12 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 		base = "http://" + ln.Addr().String()
 	}
 	reg := prometheus.NewRegistry()
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := platform.Deps{NC: h.n.nc, JS: h.n.js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Registry: reg, Gatherer: reg, Listener: ln, Now: h.clock.Now}
+		Registry: reg, Gatherer: reg, Listener: ln, MetricsListener: mln, Now: h.clock.Now}
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *server, 1)
 	done := make(chan error, 1)
@@ -248,7 +253,7 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 		}
 	}
 	t.Cleanup(stop)
-	r := &replica{srv: s, url: base, reg: reg, stop: stop}
+	r := &replica{srv: s, url: base, metricsURL: "http://" + mln.Addr().String(), reg: reg, stop: stop}
 	waitFor(t, "auth ready", 30*time.Second, func() error {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {

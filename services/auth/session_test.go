@@ -407,14 +407,18 @@ func TestSnapshotLockAndRevokedBefore(t *testing.T) {
 	waitVerify(t, h.r, fresh, http.StatusUnauthorized)
 }
 
-// TestMetricsExposed: auth's series are served on /metrics.
+// TestMetricsExposed: auth's series are served on /metrics of the metrics listener, and the auth
+// port, which browsers reach, does not serve them (issue #12, finding 11).
 func TestMetricsExposed(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
 	verify(t, h.r, tok, nil)
 	verify(t, h.r, "", nil)
-	_, body := newBrowser().get(t, h.r.url+"/metrics")
+	if resp, _ := newBrowser().get(t, h.r.url+"/metrics"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the auth port = %d, want 404", resp.StatusCode)
+	}
+	_, body := newBrowser().get(t, h.r.metricsURL+"/metrics")
 	for _, name := range []string{
 		"scimflow_auth_logins_total", "scimflow_auth_sessions_issued_total", "scimflow_auth_verify_requests_total",
 		"scimflow_auth_verify_duration_seconds", "scimflow_auth_revocation_staleness_seconds", "scimflow_auth_fail_closed_total",

@@ -52,6 +52,9 @@ const DefaultSCIMLogRetention = 30 * 24 * time.Hour
 // Config is the identity_store section of the config file.
 type Config struct {
 	Listen string `json:"listen"` // default ":8081"
+	// MetricsListen is where /metrics is served, apart from the admin port. app fills the default:
+	// 127.0.0.1:9081 in serve, :9081 when identity-store runs alone.
+	MetricsListen string `json:"metrics_listen"`
 	// SCIMLogRetention is how long provisioning-log rows are kept, measured in event time: each new row
 	// prunes the rows older than its own time minus the retention. Default 720h (30 days).
 	SCIMLogRetention config.Duration `json:"scim_log_retention"`
@@ -216,7 +219,7 @@ func (s *service) serve(ctx context.Context) error {
 		return err
 	}
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: s.cfg.Listen, Handler: h, Ready: ready,
+		Name: Name, Addr: s.cfg.Listen, MetricsAddr: s.cfg.MetricsListen, Handler: h, Ready: ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
 			if err := s.seed(ctx); err != nil {
 				return err

@@ -37,11 +37,13 @@ type harness struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	url     string
-	cfg     Config
-	reg     *prometheus.Registry
-	cancel  context.CancelFunc
-	done    chan error
-	secrets map[string]string
+	// metricsURL is the metrics listener: /metrics is not on the SCIM port.
+	metricsURL string
+	cfg        Config
+	reg        *prometheus.Registry
+	cancel     context.CancelFunc
+	done       chan error
+	secrets    map[string]string
 
 	evMu    sync.Mutex // guards the following
 	evCache []events.Event
@@ -104,10 +106,15 @@ func (h *harness) startService() {
 		h.t.Fatal(err)
 	}
 	h.url = "http://" + ln.Addr().String()
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.metricsURL = "http://" + mln.Addr().String()
 	h.reg = prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
-	d := platform.Deps{NC: h.nc, JS: h.js, Logger: slog.New(slog.DiscardHandler), Registry: h.reg, Gatherer: h.reg, Listener: ln}
+	d := platform.Deps{NC: h.nc, JS: h.js, Logger: slog.New(slog.DiscardHandler), Registry: h.reg, Gatherer: h.reg, Listener: ln, MetricsListener: mln}
 	go func() { h.done <- Run(ctx, h.cfg, d) }()
 	h.t.Cleanup(h.stopService)
 	eventually(h.t, "service ready", func() bool {

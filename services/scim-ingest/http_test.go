@@ -420,7 +420,13 @@ func TestMetrics(t *testing.T) {
 	h := newHarness(t)
 	h.createUser("m@x.test")
 	h.doAs("idp1", "wrong", "GET", "/Users", nil, nil)
-	res, err := http.Get(h.url + "/metrics")
+	// Not on the SCIM port, which IdPs reach (issue #12, finding 11).
+	if res, err := http.Get(h.url + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else if res.Body.Close(); res.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the SCIM port = %d, want 404", res.StatusCode)
+	}
+	res, err := http.Get(h.metricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,9 +43,12 @@ const Name = "scim-ingest"
 
 // Config is the scim_ingest section of the config file.
 type Config struct {
-	Listen  string `json:"listen"`   // default ":8080"
-	BaseURL string `json:"base_url"` // absolute; meta.location and scim_base_url are built from it
-	DataDir string `json:"-"`        // set by the wiring from data_dir
+	Listen string `json:"listen"` // default ":8080"
+	// MetricsListen is where /metrics is served, apart from the SCIM port. app fills the default:
+	// 127.0.0.1:9080 in serve, :9080 when scim-ingest runs alone.
+	MetricsListen string `json:"metrics_listen"`
+	BaseURL       string `json:"base_url"` // absolute; meta.location and scim_base_url are built from it
+	DataDir       string `json:"-"`        // set by the wiring from data_dir
 
 	MaxBodyBytes         int64           `json:"max_body_bytes"`          // request body limit; 413 beyond; default 1 MiB
 	MaxPatchOps          int             `json:"max_patch_operations"`    // PATCH Operations per request; default 1,000
@@ -136,7 +139,7 @@ func Run(ctx context.Context, cfg Config, d Deps) error {
 	go func() { s.commits.Run(cctx); close(done) }()
 	defer func() { s.logs.flushNow(); stop(); <-done }()
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: cfg.Listen, Handler: s.routes(), Start: s.start(relay),
+		Name: Name, Addr: cfg.Listen, MetricsAddr: cfg.MetricsListen, Handler: s.routes(), Start: s.start(relay),
 	}, d)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
 
+	"github.com/scimflow/scimflow/app"
 	"github.com/scimflow/scimflow/internal/broker"
 )
 
@@ -188,6 +189,45 @@ func TestComposeFile(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPrometheusScrapesMetricsListeners: the compose Prometheus scrapes each service's metrics
+// listener (its default port when run alone), not the service port, which does not serve /metrics.
+func TestPrometheusScrapesMetricsListeners(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName       string `json:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `json:"targets"`
+			} `json:"static_configs"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, j := range cfg.ScrapeConfigs {
+		port, ok := app.DefaultMetricsPorts[j.JobName]
+		if !ok {
+			continue
+		}
+		seen++
+		for _, sc := range j.StaticConfigs {
+			for _, target := range sc.Targets {
+				if !strings.HasSuffix(target, ":"+port) {
+					t.Errorf("prometheus.yml job %s scrapes %s, want its metrics listener on port %s", j.JobName, target, port)
+				}
+			}
+		}
+	}
+	if seen != len(app.DefaultMetricsPorts) {
+		t.Errorf("prometheus.yml has %d scimflow jobs, want %d", seen, len(app.DefaultMetricsPorts))
 	}
 }
 

@@ -206,6 +206,7 @@ type serve struct {
 	scimAddr          string
 	adminAddr         string
 	authAddr          string
+	metricsAddr       map[string]string // service name → its metrics listener (/metrics is not on the service ports)
 	token             string
 	stderr            *proctest.SyncBuffer
 }
@@ -238,6 +239,7 @@ func tryServe(t *testing.T, bin string) (*serve, error) {
 	t.Helper()
 	s := &serve{scimAddr: freeAddr(t), adminAddr: freeAddr(t), authAddr: freeAddr(t), token: "prometheus-test-admin-token-0123456789", stderr: &proctest.SyncBuffer{}}
 	s.scim, s.admin, s.auth = "http://"+s.scimAddr, "http://"+s.adminAddr, "http://"+s.authAddr
+	s.metricsAddr = map[string]string{"scim-ingest": freeAddr(t), "identity-store": freeAddr(t), "auth": freeAddr(t)}
 	cmd := exec.Command(bin, "serve", "-config", "/dev/null")
 	cmd.Env = append(os.Environ(),
 		"SCIMFLOW_DATA_DIR="+t.TempDir(),
@@ -248,6 +250,9 @@ func tryServe(t *testing.T, bin string) (*serve, error) {
 		"SCIMFLOW_IDENTITY_STORE_LISTEN="+s.adminAddr,
 		"SCIMFLOW_AUTH_LISTEN="+s.authAddr,
 		"SCIMFLOW_AUTH_EXTERNAL_URL="+s.auth,
+		"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN="+s.metricsAddr["scim-ingest"],
+		"SCIMFLOW_IDENTITY_STORE_METRICS_LISTEN="+s.metricsAddr["identity-store"],
+		"SCIMFLOW_AUTH_METRICS_LISTEN="+s.metricsAddr["auth"],
 	)
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
 	done, err := startProcess(t, cmd)
@@ -505,7 +510,8 @@ func tryPrometheus(t *testing.T, bin string, s *serve) (*promServer, error) {
 	}
 	cfg["global"] = map[string]any{"scrape_interval": "1s", "evaluation_interval": "1s"}
 	cfg["rule_files"] = []string{rulesPath}
-	targets := map[string]string{"scim-ingest": s.scimAddr, "identity-store": s.adminAddr, "auth": s.authAddr, "prometheus": addr}
+	targets := map[string]string{"scim-ingest": s.metricsAddr["scim-ingest"], "identity-store": s.metricsAddr["identity-store"],
+		"auth": s.metricsAddr["auth"], "prometheus": addr}
 	jobs, _ := cfg["scrape_configs"].([]any)
 	var seen []string
 	for _, j := range jobs {

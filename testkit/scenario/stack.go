@@ -21,6 +21,9 @@ type Endpoints struct {
 	Auth string
 	// AdminToken is the admin API's bearer token.
 	AdminToken string
+	// Metrics are the base URLs of the metrics listeners (<section>.metrics_listen), where
+	// /metrics is served apart from the service ports; empty when the caller does not scrape.
+	Metrics []string
 }
 
 // AdminClient returns an admin API client for e.
