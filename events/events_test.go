@@ -48,6 +48,11 @@ func samples() []Event {
 			IssuedAt: t0, ExpiresAt: t0.Add(24 * time.Hour)}),
 		mk(LoggedOut{UserID: "uid1", Email: "ada@example.com", SessionIDHash: "ab12", ExpiresAt: t0.Add(24 * time.Hour)}),
 		mk(LoginDenied{UserID: "uid1", Email: "ada@example.com", Sub: "sub-1", Reason: "locked"}),
+		mk(SubBound{UserID: "uid1", Email: "ada@example.com", Sub: "sub-1"}),
+		mk(SubReset{UserID: "uid1", Email: "ada@example.com", Reason: ReasonAdmin}),
+		mk(SessionRevoked{UserID: "uid1", Email: "ada@example.com", SessionIDHash: "cd34", ExpiresAt: t0.Add(24 * time.Hour), Reason: ReasonSubMismatch}),
+		mk(IdPSessionsRevoked{RevokedBefore: t0, Reason: ReasonIdPDeleted, Cause: "admin API request r1"}),
+		mk(IdPSubBindingsReset{Reason: ReasonAdmin, Cause: "admin API request r2"}),
 	}
 }
 
