@@ -16,10 +16,13 @@ func (s *service) routes() http.Handler {
 	mux.HandleFunc("PUT /api/v1/identity_providers/{id}", s.updateIdP)
 	mux.HandleFunc("DELETE /api/v1/identity_providers/{id}", s.deleteIdP)
 	mux.HandleFunc("POST /api/v1/identity_providers/{id}/refresh_scim_secret", s.refreshSecret)
+	mux.HandleFunc("POST /api/v1/identity_providers/{id}/reset_sub_bindings", s.resetSubBindings)
 	mux.HandleFunc("GET /api/v1/users", s.listUsers)
 	mux.HandleFunc("GET /api/v1/users/{id}", s.getUser)
 	mux.HandleFunc("POST /api/v1/users/{id}/revoke", s.revokeUser)
 	mux.HandleFunc("DELETE /api/v1/users/{id}/seat", s.removeSeat)
+	mux.HandleFunc("POST /api/v1/users/{id}/unlock", s.unlockUser)
+	mux.HandleFunc("DELETE /api/v1/users/{id}/sub", s.resetSub)
 	mux.HandleFunc("GET /api/v1/logs/scim", s.scimLogs)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.d.Log(), errorf(kindNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
