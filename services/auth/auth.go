@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -38,7 +37,8 @@ type Config struct {
 	DataDir                string   `json:"-"` // from data_dir
 
 	// ReplicaID names this replica's durable consumers and appears in logs. Every replica needs its
-	// own (and its own data_dir). Default: the hostname.
+	// own (and its own data_dir). Default: an id generated once per data directory and stored there.
+	// Two running processes with one id are refused (a lease in the auth_replicas bucket).
 	ReplicaID string `json:"replica_id"`
 	// SessionTTL is the absolute lifetime of a browser session. Default 24h.
 	SessionTTL config.Duration `json:"session_ttl"`
@@ -136,13 +136,9 @@ func (c Config) withDefaults() Config {
 	if c.LoginCatchUpTimeout == 0 {
 		c.LoginCatchUpTimeout = d.LoginCatchUpTimeout
 	}
-	if c.ReplicaID == "" {
-		c.ReplicaID, _ = os.Hostname()
-		if c.ReplicaID == "" {
-			c.ReplicaID = "auth"
-		}
+	if c.ReplicaID != "" {
+		c.ReplicaID = sanitizeName(c.ReplicaID)
 	}
-	c.ReplicaID = sanitizeName(c.ReplicaID)
 	return c
 }
 

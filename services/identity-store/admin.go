@@ -386,7 +386,36 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 			out = append(out, summary(u))
 		}
 	}
+	qs := q.Get("q")
+	if len(qs) > maxQueryLen {
+		s.fail(w, r, errorf(kindInvalid, "q: at most %d bytes", maxQueryLen))
+		return
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if strings.TrimSpace(qs) != "" {
+			// Prefix search over the email and name indexes (search.go), then the other filters.
+			ids, err := searchUsers(tx, qs, idp)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if status == "" && email == "" {
+					total++
+					if total <= skip || len(out) >= perPage {
+						continue
+					}
+					total--
+				}
+				u, err := getUser(tx, id)
+				if err != nil {
+					return err
+				}
+				if u != nil {
+					match(u)
+				}
+			}
+			return nil
+		}
 		if email != "" {
 			// The email index: exact per IdP, or every IdP's entry for that email.
 			seen := map[string]bool{}

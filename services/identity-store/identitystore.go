@@ -55,6 +55,23 @@ type Config struct {
 	// prunes the rows older than its own time minus the retention. Default 720h (30 days).
 	SCIMLogRetention config.Duration `json:"scim_log_retention"`
 
+	// The admin console (docs/console.md). Members of ConsoleAdminGroup of ConsoleAdminIdP may sign in
+	// with the app token auth's /verify gives the reverse proxy; both empty: admin token only.
+	ConsoleAdminIdP   string `json:"console_admin_idp"`
+	ConsoleAdminGroup string `json:"console_admin_group"`
+	// ConsoleCertsURL is where app tokens' keys are fetched; default auth.external_url + /certs.
+	ConsoleCertsURL string `json:"console_certs_url"`
+	// ConsoleAppAudience is the aud an app token must carry to open the console; default
+	// auth.app_token_audience ("scimflow"). Set it to the console host's auth.app_audiences entry.
+	ConsoleAppAudience string `json:"console_app_audience"`
+	// ConsolePrometheusURL, when set, is queried for revocation latency and firing alerts.
+	ConsolePrometheusURL string `json:"console_prometheus_url"`
+	// ConsoleSessionTTL is a console session's absolute lifetime. Default 8h.
+	ConsoleSessionTTL config.Duration `json:"console_session_ttl"`
+
+	AuthURL     string        `json:"-"` // from auth.external_url: the console's Test links and app-token issuer
+	SecretGrace time.Duration `json:"-"` // from scim_ingest.secret_grace, shown when a secret is rotated
+
 	DataDir           string            `json:"-"` // from data_dir
 	AdminToken        string            `json:"-"` // from admin_token; empty: generated into <data_dir>/admin_token
 	IdentityProviders []json.RawMessage `json:"-"` // from identity_providers: seeded at start
@@ -75,6 +92,7 @@ func (c Config) Validate() error {
 	if c.SCIMLogRetention < 0 {
 		errs = append(errs, errors.New("identity_store.scim_log_retention: must not be negative"))
 	}
+	errs = append(errs, c.validateConsole()...)
 	for i, raw := range c.IdentityProviders {
 		if _, err := parseSeed(raw); err != nil {
 			errs = append(errs, fmt.Errorf("identity_providers[%d]: %w", i, err))
@@ -132,6 +150,10 @@ func newService(cfg Config, d Deps) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := backfillIndexes(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("build search indexes: %w", err)
+	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock()}
 	fail := func(err error) (*service, error) {
 		db.Close()
@@ -184,8 +206,12 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 
 func (s *service) serve(ctx context.Context) error {
 	ready := &httpserv.Ready{}
+	h, err := s.handler()
+	if err != nil {
+		return err
+	}
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: s.cfg.Listen, Handler: s.routes(), Ready: ready,
+		Name: Name, Addr: s.cfg.Listen, Handler: h, Ready: ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
 			if err := s.seed(ctx); err != nil {
 				return err
