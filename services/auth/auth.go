@@ -70,8 +70,9 @@ type Config struct {
 	LoginTimeout config.Duration `json:"login_timeout"`
 	// ClockSkew is the leeway on ID-token exp and iat, at most 60s. Default 60s.
 	ClockSkew config.Duration `json:"clock_skew"`
-	// JWKSRefreshCooldown is the shortest time between two IdP JWKS fetches caused by a token
-	// whose key is unknown. Default 30s.
+	// JWKSRefreshCooldown is how long a kid (or a signing algorithm) that a JWKS (or discovery)
+	// fetch made after the token arrived did not contain causes no further fetch. New kids fetch at
+	// once, at most once a second per IdP (idpkeys.go). Default 30s.
 	JWKSRefreshCooldown config.Duration `json:"jwks_refresh_cooldown"`
 	// LoginCatchUpTimeout bounds how long a login callback waits for this replica's IDENTITY
 	// projection to apply everything the stream held when the callback began, so a change

@@ -29,6 +29,7 @@ import (
 	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/oidcprobe"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/internal/platform"
 )
@@ -126,6 +127,9 @@ type service struct {
 	// beforeApply, when set (tests only), runs before each event is applied; an error it returns is
 	// handled like an apply error (a transient one makes the runner nak and redeliver).
 	beforeApply func(events.Event) error
+	// probe checks an IdP's OIDC configuration against the provider (discovery, key set) when it is
+	// saved or seeded; see idp.go, checkAgainstProvider.
+	probe func(context.Context, events.OIDCConfig) oidcprobe.Result
 }
 
 // Run serves the admin API and runs the projection until ctx ends.
@@ -154,7 +158,8 @@ func newService(cfg Config, d Deps) (*service, error) {
 		db.Close()
 		return nil, fmt.Errorf("build search indexes: %w", err)
 	}
-	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock()}
+	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
+		probe: defaultProbe}
 	fail := func(err error) (*service, error) {
 		db.Close()
 		return nil, err
@@ -216,6 +221,9 @@ func (s *service) serve(ctx context.Context) error {
 			if err := s.seed(ctx); err != nil {
 				return err
 			}
+			// Seeded IdPs are checked against their providers like saved ones, but only warn, and
+			// after start: a provider that is down never delays or blocks identity-store.
+			g.Go(func() error { s.probeSeeds(ctx); return nil })
 			g.Go(func() error { return s.relay.Run(ctx) })
 			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident} {
 				ready.Set("consumer "+name, consumerCheck(r))
