@@ -31,7 +31,7 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	)
 	switch p := e.Data.(type) {
 	case events.IdPSessionsRevoked, events.IdPSubBindingsReset:
-		return s.applyIdP(tx, m)
+		return s.applyIdPFacts(tx, m)
 	case events.SessionRevoked:
 		// One session, refused after the fact (a login whose sub lost the race for the person's
 		// binding): recorded like a logout, so it expires out of the set the same way.
@@ -123,10 +123,10 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	return nil
 }
 
-// applyIdP projects the facts about a whole IdP: its deletion revokes every session it authenticated
+// applyIdPFacts projects the facts about a whole IdP: its deletion revokes every session it authenticated
 // up to the event, or built before this replica applied it (as lockRevokes does for a user); a reset
 // of its sub bindings voids every binding made at or before the event's time.
-func (s *server) applyIdP(tx *bolt.Tx, m consumer.Msg) error {
+func (s *server) applyIdPFacts(tx *bolt.Tx, m consumer.Msg) error {
 	e := m.Event
 	r, err := getIdPRecord(tx, e.IdPID)
 	if err != nil {
