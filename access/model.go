@@ -186,8 +186,8 @@ func strict(raw json.RawMessage, v any) error {
 	return dec.Decode(v)
 }
 
-// kind names the one selector that is set ("" if none).
-func (s Selector) kind() string {
+// Kind names the one selector that is set ("" if none).
+func (s Selector) Kind() string {
 	switch {
 	case s.Everyone != nil:
 		return "everyone"
@@ -306,8 +306,8 @@ func (a App) Validate() []string {
 				for _, msg := range s.check() {
 					add("%s: %s", sat, msg)
 				}
-				if p.Decision == Bypass && s.kind() != "" && s.needsIdentity() {
-					add("%s: a bypass policy is evaluated without an identity; only everyone and ip selectors are allowed, not %s", sat, s.kind())
+				if p.Decision == Bypass && s.Kind() != "" && s.needsIdentity() {
+					add("%s: a bypass policy is evaluated without an identity; only everyone and ip selectors are allowed, not %s", sat, s.Kind())
 				}
 			}
 		}

@@ -36,10 +36,12 @@ const (
 	bkSCIMLog     = "scimlog"         // event time (8 bytes) event id → logRow (JSON)
 	bkStats       = "stats"           // counter name → uint64 (big endian)
 	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
+	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
+	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkAccessApps, bkAccessLog, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
