@@ -14,7 +14,7 @@ import (
 	scimingest "github.com/scimflow/scimflow/services/scim-ingest"
 )
 
-// File is the whole config file (DESIGN.md §5). Environment overrides: SCIMFLOW_<KEY> for top-level
+// File is the whole config file (docs/design.md §5). Environment overrides: SCIMFLOW_<KEY> for top-level
 // keys, SCIMFLOW_<SECTION>_<KEY> inside sections (SCIMFLOW_NATS_URL, SCIMFLOW_AUTH_LISTEN, …).
 type File struct {
 	DataDir           string               `json:"data_dir"`

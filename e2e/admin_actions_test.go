@@ -62,7 +62,7 @@ func TestAdminActions(t *testing.T) {
 	})
 }
 
-// TestGroupsSource checks where groups come from (DESIGN.md §4): with SCIM enabled, SCIM membership
+// TestGroupsSource checks where groups come from (docs/design.md §4): with SCIM enabled, SCIM membership
 // replaces the groups claim (a user SCIM never provisioned has none); with SCIM disabled, the claim.
 func TestGroupsSource(t *testing.T) {
 	t.Parallel()

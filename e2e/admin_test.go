@@ -38,7 +38,7 @@ func TestAdminIdP(t *testing.T) {
 	}
 }
 
-// TestLoginWithoutIssuer: DESIGN.md §5 makes `issuer` optional in the IdP body
+// TestLoginWithoutIssuer: docs/design.md §5 makes `issuer` optional in the IdP body
 // (`{client_id, client_secret, auth_url, token_url, certs_url, issuer?, …}`, Cloudflare's generic OIDC
 // shape), and the admin API accepts an IdP with the three URLs and no issuer, so a login at such an
 // IdP must work. (Found by this suite: auth used to refuse every such login with idp_unavailable.)

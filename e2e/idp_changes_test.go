@@ -8,7 +8,7 @@ import (
 	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
-// TestIdPChangesApplyLive changes an IdP through the admin API while scimflow runs (DESIGN.md §1:
+// TestIdPChangesApplyLive changes an IdP through the admin API while scimflow runs (docs/design.md §1:
 // changes apply without restart): a new update behaviour governs the next SCIM change, a refreshed
 // SCIM secret replaces the old one at once, disabling SCIM closes the endpoint, and deleting the
 // IdP stops its logins.

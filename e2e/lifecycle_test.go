@@ -22,7 +22,7 @@ var policies = []struct {
 
 var behaviors = []string{"automatic", "reauth", "no_action"}
 
-// TestLifecycle runs the whole DESIGN.md §4 table as an IdP meets it: for every update behaviour,
+// TestLifecycle runs the whole docs/design.md §4 table as an IdP meets it: for every update behaviour,
 // every deprovisioning policy and Okta's and Entra's request shapes (Entra with and without the
 // aadOptscim062020 flag), one IdP is created through the admin API and two people go through
 // provision → first login → attribute change → group changes → deactivate → reactivate → delete,

@@ -3,7 +3,7 @@
 // OpenID provider in the test process, and drives everything through public HTTP only (admin API,
 // SCIM, auth with a cookie jar, /metrics) — the way an operator, an IdP and a browser meet it.
 //
-// Most tests share one serve process and give each case its own IdP, so the whole DESIGN.md §4
+// Most tests share one serve process and give each case its own IdP, so the whole docs/design.md §4
 // matrix runs in parallel; the restart, replica and load tests own their processes. Every wait is a
 // poll with a deadline; nothing asserts on timing (latency is measured by `scimflow bench revocation`).
 package e2e

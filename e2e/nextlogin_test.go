@@ -8,7 +8,7 @@ import (
 	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
-// TestNextLoginReadsCurrentGroups: in reauth and no_action modes DESIGN.md §4 says group changes
+// TestNextLoginReadsCurrentGroups: in reauth and no_action modes docs/design.md §4 says group changes
 // apply "at next login" ("groups read at next login"). The IdP removes the user from Admins; the
 // next login's session must not carry Admins, from its very first /verify. identity-store leaves the
 // registry groups stale in these modes until it processes that login, so auth builds the session from

@@ -16,7 +16,7 @@ import (
 // identity-store revoked on every reauth membership change (docs/auth.md, "Ordering").
 
 // TestAutomaticGroupChangeReachesRacingLogin: in automatic mode "registry groups updated now"
-// (DESIGN.md §4) must reach every session, including one whose login happened after the SCIM change
+// (docs/design.md §4) must reach every session, including one whose login happened after the SCIM change
 // was acknowledged but before auth heard of it (under 150 SCIM writes/s of other IdPs, that window is
 // tens of milliseconds):
 //
@@ -104,7 +104,7 @@ func TestAutomaticGroupChangeReachesRacingLogin(t *testing.T) {
 	})
 }
 
-// TestReauthRevokesWhenLoginAppliedLate: reauth, "group membership: all sessions revoked" (DESIGN.md
+// TestReauthRevokesWhenLoginAppliedLate: reauth, "group membership: all sessions revoked" (docs/design.md
 // §4). The user logs in (the session works), then the IdP removes them from Admins. identity-store
 // consumes the SCIM and AUTH streams independently; when its AUTH consumer lags (here: a burst of
 // other people's logins; on a busy machine it happens by itself), it applies the removal before the

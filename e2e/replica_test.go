@@ -11,7 +11,7 @@ import (
 
 // TestSecondAuthReplica runs a second auth replica (`scimflow auth`, its own data dir and durable
 // consumers) against serve's embedded NATS: a session minted by one replica is valid at the other
-// (shared signing keys), and a SCIM deprovision revokes it at both (DESIGN.md: "revokes sessions
+// (shared signing keys), and a SCIM deprovision revokes it at both (docs/design.md: "revokes sessions
 // within milliseconds, on every replica"); a logout at one replica ends it at the other.
 func TestSecondAuthReplica(t *testing.T) {
 	t.Parallel()

@@ -1,5 +1,5 @@
 // Package events is scimflow's wire contract: the envelope every service publishes, a Go type for every
-// fact of DESIGN.md §3, subject builders and parsers, and a JSON codec with an explicit type registry.
+// fact of docs/design.md §3, subject builders and parsers, and a JSON codec with an explicit type registry.
 //
 // Services share nothing but this package and platform code, so every change here is an API change:
 // payload changes inside a version are additive only, and the golden files under testdata fail on any
@@ -45,7 +45,7 @@ type Payload interface {
 	Subject(idpID string) string
 }
 
-// Event is the envelope of DESIGN.md §3 with its decoded payload.
+// Event is the envelope of docs/design.md §3 with its decoded payload.
 type Event struct {
 	ID            string    // ULID; also the Nats-Msg-Id, so a relay retry is deduplicated
 	Type          string    // e.g. "scim.user.upserted"

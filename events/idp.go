@@ -2,7 +2,7 @@ package events
 
 import "time"
 
-// Update behaviours of scim_config.identity_update_behavior (DESIGN.md §4).
+// Update behaviours of scim_config.identity_update_behavior (docs/design.md §4).
 const (
 	UpdateAutomatic = "automatic"
 	UpdateReauth    = "reauth"

@@ -213,7 +213,7 @@ type Identity struct {
 	// SCIMGroups is the user's current SCIM group membership: what a login would read now, in every
 	// update mode. Groups is the registry identity's groups, which in reauth and no_action modes stay
 	// as the last login set them; auth builds a new session's groups from SCIMGroups when the IdP
-	// has SCIM enabled (DESIGN.md §4: at every login the identity is rebuilt from the latest SCIM
+	// has SCIM enabled (docs/design.md §4: at every login the identity is rebuilt from the latest SCIM
 	// state). Empty for a user SCIM never linked, or one whose SCIM resource was deleted.
 	SCIMGroups []Group `json:"scim_groups,omitempty"`
 }

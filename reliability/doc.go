@@ -1,4 +1,4 @@
-// Package reliability is scimflow's fault-injection suite (issue 9, reference §6.1 and §6.5). Its
+// Package reliability is scimflow's fault-injection suite (docs/design.md §9.1 and §9.5). Its
 // tests run scim-ingest, identity-store and auth as separate `scimflow` processes against
 // separately started nats-server processes, drive SCIM writes (and logins) from a workload
 // generator that records every acknowledged write, inject faults — SIGKILL of a service, NATS

@@ -1,7 +1,7 @@
 // Package boltdb opens a service's bbolt file with the project's safe options and dumps it canonically.
 //
 // Every service owns exactly one bbolt file. Opening goes through Open so that no production path can
-// set NoSync (DESIGN.md §2.4) and so that a second process on the same file fails fast instead of
+// set NoSync (docs/design.md §2.4) and so that a second process on the same file fails fast instead of
 // hanging on the file lock.
 package boltdb
 

@@ -9,7 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// TestOptionsNeverSkipFsync is the guard of DESIGN.md §2.4 (reference P22).
+// TestOptionsNeverSkipFsync is the guard of docs/design.md §2.4 (docs/design.md §9.1, P22).
 func TestOptionsNeverSkipFsync(t *testing.T) {
 	t.Parallel()
 	o := Options()
@@ -27,7 +27,7 @@ func TestOptionsNeverSkipFsync(t *testing.T) {
 }
 
 // TestOpenLockedFailsFast: a second opener of the same file gets ErrLocked after the timeout instead
-// of hanging (reference P19).
+// of hanging (docs/design.md §9.1, P19).
 func TestOpenLockedFailsFast(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "x.db")

@@ -2,7 +2,7 @@
 // a remote one that reconnects forever, and the idempotent set-up of the streams and KV buckets every
 // service relies on.
 //
-// The all-in-one process and the separate services differ only in how they reach NATS (DESIGN.md
+// The all-in-one process and the separate services differ only in how they reach NATS (docs/design.md
 // §2.6): Embedded gives an in-process connection, Connect a URL one; both return a *nats.Conn.
 package broker
 
@@ -47,7 +47,7 @@ type Embedded struct {
 }
 
 // StartEmbedded starts nats-server in this process with JetStream on the file store and SyncAlways
-// (fsync before every ack, DESIGN.md §2.4). It returns once the server accepts connections.
+// (fsync before every ack, docs/design.md §2.4). It returns once the server accepts connections.
 func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: store dir is required")

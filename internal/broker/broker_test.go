@@ -86,7 +86,7 @@ func TestDuplicateWindowDeduplicatesByEventID(t *testing.T) {
 	}
 }
 
-// TestConfigGuard is the durability guard of DESIGN.md §2.4: the embedded server syncs every write
+// TestConfigGuard is the durability guard of docs/design.md §2.4: the embedded server syncs every write
 // before acknowledging it and stores on disk.
 func TestConfigGuard(t *testing.T) {
 	t.Parallel()

@@ -1,7 +1,7 @@
 // Package consumer runs a JetStream pull consumer whose cursor lives in the service's bbolt file.
 //
 // The handler gets the bbolt transaction, so the state it writes and the stream sequence of the last
-// applied event commit together (DESIGN.md §2.3); messages are acked after that commit. A redelivered
+// applied event commit together (docs/design.md §2.3); messages are acked after that commit. A redelivered
 // message at or below the cursor is acked without applying, so nothing is applied twice. Consumers
 // read their stream unfiltered, so sequences are contiguous: a message beyond cursor+1 is either a
 // redelivery out of order (nak and wait) or a loss — a truncated stream or a gap — which halts the

@@ -1,4 +1,4 @@
-// Package deptest enforces the layering of DESIGN.md §6: services never import each other, and
+// Package deptest enforces the layering of docs/design.md §6: services never import each other, and
 // platform code under internal/ (except the wiring in app) never imports a service.
 package deptest
 

@@ -1,4 +1,4 @@
-// Package outbox is the transactional outbox of DESIGN.md §2.2: a service appends events inside the
+// Package outbox is the transactional outbox of docs/design.md §2.2: a service appends events inside the
 // bbolt transaction that changes its state, and a Relay publishes them to JetStream with
 // Nats-Msg-Id = event id, deleting each record only after JetStream acknowledged it.
 //

@@ -5,7 +5,7 @@
 // replicas share through the auth_keys KV bucket, and the revocation state (per user revoked_before,
 // lock, identity snapshot; logged-out session hashes) is a projection of the IDENTITY and AUTH streams
 // in the replica's own bbolt file, mirrored in memory. /verify therefore costs a cache lookup and two
-// map reads, and fails closed when the projection may be stale (DESIGN.md §2.5).
+// map reads, and fails closed when the projection may be stale (docs/design.md §2.5).
 package auth
 
 import (
@@ -27,7 +27,7 @@ import (
 // Name is the service name used in logs, metrics and the data file name.
 const Name = "auth"
 
-// MaxClockSkew is the largest leeway accepted for ID-token time claims (reference §3.5).
+// MaxClockSkew is the largest leeway accepted for ID-token time claims (docs/design.md §8.3).
 const MaxClockSkew = 60 * time.Second
 
 // Config is the auth section of the config file.

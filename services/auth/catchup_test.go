@@ -14,7 +14,7 @@ import (
 
 // TestLoginGroupsFromSCIMGroups: with SCIM enabled, a login builds the session's groups from the
 // identity's current SCIM groups, not its registry groups, which in reauth and no_action modes still
-// hold what the previous login read (DESIGN.md §4: at every login the identity is rebuilt from the
+// hold what the previous login read (docs/design.md §4: at every login the identity is rebuilt from the
 // latest SCIM state). Here the IdP removed Admins: the registry groups still say Admins, the SCIM
 // groups do not, and neither the first /verify nor /test nor /get-identity of the new login has it.
 func TestLoginGroupsFromSCIMGroups(t *testing.T) {

@@ -326,7 +326,7 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 	}
 	li.claimGroup = groupsClaim(claims)
 	if rp.idp.SCIMConfig.Enabled {
-		// SCIM membership replaces the claim, and a login reads the latest SCIM state (DESIGN.md §4):
+		// SCIM membership replaces the claim, and a login reads the latest SCIM state (docs/design.md §4):
 		// the identity's current SCIM groups, not its registry groups, which in reauth and no_action
 		// modes still hold what the previous login read (a group the IdP has since removed). None if
 		// SCIM never provisioned the user.

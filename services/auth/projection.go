@@ -123,7 +123,7 @@ func (s *server) applyAuth(_ context.Context, tx *bolt.Tx, m consumer.Msg) error
 }
 
 // lockRevokes makes a lock revoke every session issued up to it, or built before auth applied it
-// (sequence seq), so lifting the lock later never revives them (DESIGN.md §4), even if no
+// (sequence seq), so lifting the lock later never revives them (docs/design.md §4), even if no
 // sessions_revoked event accompanied the lock.
 func lockRevokes(u *userRecord, at time.Time, seq uint64) {
 	if at.After(u.RevokedBefore) {

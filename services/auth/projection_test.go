@@ -57,7 +57,7 @@ func dbHash(t *testing.T, dir string) string {
 
 // TestProjectionRestartAndReplay: a restarted replica keeps its revocation state (revoked sessions
 // stay rejected from its first answer), and rebuilding the projection from the streams into an
-// empty file gives a byte-identical file (DESIGN.md §2.3), local logout writes included.
+// empty file gives a byte-identical file (docs/design.md §2.3), local logout writes included.
 func TestProjectionRestartAndReplay(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})

@@ -36,8 +36,8 @@ func originOf(u *url.URL) origin {
 }
 
 // redirectPolicy decides where a browser may be sent after login or logout: a relative path on
-// this host, or an absolute URL on an allow-listed origin. Everything else becomes "/" (reference
-// §4.4). The target is validated when the login starts and kept in the encrypted login transaction,
+// this host, or an absolute URL on an allow-listed origin. Everything else becomes "/" (docs/design.md
+// §9.5, R11). The target is validated when the login starts and kept in the encrypted login transaction,
 // so the callback never reads it from the query string.
 type redirectPolicy struct {
 	allowed map[origin]bool

@@ -8,7 +8,7 @@ import (
 	"github.com/scimflow/scimflow/internal/config"
 )
 
-// TestRedirectTarget (R11): every open-redirect vector of the reference falls back to "/", allowed
+// TestRedirectTarget (R11): every open-redirect vector of docs/design.md §9.5 falls back to "/", allowed
 // relative paths and exact allow-listed origins are kept.
 func TestRedirectTarget(t *testing.T) {
 	t.Parallel()

@@ -2,7 +2,7 @@ package auth
 
 import "net/http"
 
-// routes lists every endpoint of auth (DESIGN.md §5). /healthz, /readyz and /metrics are added by
+// routes lists every endpoint of auth (docs/design.md §5). /healthz, /readyz and /metrics are added by
 // the platform.
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()

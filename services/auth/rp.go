@@ -20,7 +20,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 )
 
-// SupportedSigningAlgs are the only ID-token algorithms auth accepts (DESIGN.md §5). HS*, none,
+// SupportedSigningAlgs are the only ID-token algorithms auth accepts (docs/design.md §5). HS*, none,
 // RS384, PS256, PS384 and EdDSA are refused even when an IdP advertises them.
 func SupportedSigningAlgs() []string {
 	return []string{"RS256", "RS512", "PS512", "ES256", "ES384", "ES512"}
@@ -76,7 +76,7 @@ func newIdPClient() *http.Client {
 
 // keySet verifies ID-token signatures with keys from the IdP's jwks_uri only (never from jwk, jku,
 // x5u or x5c headers) and refetches the JWKS, when no cached key verifies, at most once per cooldown
-// (reference §3.4: go-oidc's RemoteKeySet refetches on every failure, so forged tokens with unknown
+// (docs/design.md §8.2: go-oidc's RemoteKeySet refetches on every failure, so forged tokens with unknown
 // kids would proxy 1:1 to the IdP).
 //
 // With no kid in the header every cached key of the header's algorithm is tried (O13: the
@@ -441,7 +441,7 @@ func deny(reason string, format string, args ...any) error {
 }
 
 // verifyIDToken runs go-oidc's checks (signature with an allow-listed alg, iss, aud, exp with leeway,
-// nbf) and then the ones it leaves to the RP (reference §3.6): nonce, iat, sub, azp, at_hash.
+// nbf) and then the ones it leaves to the RP (docs/design.md §8.1): nonce, iat, sub, azp, at_hash.
 func (rp *relyingParty) verifyIDToken(ctx context.Context, raw, nonce, accessToken string, now time.Time, skew time.Duration) (*idToken, error) {
 	if len(raw) > maxTokenLen*8 {
 		return nil, deny("token_too_large", "id token of %d bytes", len(raw))

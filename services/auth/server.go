@@ -214,7 +214,7 @@ func (s *server) watchIdPs(ctx context.Context, kv jetstream.KeyValue) error {
 	return nil
 }
 
-// staleness returns an error when the revocation state may be stale (DESIGN.md §2.5): a consumer is
+// staleness returns an error when the revocation state may be stale (docs/design.md §2.5): a consumer is
 // halted, never caught up, or last caught up longer ago than revocation_max_staleness.
 func (s *server) staleness() error {
 	for _, r := range []*consumer.Runner{s.identityRn, s.authRn} {

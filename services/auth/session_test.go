@@ -47,7 +47,7 @@ func TestRevocationFromIdentityEvents(t *testing.T) {
 }
 
 // TestLockRevokesAndUnlockDoesNotRevive: a lock rejects the user's sessions at once; unlocking lets
-// them log in again, but sessions from before the lock stay invalid (DESIGN.md §4).
+// them log in again, but sessions from before the lock stay invalid (docs/design.md §4).
 func TestLockRevokesAndUnlockDoesNotRevive(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})

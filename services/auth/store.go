@@ -96,7 +96,7 @@ func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) stri
 	return ""
 }
 
-// userCheck applies DESIGN.md §4's validity rule to one user record. A session is revoked when it
+// userCheck applies docs/design.md §4's validity rule to one user record. A session is revoked when it
 // was issued up to revoked_before, or when the latest revocation or lock was applied after the
 // session was built (RevokedSeq beyond the session's sequence): that session read the state from
 // before the revocation, so it existed before it, even if its login came later in wall time than

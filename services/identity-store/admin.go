@@ -430,7 +430,7 @@ type sessionView struct {
 }
 
 // activeSessions lists the user's valid sessions: unexpired at now, issued after revoked_before, not
-// logged out (logged-out sessions are deleted), and the user not locked (DESIGN.md §4).
+// logged out (logged-out sessions are deleted), and the user not locked (docs/design.md §4).
 func activeSessions(tx *bolt.Tx, u *user, now time.Time) ([]sessionView, error) {
 	out := []sessionView{}
 	err := prefixScan(tx, bkSessions, key(u.ID, ""), func(k, v []byte) error {

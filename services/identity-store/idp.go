@@ -22,7 +22,7 @@ import (
 )
 
 // idpBody is the create/update body of the admin API and the shape of a config seed entry
-// (DESIGN.md §5). id and scim_config.secret / secret_sha256 are accepted only in a seed: a seed needs a
+// (docs/design.md §5). id and scim_config.secret / secret_sha256 are accepted only in a seed: a seed needs a
 // stable id, and may pin the SCIM secret so that a declaratively configured IdP keeps working.
 type idpBody struct {
 	ID         string            `json:"id,omitempty"`

@@ -18,7 +18,7 @@ import (
 )
 
 // projector applies events to the registry. It is a pure function of the events and the current
-// state: no clock, no randomness (DESIGN.md §2.3). The only configuration it reads is the SCIM log
+// state: no clock, no randomness (docs/design.md §2.3). The only configuration it reads is the SCIM log
 // retention, which Replay takes as an option too.
 type projector struct {
 	logRetention time.Duration
@@ -380,7 +380,7 @@ func (t *txn) cause() string {
 	return t.ev.Type + " " + t.ev.CorrelationID
 }
 
-// deprovision applies the third row of the DESIGN.md §4 table: status inactive in every mode;
+// deprovision applies the third row of the docs/design.md §4 table: status inactive in every mode;
 // user_deprovision revokes every session and locks login; seat_deprovision removes the seat.
 func (t *txn) deprovision(c *change, pol events.Policy) error {
 	u := c.u
@@ -789,7 +789,7 @@ func (p *projector) scimGroupDeleted(t *txn, d events.SCIMGroupDeleted) error {
 	return p.groupsChanged(t, d.Policy, ms, "group "+d.GroupID+" deleted")
 }
 
-// groupsChanged applies the second row of the DESIGN.md §4 table to the users whose SCIM groups
+// groupsChanged applies the second row of the docs/design.md §4 table to the users whose SCIM groups
 // changed: automatic updates the registry groups now (sessions stay); reauth revokes every session
 // (groups are read at the next login); no_action leaves the identity until the next login.
 func (p *projector) groupsChanged(t *txn, pol events.Policy, scimUIDs []string, what string) error {

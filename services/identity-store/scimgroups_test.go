@@ -11,7 +11,7 @@ import (
 // TestSCIMGroupsInSnapshots: every identity snapshot carries the user's current SCIM groups, in every
 // update mode, and a membership change that leaves the registry groups alone (reauth, no_action) still
 // publishes IdentityChanged with changed "scim_groups", so auth can build the next login's session
-// from them (DESIGN.md §4: at every login the identity is rebuilt from the latest SCIM state). A group
+// from them (docs/design.md §4: at every login the identity is rebuilt from the latest SCIM state). A group
 // rename does too; the login that follows makes Groups equal to them again.
 func TestSCIMGroupsInSnapshots(t *testing.T) {
 	t.Parallel()

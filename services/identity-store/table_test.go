@@ -38,7 +38,7 @@ const (
 	tSeat     = events.TypeSeatRemoved
 )
 
-// TestIdentitySemantics checks every cell of the DESIGN.md §4 table: for each update mode and each
+// TestIdentitySemantics checks every cell of the docs/design.md §4 table: for each update mode and each
 // kind of SCIM change, the registry identity, status, seat, lock, revoked_before, and the IDENTITY
 // events published. Each cell runs on its own IdP in one shared store: a user provisioned by SCIM
 // (member of Eng), logged in once with SCIM enabled, then the change.

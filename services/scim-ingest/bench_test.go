@@ -22,7 +22,7 @@ import (
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
-// Benchmarks for the performance targets of issue 3, each with a same-run baseline: a plain net/http
+// Benchmarks for the performance targets in docs/benchmarks.md, each with a same-run baseline: a plain net/http
 // handler that decodes the request and answers JSON, no storage. All run with durability on (bbolt
 // fsync per commit, JetStream SyncAlways). Run:
 //

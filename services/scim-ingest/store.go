@@ -100,7 +100,7 @@ func emailValues(attrs map[string]any) []string {
 	return out
 }
 
-// registryEmail is the lower-cased email that identifies a user in the registry (DESIGN.md §4): the
+// registryEmail is the lower-cased email that identifies a user in the registry (docs/design.md §4): the
 // userName if it is an email address, else the primary email, else the work email, else the first.
 func registryEmail(attrs map[string]any) string {
 	if u := strAttr(attrs, "userName"); strings.Contains(u, "@") {

@@ -16,7 +16,7 @@ import (
 // deployDir is deploy/compose relative to this package.
 var deployDir = filepath.Join("..", "..", "deploy", "compose")
 
-// TestNATSConfig guards DESIGN.md principle 4 in the compose NATS config: JetStream on file storage,
+// TestNATSConfig guards docs/design.md §2.4 in the compose NATS config: JetStream on file storage,
 // fsync on every write (sync_interval: always), and the default max_payload the event chunking
 // assumes. It uses nats-server's own parser, so what it accepts is what the server will run.
 func TestNATSConfig(t *testing.T) {

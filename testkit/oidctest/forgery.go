@@ -11,10 +11,10 @@ import (
 
 // Forgery names one way to make an ID token bad. Forge applies it to the next token the
 // token endpoint issues; SignIDToken applies it to a token minted directly. Each constant's
-// comment gives the case id of reference/reliability-security.md §6.4 it serves and who
+// comment gives the case id of docs/design.md §9.4 it serves and who
 // rejects it: "go-oidc rejects" means IDTokenVerifier.Verify fails with SupportedSigningAlgs
 // set to SupportedAlgs(); "the RP must reject" means go-oidc accepts and scimflow's own
-// checks have to catch it (reference §3.6).
+// checks have to catch it (docs/design.md §8.1).
 type Forgery string
 
 // The forgeries. Their string values are stable and read well as subtest names.
@@ -160,7 +160,7 @@ const (
 	ForgeryEmailVerifiedString Forgery = "email-verified-string"
 )
 
-// Forgeries returns every forgery a relying party following the reference must reject, in
+// Forgeries returns every forgery a relying party following docs/design.md §8 must reject, in
 // case order, so auth's tests can range over all of them and miss none when one is added.
 // The boundary variants ForgeryNoKid and ForgeryExpiredWithinLeeway are not in it.
 func Forgeries() []Forgery {
@@ -185,7 +185,7 @@ func Forgeries() []Forgery {
 	}
 }
 
-// Case returns the id of the reference §6.4 case f serves ("O1" … "O24"), or "" for
+// Case returns the id of the docs/design.md §9.4 case f serves ("O1" … "O24"), or "" for
 // NoForgery or an unknown value; test names and failure messages use it.
 func (f Forgery) Case() string {
 	switch f {

@@ -23,8 +23,8 @@ type issued struct {
 
 // TestForgeries issues every forgery through the real flow (Forge, then /token) and checks
 // two things: the token is bad in exactly the named way, and go-oidc's verifier, configured
-// as the reference prescribes, rejects it, or, for the checks go-oidc leaves to the relying
-// party (reference §3.6), accepts it, which this test documents as work auth must do.
+// as docs/design.md §8 prescribes, rejects it, or, for the checks go-oidc leaves to the relying
+// party (docs/design.md §8.1), accepts it, which this test documents as work auth must do.
 //
 // Subtests are sequential because Forge is provider-wide state consumed by the next /token.
 func TestForgeries(t *testing.T) {
@@ -201,7 +201,7 @@ func TestForgeries(t *testing.T) {
 			}
 		}},
 		{f: ForgeryExpiredWithinLeeway, wantErr: "token is expired", defect: func(t *testing.T, got issued) {
-			// go-oidc has no exp leeway; with the reference's 60 s the RP must accept it.
+			// go-oidc has no exp leeway; with a 60 s leeway the RP must accept it.
 			leeway := ra.op.Verifier(&oidc.Config{
 				ClientID: testClientID, SupportedSigningAlgs: SupportedAlgs(),
 				Now: func() time.Time { return time.Now().Add(-time.Minute) },

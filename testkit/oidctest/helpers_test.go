@@ -69,7 +69,7 @@ func testUsers() []User {
 	}
 }
 
-// rp is a minimal relying party built the way the reference tells auth to build one:
+// rp is a minimal relying party built the way docs/design.md §8 tells auth to build one:
 // discovery, PKCE S256, state, nonce, and a verifier limited to scimflow's algorithms.
 type rp struct {
 	p        *Provider

@@ -49,7 +49,7 @@ type Options struct {
 }
 
 // SupportedAlgs returns the algorithms the provider signs genuine ID tokens with: exactly
-// the allow-list scimflow's auth accepts (DESIGN.md §5). It is a function, not a variable,
+// the allow-list scimflow's auth accepts (docs/design.md §5). It is a function, not a variable,
 // so no caller can change the list for everyone else.
 func SupportedAlgs() []string {
 	return []string{"RS256", "RS512", "PS512", "ES256", "ES384", "ES512"}

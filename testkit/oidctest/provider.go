@@ -46,7 +46,7 @@ type Provider struct {
 	attackerCerts map[string][]byte
 }
 
-// Flow holds the flow-level faults the reference's flow cases need (O6, O18, O22, O24).
+// Flow holds the flow-level faults the flow cases of docs/design.md §9.4 need (O6, O18, O22, O24).
 // The zero value is a correct provider. A Flow stays in force until the next SetFlow.
 type Flow struct {
 	// AuthorizeError, when set, makes /authorize redirect with error=AuthorizeError (e.g.

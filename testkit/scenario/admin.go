@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Admin is a client of identity-store's admin API (DESIGN.md §5), authenticated with the admin token.
+// Admin is a client of identity-store's admin API (docs/design.md §5), authenticated with the admin token.
 type Admin struct {
 	// BaseURL is the admin listener, e.g. "http://127.0.0.1:8081".
 	BaseURL string
@@ -56,7 +56,7 @@ type OIDCConfig struct {
 	Scopes         []string `json:"scopes,omitempty"`
 }
 
-// SCIMConfig is an IdP's SCIM policy (DESIGN.md §4). Secret and SCIMBaseURL are only read.
+// SCIMConfig is an IdP's SCIM policy (docs/design.md §4). Secret and SCIMBaseURL are only read.
 type SCIMConfig struct {
 	Enabled                bool   `json:"enabled"`
 	UserDeprovision        bool   `json:"user_deprovision"`

@@ -13,7 +13,7 @@ import (
 )
 
 // Dialect is the IdP whose requests a SCIM client imitates. The shapes are those of
-// reference/scim-idp-requests.md: Okta (§2) and Microsoft Entra ID without the aadOptscim062020
+// docs/idp/okta.md and docs/idp/entra-id.md: Okta and Microsoft Entra ID without the aadOptscim062020
 // flag (§1), quirks included, because those are what a real deployment receives.
 type Dialect string
 
