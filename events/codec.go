@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -61,6 +62,7 @@ type envelope struct {
 	Subject       string          `json:"subject"`
 	CorrelationID string          `json:"correlation_id,omitempty"`
 	CausationID   string          `json:"causation_id,omitempty"`
+	Commit        uint64          `json:"commit,omitempty"`
 	Data          json.RawMessage `json:"data"`
 }
 
@@ -75,7 +77,7 @@ func Marshal(e Event) ([]byte, error) {
 	}
 	return json.Marshal(envelope{
 		ID: e.ID, Type: e.Type, Version: e.Version, OccurredAt: e.OccurredAt.UTC(), IdPID: e.IdPID,
-		Subject: e.Subject, CorrelationID: e.CorrelationID, CausationID: e.CausationID, Data: data,
+		Subject: e.Subject, CorrelationID: e.CorrelationID, CausationID: e.CausationID, Commit: e.Commit, Data: data,
 	})
 }
 
@@ -119,12 +121,12 @@ func Decode(subject string, b []byte) (Event, error) {
 	}
 	e := Event{
 		ID: env.ID, Type: env.Type, Version: env.Version, OccurredAt: env.OccurredAt, IdPID: env.IdPID,
-		Subject: env.Subject, CorrelationID: env.CorrelationID, CausationID: env.CausationID, Data: p,
+		Subject: env.Subject, CorrelationID: env.CorrelationID, CausationID: env.CausationID, Commit: env.Commit, Data: p,
 	}
 	if err := e.validate(); err != nil {
 		return Event{}, err
 	}
-	if subject != "" && subject != e.Subject {
+	if subject != "" && subject != e.Subject && subject != PriorityPrefix+e.Subject {
 		return Event{}, fmt.Errorf("event %s: received on %q but its subject is %q", e.ID, subject, e.Subject)
 	}
 	return e, nil
@@ -240,4 +242,89 @@ func Chunk(groupID, displayName string, replace bool, added, removed []string, v
 		out[i].Chunk, out[i].Chunks = i, len(out)
 	}
 	return out
+}
+
+// Batch messages. A JetStream message carries one event (its envelope, a JSON object) or several
+// events that committed in one transaction of the publishing service (a JSON array of envelopes, in
+// commit order). The server fsyncs about once per stored message, so messages per write, not bytes,
+// bound the pipeline; grouping the events of one transaction keeps their order and makes the
+// message's content, and so its Nats-Msg-Id, a deterministic function of the outbox (see
+// internal/outbox). The message's subject is its first event's subject (with PriorityPrefix on a
+// priority lane); every other event must belong to the same stream, so a publisher allowed on one
+// stream's subjects cannot slip an event into another stream's consumers.
+
+// MarshalBatch encodes evs as one message body: the single envelope for one event, a JSON array
+// otherwise.
+func MarshalBatch(evs []Event) ([]byte, error) {
+	if len(evs) == 0 {
+		return nil, errors.New("empty batch")
+	}
+	parts := make([][]byte, len(evs))
+	for i, e := range evs {
+		b, err := Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = b
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	return JoinBatch(parts), nil
+}
+
+// JoinBatch joins already encoded envelopes into a batch body.
+func JoinBatch(parts [][]byte) []byte {
+	var buf bytes.Buffer
+	buf.WriteByte('[')
+	for i, p := range parts {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(p)
+	}
+	buf.WriteByte(']')
+	return buf.Bytes()
+}
+
+// DecodeMessage decodes a message received on subject: one event or a batch. Every event passes
+// Decode's checks; in a batch the first event's subject must be the message's, and every event must
+// belong to the same stream as the message's subject. An empty subject skips the transport checks.
+func DecodeMessage(subject string, b []byte) ([]Event, error) {
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '[' {
+		e, err := Decode(subject, b)
+		if err != nil {
+			return nil, err
+		}
+		return []Event{e}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(trimmed, &raws); err != nil {
+		return nil, fmt.Errorf("decode batch: %w", err)
+	}
+	if len(raws) == 0 {
+		return nil, errors.New("decode batch: no events")
+	}
+	lane := ""
+	if strings.HasPrefix(subject, PriorityPrefix) {
+		lane = PriorityPrefix
+	}
+	stream := StreamOf(subject)
+	out := make([]Event, 0, len(raws))
+	for i, raw := range raws {
+		want := ""
+		if i == 0 {
+			want = subject
+		}
+		e, err := Decode(want, raw)
+		if err != nil {
+			return nil, fmt.Errorf("batch event %d: %w", i, err)
+		}
+		if subject != "" && StreamOf(lane+e.Subject) != stream {
+			return nil, fmt.Errorf("batch event %s: subject %q is not in stream %s of the message subject %q", e.ID, e.Subject, stream, subject)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }

@@ -23,17 +23,43 @@ import (
 
 // Streams and the subjects they hold. Consumers read whole streams (unfiltered) so that the stream
 // sequence is contiguous and a gap means loss.
+//
+// SCIM_PRIORITY and IDENTITY_PRIORITY are the priority lanes: security facts (a deactivation, a
+// deletion, a membership removal in reauth mode, and the revocations and locks they cause) are
+// published there too, so they never queue behind bulk work in the SCIM and IDENTITY streams. A lane
+// is a stream of its own, not extra subjects in the same stream, so each lane is read whole with its
+// own durable and cursor and a sequence gap still means loss. See docs/architecture.md, "Lanes".
 const (
-	StreamSCIM     = "SCIM"
-	StreamIdentity = "IDENTITY"
-	StreamAuth     = "AUTH"
+	StreamSCIM             = "SCIM"
+	StreamIdentity         = "IDENTITY"
+	StreamAuth             = "AUTH"
+	StreamSCIMPriority     = "SCIM_PRIORITY"
+	StreamIdentityPriority = "IDENTITY_PRIORITY"
 )
+
+// PriorityPrefix is put before an event's own subject when it travels on a priority lane
+// ("prio.scim.{idp}.user.{id}.upserted"); the envelope keeps the event's own subject.
+const PriorityPrefix = "prio."
 
 // StreamSubjects lists the subjects each stream captures.
 var StreamSubjects = map[string][]string{
-	StreamSCIM:     {"scim.>", "scimlog.>"},
-	StreamIdentity: {"identity.>"},
-	StreamAuth:     {"auth.>"},
+	StreamSCIM:             {"scim.>", "scimlog.>"},
+	StreamIdentity:         {"identity.>"},
+	StreamAuth:             {"auth.>"},
+	StreamSCIMPriority:     {PriorityPrefix + "scim.>"},
+	StreamIdentityPriority: {PriorityPrefix + "identity.>"},
+}
+
+// StreamOf returns the stream that captures subject, or "" when none does.
+func StreamOf(subject string) string {
+	for name, subs := range StreamSubjects {
+		for _, s := range subs {
+			if strings.HasPrefix(subject, strings.TrimSuffix(s, ">")) {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // Payload is implemented by every fact. Type and Version select the decoder; Subject builds the NATS
@@ -55,7 +81,12 @@ type Event struct {
 	Subject       string    // NATS subject, derived from IdPID and the payload
 	CorrelationID string    // the SCIM request or login that caused it
 	CausationID   string    // the event that directly caused it, if any
-	Data          Payload
+	// Commit is the commit number scim-ingest stamped on the SCIM write that caused the event
+	// (strictly increasing per scim-ingest data file, shared by every event of one write), inherited
+	// by every event derived from it; 0 for facts no SCIM write caused (logins, admin actions). It
+	// orders a fact against others about the same user whichever lane carried it.
+	Commit uint64
+	Data   Payload
 }
 
 // New builds an event with a fresh ULID minted at occurredAt. The subject, type and version come from
@@ -80,6 +111,7 @@ func New(idpID string, occurredAt time.Time, correlationID, causationID string, 
 func Derived(parent Event, index int, p Payload) Event {
 	e := New(parent.IdPID, parent.OccurredAt, parent.CorrelationID, parent.ID, p)
 	e.ID = DeriveID(parent.ID, index)
+	e.Commit = parent.Commit
 	return e
 }
 

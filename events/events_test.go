@@ -237,3 +237,40 @@ func TestChunk(t *testing.T) {
 		t.Errorf("Chunk(replace with nothing) = %+v, want one replace event", empty)
 	}
 }
+
+// TestDecodeMessage: a message holds one event or a batch; a batch decodes in order with its
+// commit numbers, a priority-lane subject is accepted, and a batch smuggling an event of another
+// stream, or whose subject is not its first event's, is refused.
+func TestDecodeMessage(t *testing.T) {
+	s := samples()
+	up, del, changed := s[0], s[1], s[6]
+	up.Commit, del.Commit = 7, 8
+	body, err := MarshalBatch([]Event{up, del})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeMessage(up.Subject, body)
+	if err != nil || len(got) != 2 || got[0].ID != up.ID || got[1].ID != del.ID || got[0].Commit != 7 || got[1].Commit != 8 {
+		t.Fatalf("DecodeMessage(batch) = %v, %v", got, err)
+	}
+	if _, err := DecodeMessage(PriorityPrefix+up.Subject, body); err != nil {
+		t.Errorf("DecodeMessage(priority batch) = %v, want nil", err)
+	}
+	single, _ := Marshal(up)
+	if got, err := DecodeMessage(up.Subject, single); err != nil || len(got) != 1 {
+		t.Errorf("DecodeMessage(single) = %v, %v", got, err)
+	}
+	mixed, _ := MarshalBatch([]Event{up, changed})
+	if _, err := DecodeMessage(up.Subject, mixed); err == nil {
+		t.Errorf("DecodeMessage(batch with an IDENTITY event on a SCIM subject) = nil, want error")
+	}
+	if _, err := DecodeMessage(del.Subject, body); err == nil {
+		t.Errorf("DecodeMessage(batch on its second event's subject) = nil, want error")
+	}
+	if _, err := DecodeMessage(up.Subject, []byte("[]")); err == nil {
+		t.Errorf("DecodeMessage(empty batch) = nil, want error")
+	}
+	if StreamOf(PriorityPrefix+up.Subject) != StreamSCIMPriority || StreamOf(up.Subject) != StreamSCIM || StreamOf("scimlog.idp1") != StreamSCIM {
+		t.Errorf("StreamOf mismatch")
+	}
+}

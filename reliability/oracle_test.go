@@ -85,8 +85,14 @@ func readStream(t testing.TB, js jetstream.JetStream, stream string) []streamMsg
 			if err != nil {
 				t.Fatal(err)
 			}
-			ev, derr := events.Decode(m.Subject(), m.Data())
-			out = append(out, streamMsg{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get("Nats-Msg-Id"), Event: ev, Err: derr})
+			// One streamMsg per event: a batch message holds several.
+			evs, derr := events.DecodeMessage(m.Subject(), m.Data())
+			if derr != nil {
+				evs = []events.Event{{}}
+			}
+			for _, ev := range evs {
+				out = append(out, streamMsg{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get("Nats-Msg-Id"), Event: ev, Err: derr})
+			}
 			if md.Sequence.Stream >= last {
 				return out
 			}

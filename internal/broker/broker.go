@@ -152,13 +152,14 @@ type StreamsConfig struct {
 	MaxAge   time.Duration // 0: unlimited
 }
 
-// StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams: file storage, deny
-// delete and purge (a sequence gap then always means loss), a 2-minute duplicate window, limits
-// retention, discard new (refuse rather than silently drop).
+// StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams and of the two
+// priority lanes (SCIM_PRIORITY, IDENTITY_PRIORITY): file storage, deny delete and purge (a sequence
+// gap then always means loss), a 2-minute duplicate window, limits retention, discard new (refuse
+// rather than silently drop).
 func StreamConfigs(c StreamsConfig) []jetstream.StreamConfig {
 	replicas := max(c.Replicas, 1)
 	var out []jetstream.StreamConfig
-	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth} {
+	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth, events.StreamSCIMPriority, events.StreamIdentityPriority} {
 		out = append(out, jetstream.StreamConfig{
 			Name:        name,
 			Description: "scimflow " + name + " events",

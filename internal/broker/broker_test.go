@@ -24,7 +24,7 @@ func TestStreamsAndKVExistWithSettings(t *testing.T) {
 			t.Fatalf("EnsureStreams #%d = %v", i+2, err)
 		}
 	}
-	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth} {
+	for _, name := range []string{events.StreamSCIM, events.StreamIdentity, events.StreamAuth, events.StreamSCIMPriority, events.StreamIdentityPriority} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("Stream(%s) = %v", name, err)

@@ -46,10 +46,11 @@ const SeenBucket = "consumer_seen"
 // DedupWindow is how far back in event time applied event ids are remembered.
 const DedupWindow = 10 * time.Minute
 
-// Msg is one stream message handed to a Handler.
+// Msg is one event handed to a Handler.
 type Msg struct {
-	Seq       uint64 // stream sequence
-	Subject   string
+	Seq       uint64 // stream sequence of the message that carried the event
+	Index     int    // the event's position in that message (a batch holds several)
+	Subject   string // the message's subject
 	Event     events.Event
 	Delivered uint64 // delivery count
 }
@@ -424,168 +425,237 @@ func (r *Runner) idle(ctx context.Context) error {
 	return nil
 }
 
+// entry is one delivered message: one event, or a batch of events committed together upstream.
 type entry struct {
 	raw   jetstream.Msg
+	seq   uint64
 	meta  *jetstream.MsgMetadata
-	ev    events.Event
-	err   error // decode error: permanent
-	state int
+	evs   []events.Event
+	err   error // the message does not decode: permanent
+	state entryState
+
+	// Set by the transaction that applied the message.
+	applied  []events.Event // events the handler applied
+	seenN    int            // events skipped as applied before (stored twice)
+	poisoned []int          // indexes of events recorded as poison
 }
 
+type entryState int
+
 const (
-	stNew = iota
-	stDup
-	stApplied
-	stPoison
-	stRetry
-	stLater // out of order: nak and wait for the earlier one
-	stSeen  // same event id already applied (stored twice in the stream)
+	stNew     entryState = iota
+	stDup                // at or below the cursor: a redelivery, acked without applying
+	stApplied            // applied (some events may have been skipped or poisoned) and committed
+	stPoison             // the whole message does not decode: recorded and termed
+	stRetry              // at or after a transient failure: naked with backoff
+	stLater              // beyond cursor+1: delivered out of order
 )
 
-// process applies a batch in sequence order in as few transactions as possible.
+// phase is a step of applying one delivery of messages. process runs them as a loop, not by
+// recursion: every phase either commits, or narrows what the next apply covers (an event marked
+// poison, a retry limit), so the loop ends.
+type phase int
+
+const (
+	phaseApply     phase = iota // one transaction applies the entries in scope from cursor+1 on
+	phasePoisoned               // an event failed for good: remember it, apply again without it
+	phaseTransient              // an event failed for now: apply only what precedes it
+	phaseSettle                 // committed: ack, term, nak; detect deliveries out of order
+	phaseDone
+)
+
+// poisonKey names one event (index) of one message (seq); index -1 is the whole message.
+type poisonKey struct {
+	seq   uint64
+	index int
+}
+
+// delivery is one batch of messages being applied.
+type delivery struct {
+	entries   []*entry
+	poison    map[poisonKey]error
+	limit     uint64 // when non-zero, entries at or after this sequence are retried later, not applied
+	failed    *entry // set by a failed apply
+	failIndex int
+	failErr   error
+	committed uint64 // cursor after the last commit
+}
+
+// process applies a batch of messages in sequence order, in as few transactions as possible.
 func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
-	entries := make([]*entry, 0, len(msgs))
+	d := &delivery{poison: map[poisonKey]error{}}
 	for _, m := range msgs {
 		meta, err := m.Metadata()
 		if err != nil {
 			m.Term()
 			continue
 		}
-		e := &entry{raw: m, meta: meta}
-		e.ev, e.err = events.Decode(m.Subject(), m.Data())
-		entries = append(entries, e)
+		e := &entry{raw: m, meta: meta, seq: meta.Sequence.Stream}
+		e.evs, e.err = events.DecodeMessage(m.Subject(), m.Data())
+		d.entries = append(d.entries, e)
 	}
-	slices.SortFunc(entries, func(a, b *entry) int { return cmp.Compare(a.meta.Sequence.Stream, b.meta.Sequence.Stream) })
-	poison := map[uint64]error{}
-	var retryErr error
-	for {
-		var failed *entry
-		var failErr error
-		var committed uint64
-		err := r.db.Update(func(tx *bolt.Tx) error {
-			c := ReadCursor(tx, r.cfg.Durable)
-			for _, e := range entries {
-				e.state = stNew
+	slices.SortFunc(d.entries, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	for ph := phaseApply; ph != phaseDone; {
+		var err error
+		switch ph {
+		case phaseApply:
+			ph, err = r.apply(ctx, d)
+		case phasePoisoned:
+			d.poison[poisonKey{d.failed.seq, d.failIndex}] = d.failErr
+			ph = phaseApply
+		case phaseTransient:
+			// Backoff grows with this message's own failures, not its delivery count: naks of the
+			// messages queued behind a failing one must not make their first failure wait longer.
+			if r.failures == nil {
+				r.failures = map[uint64]int{}
 			}
-			for _, e := range entries {
-				seq := e.meta.Sequence.Stream
-				switch {
-				case seq <= c:
-					e.state = stDup
-					continue
-				case seq > c+1:
-					e.state = stLater
-					continue
+			r.failures[d.failed.seq]++
+			d.limit = d.failed.seq
+			id := ""
+			if d.failIndex >= 0 {
+				id = d.failed.evs[d.failIndex].ID
+			}
+			r.log.Warn("event apply failed; will retry", "event_id", id, "seq", d.failed.seq, "err", d.failErr,
+				"retry_in", r.backoff(uint64(r.failures[d.failed.seq])).String())
+			ph = phaseApply
+		case phaseSettle:
+			err = r.settle(ctx, d)
+			ph = phaseDone
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply runs one transaction over the entries in scope and says which phase follows.
+func (r *Runner) apply(ctx context.Context, d *delivery) (phase, error) {
+	d.failed, d.failIndex, d.failErr = nil, 0, nil
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		c := ReadCursor(tx, r.cfg.Durable)
+		for _, e := range d.entries {
+			e.state, e.applied, e.seenN, e.poisoned = stNew, nil, 0, nil
+		}
+		for _, e := range d.entries {
+			switch {
+			case d.limit != 0 && e.seq >= d.limit:
+				e.state = stRetry
+				continue
+			case e.seq <= c:
+				e.state = stDup
+				continue
+			case e.seq > c+1:
+				e.state = stLater
+				continue
+			}
+			if e.err != nil {
+				perr, ok := d.poison[poisonKey{e.seq, -1}]
+				if !ok {
+					d.failed, d.failIndex, d.failErr = e, -1, Permanent(e.err)
+					return d.failErr
 				}
-				if perr, ok := poison[seq]; ok {
-					if err := recordPoison(tx, r.cfg.Durable, seq, e, perr); err != nil {
+				if err := recordPoison(tx, r.cfg.Durable, e.seq, -1, e.raw.Subject(), "", perr); err != nil {
+					return err
+				}
+				e.state, c = stPoison, e.seq
+				continue
+			}
+			for i, ev := range e.evs {
+				if perr, ok := d.poison[poisonKey{e.seq, i}]; ok {
+					if err := recordPoison(tx, r.cfg.Durable, e.seq, i, e.raw.Subject(), ev.ID, perr); err != nil {
 						return err
 					}
-					e.state = stPoison
-					c = seq
+					e.poisoned = append(e.poisoned, i)
 					continue
 				}
-				if e.err != nil {
-					failed, failErr = e, Permanent(e.err)
-					return failErr
-				}
-				seen, err := r.seen(tx, e.ev)
+				seen, err := r.seen(tx, ev)
 				if err != nil {
 					return err
 				}
 				if seen {
-					e.state = stSeen
-					c = seq
+					e.seenN++
 					continue
 				}
-				if err := r.h(ctx, tx, Msg{Seq: seq, Subject: e.raw.Subject(), Event: e.ev, Delivered: e.meta.NumDelivered}); err != nil {
-					failed, failErr = e, err
+				if err := r.h(ctx, tx, Msg{Seq: e.seq, Index: i, Subject: e.raw.Subject(), Event: ev, Delivered: e.meta.NumDelivered}); err != nil {
+					d.failed, d.failIndex, d.failErr = e, i, err
 					return err
 				}
-				e.state = stApplied
-				c = seq
+				e.applied = append(e.applied, ev)
 			}
-			committed = c
-			if err := r.pruneSeen(tx, entries); err != nil {
-				return err
-			}
-			return writeCursor(tx, r.cfg.Durable, c)
-		})
-		if err != nil && failed == nil {
-			return fmt.Errorf("consumer %s commit: %w", r.cfg.Durable, err)
+			e.state, c = stApplied, e.seq
 		}
-		if failed != nil {
-			seq := failed.meta.Sequence.Stream
-			if IsPermanent(failErr) {
-				poison[seq] = failErr
-				continue // redo the batch without it
-			}
-			// Transient: apply what precedes it, then nak it and everything after.
-			retryErr = failErr
-			var keep []*entry
-			for _, e := range entries {
-				if e.meta.Sequence.Stream < seq {
-					keep = append(keep, e)
-				} else {
-					e.state = stRetry
-				}
-			}
-			rest := entries[len(keep):]
-			entries = keep
-			if len(keep) > 0 {
-				if err := r.process(ctx, rawOf(keep)); err != nil {
-					return err
-				}
-			}
-			// Backoff grows with this event's own failures, not its delivery count: naks of the events
-			// queued behind a failing one must not make their first failure wait longer.
-			if r.failures == nil {
-				r.failures = map[uint64]int{}
-			}
-			r.failures[seq]++
-			d := r.backoff(uint64(r.failures[seq]))
-			r.log.Warn("event apply failed; will retry", "event_id", failed.ev.ID, "seq", seq, "err", retryErr, "retry_in", d.String())
-			for _, e := range rest {
-				e.raw.NakWithDelay(d)
-				r.naks.Inc()
-			}
-			sleep(ctx, d)
-			return nil
+		d.committed = c
+		if err := r.pruneSeen(tx, d.entries); err != nil {
+			return err
 		}
-		// Committed.
-		now := r.now()
-		var later []*entry
-		for _, e := range entries {
-			switch e.state {
-			case stDup:
-				e.raw.Ack()
-			case stSeen:
-				e.raw.Ack()
-				r.dups.Inc()
-				r.log.Warn("event stored twice in the stream; second copy skipped", "seq", e.meta.Sequence.Stream, "event_id", e.ev.ID)
-			case stApplied:
-				e.raw.Ack()
-				r.applied.WithLabelValues(e.ev.Type).Inc()
-				r.delay.Observe(now.Sub(e.ev.OccurredAt).Seconds())
-			case stPoison:
-				e.raw.TermWithReason("scimflow: permanent apply error")
+		return writeCursor(tx, r.cfg.Durable, c)
+	})
+	switch {
+	case err == nil:
+		return phaseSettle, nil
+	case d.failed == nil:
+		return phaseDone, fmt.Errorf("consumer %s commit: %w", r.cfg.Durable, err)
+	case IsPermanent(d.failErr):
+		return phasePoisoned, nil
+	default:
+		return phaseTransient, nil
+	}
+}
+
+// settle acts on a committed delivery: acks what is applied or below the cursor, terms what does not
+// decode, naks what follows a transient failure (then waits its backoff), and hands messages beyond
+// cursor+1 to outOfOrder.
+func (r *Runner) settle(ctx context.Context, d *delivery) error {
+	now := r.now()
+	var later, retry []*entry
+	for _, e := range d.entries {
+		switch e.state {
+		case stDup:
+			e.raw.Ack()
+		case stApplied:
+			e.raw.Ack()
+			for _, ev := range e.applied {
+				r.applied.WithLabelValues(ev.Type).Inc()
+				r.delay.Observe(now.Sub(ev.OccurredAt).Seconds())
+			}
+			if e.seenN > 0 {
+				r.dups.Add(float64(e.seenN))
+				r.log.Warn("event stored twice in the stream; second copy skipped", "seq", e.seq, "events", e.seenN)
+			}
+			for _, i := range e.poisoned {
 				r.poison.Inc()
-				r.log.Error("event termed as poison; skipped", "seq", e.meta.Sequence.Stream, "event_id", e.ev.ID, "err", poison[e.meta.Sequence.Stream])
-			case stLater:
-				later = append(later, e)
+				r.log.Error("event termed as poison; skipped", "seq", e.seq, "index", i, "event_id", e.evs[i].ID, "err", d.poison[poisonKey{e.seq, i}])
 			}
+		case stPoison:
+			e.raw.TermWithReason("scimflow: permanent apply error")
+			r.poison.Inc()
+			r.log.Error("message termed as poison; skipped", "seq", e.seq, "err", d.poison[poisonKey{e.seq, -1}])
+		case stLater:
+			later = append(later, e)
+		case stRetry:
+			retry = append(retry, e)
 		}
-		for seq := range r.failures {
-			if seq <= committed {
-				delete(r.failures, seq)
-			}
+	}
+	for seq := range r.failures {
+		if seq <= d.committed {
+			delete(r.failures, seq)
 		}
-		r.advance(committed, entries)
-		if len(later) > 0 {
-			return r.outOfOrder(ctx, committed, later)
+	}
+	r.advance(d.committed, d.entries)
+	if len(retry) > 0 {
+		wait := r.backoff(uint64(r.failures[d.limit]))
+		for _, e := range retry {
+			e.raw.NakWithDelay(wait)
+			r.naks.Inc()
 		}
+		sleep(ctx, wait)
 		return nil
 	}
+	if len(later) > 0 {
+		return r.outOfOrder(ctx, d.committed, later)
+	}
+	return nil
 }
 
 // seenKey is the SeenBucket key of an event id for this consumer.
@@ -608,8 +678,10 @@ func (r *Runner) seen(tx *bolt.Tx, ev events.Event) (bool, error) {
 func (r *Runner) pruneSeen(tx *bolt.Tx, entries []*entry) error {
 	var newest time.Time
 	for _, e := range entries {
-		if e.state == stApplied && e.ev.OccurredAt.After(newest) {
-			newest = e.ev.OccurredAt
+		for _, ev := range e.applied {
+			if ev.OccurredAt.After(newest) {
+				newest = ev.OccurredAt
+			}
 		}
 	}
 	if newest.IsZero() {
@@ -638,14 +710,6 @@ func ulidPrefix(t time.Time) string {
 		return ""
 	}
 	return id.String()[:10]
-}
-
-func rawOf(es []*entry) []jetstream.Msg {
-	out := make([]jetstream.Msg, len(es))
-	for i, e := range es {
-		out[i] = e.raw
-	}
-	return out
 }
 
 func (r *Runner) advance(cursor uint64, entries []*entry) {
@@ -683,7 +747,7 @@ func (r *Runner) outOfOrder(ctx context.Context, cursor uint64, later []*entry) 
 				return terr
 			}
 			if _, gerr := st.GetMsg(tctx, cursor+1); errors.Is(gerr, jetstream.ErrMsgNotFound) {
-				return r.halt(fmt.Errorf("stream %s: sequence %d missing (gap) while %d was delivered", r.cfg.Stream, cursor+1, later[0].meta.Sequence.Stream))
+				return r.halt(fmt.Errorf("stream %s: sequence %d missing (gap) while %d was delivered", r.cfg.Stream, cursor+1, later[0].seq))
 			}
 		}
 	}
@@ -691,7 +755,7 @@ func (r *Runner) outOfOrder(ctx context.Context, cursor uint64, later []*entry) 
 		e.raw.Nak()
 		r.naks.Inc()
 	}
-	return fmt.Errorf("%w (cursor %d, got %d)", errReorder, cursor, later[0].meta.Sequence.Stream)
+	return fmt.Errorf("%w (cursor %d, got %d)", errReorder, cursor, later[0].seq)
 }
 
 func (r *Runner) backoff(delivered uint64) time.Duration {
@@ -702,16 +766,21 @@ func (r *Runner) backoff(delivered uint64) time.Duration {
 	return min(d, r.cfg.MaxBackoff)
 }
 
-func recordPoison(tx *bolt.Tx, durable string, seq uint64, e *entry, err error) error {
+// recordPoison records a termed event (index -1: the whole message) under durable ‖ 0 ‖ seq, with
+// ‖ index appended for an event inside a batch.
+func recordPoison(tx *bolt.Tx, durable string, seq uint64, index int, subject, eventID string, err error) error {
 	b, berr := tx.CreateBucketIfNotExists([]byte(PoisonBucket))
 	if berr != nil {
 		return berr
 	}
-	k := make([]byte, 0, len(durable)+9)
+	k := make([]byte, 0, len(durable)+13)
 	k = append(k, durable...)
 	k = append(k, 0)
 	k = binary.BigEndian.AppendUint64(k, seq)
-	v, _ := json.Marshal(map[string]any{"subject": e.raw.Subject(), "event_id": e.ev.ID, "error": err.Error()})
+	if index > 0 {
+		k = binary.BigEndian.AppendUint32(k, uint32(index))
+	}
+	v, _ := json.Marshal(map[string]any{"subject": subject, "event_id": eventID, "index": index, "error": err.Error()})
 	return b.Put(k, v)
 }
 

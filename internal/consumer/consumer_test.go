@@ -346,3 +346,47 @@ func waitCursor(t *testing.T, r *consumer.Runner, seq uint64, d time.Duration) {
 		return nil
 	})
 }
+
+// publishBatch publishes evs as one batch message.
+func publishBatch(t *testing.T, js jetstream.JetStream, evs []events.Event) {
+	t.Helper()
+	b, err := events.MarshalBatch(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), evs[0].Subject, b, jetstream.WithMsgID(evs[0].ID+"+batch")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seatEvents(n int, reason string) []events.Event {
+	var out []events.Event
+	for i := 0; i < n; i++ {
+		out = append(out, events.New("idp1", time.Now(), "", "", events.SeatRemoved{UserID: fmt.Sprintf("b%d", i), Email: "a@x", Reason: reason}))
+	}
+	return out
+}
+
+// TestBatchMessages: every event of a batch message is applied once, in order, in one commit with
+// the message's cursor; a poison event inside a batch is skipped alone; a transient failure inside a
+// batch retries the whole message without applying its earlier events twice.
+func TestBatchMessages(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	f := fixture{db: openDB(t), js: js, reg: prometheus.NewRegistry()}
+	first := seatEvents(5, "x")
+	poison := seatEvents(1, "poison")
+	second := append(append(seatEvents(2, "x"), poison...), seatEvents(2, "x")...)
+	third := seatEvents(4, "x")
+	publishBatch(t, js, first)
+	publishBatch(t, js, second)
+	publishBatch(t, js, third)
+	r, _, _ := start(t, f, events.StreamIdentity, counting(map[string]int{third[2].ID: 2}))
+	waitCursor(t, r, 3, 20*time.Second)
+	good := append(append(append([]events.Event{}, first...), second[:2]...), second[3:]...)
+	checkExactlyOnce(t, f.db, append(good, third...))
+	if got := testutil.ToFloat64(mustGet(t, f.reg, "t_consumer_poison_total")); got != 1 {
+		t.Errorf("poison_total = %v, want 1", got)
+	}
+}

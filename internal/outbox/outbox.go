@@ -7,12 +7,14 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,25 +27,46 @@ import (
 	"github.com/scimflow/scimflow/events"
 )
 
-// Bucket is the bbolt bucket holding unpublished records. It is excluded from canonical dumps: it is
-// transport state, not projection state.
+// Bucket is the bbolt bucket holding unpublished records of the ordered lane. It and PriorityBucket
+// are excluded from canonical dumps: they are transport state, not projection state.
 const Bucket = "outbox"
+
+// PriorityBucket holds unpublished records of the priority lane.
+const PriorityBucket = "outbox_priority"
 
 // DeadBucket keeps records JetStream refused for good (too large for the stream), so one such record
 // cannot block every later one. Each is logged and counted; an operator inspects them.
 const DeadBucket = "outbox_dead"
 
+// Batch limits. They are part of the dedupe rule (a republished message must be split exactly as
+// before), so they are constants, not configuration.
+const (
+	maxBatchEvents = 256
+	maxBatchBytes  = 512 << 10
+)
+
 type record struct {
 	ID         string          `json:"id"`
 	Subject    string          `json:"subject"`
 	AppendedAt time.Time       `json:"appended_at"`
+	Tx         int             `json:"tx,omitempty"` // bbolt transaction id: records of one transaction share a message
 	Data       json.RawMessage `json:"data"`
 }
 
-// Append encodes evs and adds them to the outbox inside tx, in order. The caller commits tx; until then
-// nothing is visible to the relay, so nothing is published that did not commit.
+// Append encodes evs and adds them to the ordered lane inside tx, in order. The caller commits tx;
+// until then nothing is visible to the relay, so nothing is published that did not commit.
 func Append(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
-	b, err := tx.CreateBucketIfNotExists([]byte(Bucket))
+	return appendTo(tx, Bucket, "", now, evs)
+}
+
+// AppendPriority adds evs to the priority lane inside tx: they are published on
+// events.PriorityPrefix + their subject, independently of the ordered lane's backlog.
+func AppendPriority(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
+	return appendTo(tx, PriorityBucket, events.PriorityPrefix, now, evs)
+}
+
+func appendTo(tx *bolt.Tx, bucket, prefix string, now time.Time, evs []events.Event) error {
+	b, err := tx.CreateBucketIfNotExists([]byte(bucket))
 	if err != nil {
 		return fmt.Errorf("outbox bucket: %w", err)
 	}
@@ -56,7 +79,7 @@ func Append(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
 		if err != nil {
 			return fmt.Errorf("outbox sequence: %w", err)
 		}
-		v, err := json.Marshal(record{ID: e.ID, Subject: e.Subject, AppendedAt: now.UTC(), Data: data})
+		v, err := json.Marshal(record{ID: e.ID, Subject: prefix + e.Subject, AppendedAt: now.UTC(), Tx: tx.ID(), Data: data})
 		if err != nil {
 			return err
 		}
@@ -76,35 +99,47 @@ func key(seq uint64) []byte {
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	MetricsPrefix string        // e.g. "scimflow_scim_ingest"; metrics are <prefix>_outbox_*
-	BatchSize     int           // records published per round; default 256
+	BatchSize     int           // records read per round (a transaction's records are never split across rounds); default 1024
+	InFlight      int           // rounds published before the oldest is acknowledged; default 3
 	PublishWait   time.Duration // how long to wait for JetStream acks of one round; default 10s
 	MaxBackoff    time.Duration // longest pause after a failed round; default 5s
 }
 
-// Relay publishes outbox records in order. Exactly one Relay runs per bbolt file.
-type Relay struct {
-	db     *bolt.DB
-	js     jetstream.JetStream
-	cfg    RelayConfig
-	log    *slog.Logger
-	now    func() time.Time
+// lane is one bucket and its relay loop.
+type lane struct {
+	bucket string
 	wake   chan struct{}
 	depth  atomic.Int64
 	oldest atomic.Int64 // unix nanos of the oldest record's append time; 0 when empty
-
-	published prometheus.Counter
-	failures  prometheus.Counter
-	dead      prometheus.Counter
-	latency   prometheus.Histogram
 
 	mu      sync.Mutex // guards drained
 	drained []chan struct{}
 }
 
+// Relay publishes outbox records in order, per lane. Exactly one Relay runs per bbolt file.
+type Relay struct {
+	db      *bolt.DB
+	js      jetstream.JetStream
+	cfg     RelayConfig
+	log     *slog.Logger
+	now     func() time.Time
+	ordered *lane
+	prio    *lane
+
+	published prometheus.Counter
+	messages  prometheus.Counter
+	failures  prometheus.Counter
+	dead      prometheus.Counter
+	latency   prometheus.Histogram
+}
+
 // NewRelay builds a relay over db and registers its metrics on reg.
 func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Relay, error) {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 256
+		cfg.BatchSize = 1024
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 3
 	}
 	if cfg.PublishWait <= 0 {
 		cfg.PublishWait = 10 * time.Second
@@ -115,22 +150,33 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 	if now == nil {
 		now = time.Now
 	}
+	if log == nil {
+		log = slog.Default()
+	}
 	p := cfg.MetricsPrefix + "_outbox_"
 	r := &Relay{
-		db: db, js: js, cfg: cfg, log: log, now: now, wake: make(chan struct{}, 1),
-		published: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "published_total", Help: "Outbox records published and acknowledged by JetStream."}),
+		db: db, js: js, cfg: cfg, log: log, now: now,
+		ordered:   &lane{bucket: Bucket, wake: make(chan struct{}, 1)},
+		prio:      &lane{bucket: PriorityBucket, wake: make(chan struct{}, 1)},
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "published_total", Help: "Outbox records (events) published and acknowledged by JetStream, both lanes."}),
+		messages:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "messages_total", Help: "JetStream messages acknowledged (one per event or per batch of events), both lanes."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "publish_failures_total", Help: "Outbox publish rounds that failed and will be retried."}),
 		dead:      prometheus.NewCounter(prometheus.CounterOpts{Name: p + "dead_letters_total", Help: "Records JetStream refused for good, moved to the outbox_dead bucket."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "publish_latency_seconds", Help: "Time from appending a record to its JetStream ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
-	if err := r.refresh(); err != nil {
+	if err := r.refresh(r.ordered); err != nil {
+		return nil, err
+	}
+	if err := r.refresh(r.prio); err != nil {
 		return nil, err
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.published, r.failures, r.dead, r.latency,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "depth", Help: "Records committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.Depth()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "oldest_age_seconds", Help: "Age of the oldest unpublished record; 0 when the outbox is empty."}, func() float64 { return r.OldestAge().Seconds() }),
+		for _, c := range []prometheus.Collector{r.published, r.messages, r.failures, r.dead, r.latency,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "depth", Help: "Records of the ordered lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.Depth()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "oldest_age_seconds", Help: "Age of the oldest unpublished record of the ordered lane; 0 when it is empty."}, func() float64 { return r.OldestAge().Seconds() }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "priority_depth", Help: "Records of the priority lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.prio.depth.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "priority_oldest_age_seconds", Help: "Age of the oldest unpublished record of the priority lane; 0 when it is empty."}, func() float64 { return r.age(r.prio).Seconds() }),
 		} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register outbox metrics: %w", err)
@@ -143,66 +189,86 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 // Notify refreshes Depth and wakes the relay; call it after committing a transaction that appended
 // records.
 func (r *Relay) Notify() {
-	r.Refresh()
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	for _, l := range []*lane{r.ordered, r.prio} {
+		_ = r.refresh(l)
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Depth is the number of records not yet acknowledged by JetStream, as of the last refresh or Notify.
-func (r *Relay) Depth() int64 { return r.depth.Load() }
+// Depth is the number of ordered-lane records not yet acknowledged by JetStream, as of the last
+// refresh or Notify.
+func (r *Relay) Depth() int64 { return r.ordered.depth.Load() }
 
-// OldestAge is how long the oldest unpublished record has waited.
-func (r *Relay) OldestAge() time.Duration {
-	o := r.oldest.Load()
+// PriorityDepth is Depth for the priority lane.
+func (r *Relay) PriorityDepth() int64 { return r.prio.depth.Load() }
+
+// OldestAge is how long the oldest unpublished record of the ordered lane has waited.
+func (r *Relay) OldestAge() time.Duration { return r.age(r.ordered) }
+
+func (r *Relay) age(l *lane) time.Duration {
+	o := l.oldest.Load()
 	if o == 0 {
 		return 0
 	}
-	return r.now().Sub(time.Unix(0, o))
+	return max(r.now().Sub(time.Unix(0, o)), 0)
 }
 
-// refresh recomputes depth and oldest age. Keys are a bbolt sequence and only a prefix is ever deleted,
-// so depth is last-first+1.
-func (r *Relay) refresh() error {
+// refresh recomputes a lane's depth and oldest age. Keys are a bbolt sequence and only a prefix is
+// ever deleted, so depth is last-first+1.
+func (r *Relay) refresh(l *lane) error {
 	return r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(Bucket))
+		b := tx.Bucket([]byte(l.bucket))
 		if b == nil {
-			r.depth.Store(0)
-			r.oldest.Store(0)
+			l.depth.Store(0)
+			l.oldest.Store(0)
 			return nil
 		}
 		c := b.Cursor()
 		fk, fv := c.First()
 		if fk == nil {
-			r.depth.Store(0)
-			r.oldest.Store(0)
+			l.depth.Store(0)
+			l.oldest.Store(0)
 			return nil
 		}
 		lk, _ := c.Last()
-		r.depth.Store(int64(binary.BigEndian.Uint64(lk) - binary.BigEndian.Uint64(fk) + 1))
+		l.depth.Store(int64(binary.BigEndian.Uint64(lk) - binary.BigEndian.Uint64(fk) + 1))
 		var rec record
 		if json.Unmarshal(fv, &rec) == nil {
-			r.oldest.Store(rec.AppendedAt.UnixNano())
+			l.oldest.Store(rec.AppendedAt.UnixNano())
 		}
 		return nil
 	})
 }
 
-// Refresh updates Depth after the caller appended records; cheap (two cursor seeks).
-func (r *Relay) Refresh() { _ = r.refresh() }
+// Refresh updates Depth after the caller appended records; cheap (two cursor seeks per lane).
+func (r *Relay) Refresh() {
+	_ = r.refresh(r.ordered)
+	_ = r.refresh(r.prio)
+}
 
-// WaitDrained blocks until the outbox is empty or ctx ends. Tests and graceful shutdown use it.
+// WaitDrained blocks until both lanes are empty or ctx ends. Tests and graceful shutdown use it.
 func (r *Relay) WaitDrained(ctx context.Context) error {
+	for _, l := range []*lane{r.prio, r.ordered} {
+		if err := r.waitDrained(ctx, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Relay) waitDrained(ctx context.Context, l *lane) error {
 	for {
-		r.Refresh()
-		if r.Depth() == 0 {
+		_ = r.refresh(l)
+		if l.depth.Load() == 0 {
 			return nil
 		}
 		ch := make(chan struct{})
-		r.mu.Lock()
-		r.drained = append(r.drained, ch)
-		r.mu.Unlock()
+		l.mu.Lock()
+		l.drained = append(l.drained, ch)
+		l.mu.Unlock()
 		r.Notify()
 		select {
 		case <-ctx.Done():
@@ -213,143 +279,279 @@ func (r *Relay) WaitDrained(ctx context.Context) error {
 	}
 }
 
-// Run publishes until ctx ends. Failures are retried with exponential backoff; records are deleted
-// only after their ack.
+// Run publishes both lanes until ctx ends. Failures are retried with exponential backoff; records
+// are deleted only after their ack.
 func (r *Relay) Run(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		n, err := r.round(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			r.failures.Inc()
-			r.log.Warn("outbox publish failed; will retry", "err", err, "retry_in", backoff.String(), "depth", r.Depth())
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, r.cfg.MaxBackoff)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		if n > 0 {
-			continue // more may be waiting
-		}
-		r.mu.Lock()
-		for _, ch := range r.drained {
-			close(ch)
-		}
-		r.drained = nil
-		r.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.wake:
-		case <-tick.C:
-		}
+	var wg sync.WaitGroup
+	for _, l := range []*lane{r.prio, r.ordered} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.runLane(ctx, l)
+		}()
 	}
+	wg.Wait()
+	return nil
 }
 
+// pending is one record read from a lane.
 type pending struct {
 	key []byte
 	rec record
 }
 
-// round publishes up to BatchSize records and deletes the acknowledged prefix. It returns how many
-// were published.
-func (r *Relay) round(ctx context.Context) (int, error) {
-	var batch []pending
+// message is one JetStream message: the records it carries, in order.
+type message struct {
+	recs    []pending
+	subject string
+	id      string
+	data    []byte
+}
+
+// round is a set of messages published together, acknowledged in order.
+type round struct {
+	msgs   []message
+	futs   []jetstream.PubAckFuture // futs[i] belongs to msgs[i]; shorter when a publish call failed
+	pubErr error                    // why publishing stopped early
+	last   []byte                   // key of the last record read
+}
+
+// errRestart makes a lane republish from its first record at once (after a dead letter).
+var errRestart = errors.New("restart from the first record")
+
+// runLane is a lane's loop. Up to InFlight rounds are published before the oldest one's acks are
+// awaited, so the round trip to JetStream and the delete transaction overlap with the next rounds'
+// publishing. After a failure every round still in flight is forgotten (its records stay in the
+// bucket) and publishing restarts from the first record: messages that did land are dropped by
+// JetStream's duplicate window (same content, same Msg-Id).
+func (r *Relay) runLane(ctx context.Context, l *lane) {
+	backoff := 50 * time.Millisecond
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var inflight []*round
+	var next []byte // first key not yet published; nil: the bucket's first
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		// A round whose publishing stopped early is the last one published until it is settled, so
+		// records are never published past a gap.
+		for len(inflight) < r.cfg.InFlight && (len(inflight) == 0 || inflight[len(inflight)-1].pubErr == nil) {
+			var rd *round
+			rd, err = r.publishRound(l, next)
+			if err != nil || rd == nil {
+				break
+			}
+			inflight = append(inflight, rd)
+			next = successor(rd.last)
+			if rd.pubErr != nil {
+				break // settle what was published, then fail
+			}
+		}
+		if err == nil && len(inflight) == 0 {
+			_ = r.refresh(l)
+			l.mu.Lock()
+			for _, ch := range l.drained {
+				close(ch)
+			}
+			l.drained = nil
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.wake:
+			case <-tick.C:
+			}
+			continue
+		}
+		if err == nil {
+			rd := inflight[0]
+			inflight = inflight[1:]
+			err = r.settle(ctx, l, rd)
+		}
+		_ = r.refresh(l)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		inflight, next = nil, nil
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errRestart) {
+			continue
+		}
+		r.failures.Inc()
+		r.log.Warn("outbox publish failed; will retry", "lane", l.bucket, "err", err, "retry_in", backoff.String(), "depth", l.depth.Load())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, r.cfg.MaxBackoff)
+	}
+}
+
+// successor is the smallest key after k.
+func successor(k []byte) []byte {
+	return key(binary.BigEndian.Uint64(k) + 1)
+}
+
+// publishRound reads up to BatchSize records from 'from' on (finishing the last transaction's
+// records), groups them into messages and publishes them asynchronously. It returns nil when there
+// is nothing to publish.
+func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
+	var recs []pending
 	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(Bucket))
+		b := tx.Bucket([]byte(l.bucket))
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.First(); k != nil && len(batch) < r.cfg.BatchSize; k, v = c.Next() {
+		k, v := c.First()
+		if from != nil {
+			k, v = c.Seek(from)
+		}
+		for ; k != nil; k, v = c.Next() {
 			var rec record
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("outbox record %x: %w", k, err)
 			}
-			batch = append(batch, pending{key: append([]byte(nil), k...), rec: rec})
+			if len(recs) >= r.cfg.BatchSize {
+				last := recs[len(recs)-1].rec.Tx
+				if last == 0 || rec.Tx != last {
+					break
+				}
+			}
+			recs = append(recs, pending{key: bytes.Clone(k), rec: rec})
 		}
 		return nil
 	})
-	if err != nil || len(batch) == 0 {
-		r.Refresh()
-		return 0, err
+	if err != nil || len(recs) == 0 {
+		return nil, err
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(batch))
-	var pubErr error
-	for i, p := range batch {
-		msg := &nats.Msg{Subject: p.rec.Subject, Data: p.rec.Data, Header: nats.Header{}}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(p.rec.ID))
+	rd := &round{msgs: group(recs), last: recs[len(recs)-1].key}
+	for _, m := range rd.msgs {
+		msg := &nats.Msg{Subject: m.subject, Data: m.data, Header: nats.Header{}}
+		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(m.id))
 		if err != nil {
-			if i == 0 && permanent(err) {
-				return 1, r.deadLetter(p, err)
-			}
-			pubErr = fmt.Errorf("publish %s: %w", p.rec.ID, err)
+			rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
 			break
 		}
-		futures = append(futures, f)
+		rd.futs = append(rd.futs, f)
 	}
-	// The acknowledged prefix: stop at the first failure so records are deleted in order and the next
-	// round republishes from there (later ones that did land are deduplicated by their Msg-Id).
+	return rd, nil
+}
+
+// group splits records into messages: consecutive records of one transaction share a message, up to
+// maxBatchEvents events and maxBatchBytes bytes (a larger single event travels alone). The split is
+// greedy from the first record, so it is the same whenever a message boundary is the starting point,
+// which every republish is.
+func group(recs []pending) []message {
+	var out []message
+	var cur []pending
+	size := 0
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		m := message{recs: cur, subject: cur[0].rec.Subject, id: cur[0].rec.ID}
+		if len(cur) == 1 {
+			m.data = cur[0].rec.Data
+		} else {
+			m.id += "+" + strconv.Itoa(len(cur))
+			parts := make([][]byte, len(cur))
+			for i, p := range cur {
+				parts[i] = p.rec.Data
+			}
+			m.data = events.JoinBatch(parts)
+		}
+		out = append(out, m)
+		cur, size = nil, 0
+	}
+	for _, p := range recs {
+		if len(cur) > 0 {
+			t := cur[0].rec.Tx
+			if t == 0 || p.rec.Tx != t || len(cur) >= maxBatchEvents || size+len(p.rec.Data)+1 > maxBatchBytes {
+				flush()
+			}
+		}
+		cur = append(cur, p)
+		size += len(p.rec.Data) + 1
+	}
+	flush()
+	return out
+}
+
+// settle waits for a round's acks in order and deletes the records of the acknowledged prefix in one
+// transaction. A message JetStream refuses for good while it is the first unacknowledged one goes to
+// the dead-letter bucket.
+func (r *Relay) settle(ctx context.Context, l *lane, rd *round) error {
 	acked := 0
+	var err error
 	timeout := time.NewTimer(r.cfg.PublishWait)
 	defer timeout.Stop()
 wait:
-	for i, f := range futures {
+	for i, f := range rd.futs {
 		select {
 		case <-f.Ok():
-			if acked == i {
-				acked++
-			}
-		case err := <-f.Err():
-			if acked == i && permanent(err) {
-				if derr := r.deadLetter(batch[i], err); derr != nil {
-					pubErr = derr
+			acked++
+		case ferr := <-f.Err():
+			if permanent(ferr) {
+				// Records before it are deleted below; the lane restarts after it.
+				err = errRestart
+				if derr := r.deadLetter(l, rd.msgs[i], ferr); derr != nil {
+					err = derr
 				}
-				// Records before it are deleted below; the next round goes on after it.
-				break wait
-			}
-			if pubErr == nil {
-				pubErr = fmt.Errorf("publish %s: %w", batch[i].rec.ID, err)
+			} else {
+				err = fmt.Errorf("publish %s: %w", rd.msgs[i].id, ferr)
 			}
 			break wait
 		case <-timeout.C:
-			if pubErr == nil {
-				pubErr = fmt.Errorf("publish: no ack within %s", r.cfg.PublishWait)
-			}
+			err = fmt.Errorf("publish: no ack within %s", r.cfg.PublishWait)
 			break wait
 		case <-ctx.Done():
+			err = ctx.Err()
 			break wait
 		}
 	}
-	if acked > 0 {
-		now := r.now()
-		err := r.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket([]byte(Bucket))
-			for _, p := range batch[:acked] {
+	if err == nil && rd.pubErr != nil {
+		if len(rd.futs) == 0 && permanent(rd.pubErr) {
+			err = errRestart
+			if derr := r.deadLetter(l, rd.msgs[0], rd.pubErr); derr != nil {
+				err = derr
+			}
+		} else {
+			err = rd.pubErr
+		}
+	}
+	if acked == 0 {
+		return err
+	}
+	now := r.now()
+	derr := r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(l.bucket))
+		for _, m := range rd.msgs[:acked] {
+			for _, p := range m.recs {
 				if err := b.Delete(p.key); err != nil {
 					return err
 				}
 			}
-			return nil
-		})
-		if err != nil {
-			return 0, errors.Join(pubErr, fmt.Errorf("outbox delete: %w", err))
 		}
-		r.published.Add(float64(acked))
-		for _, p := range batch[:acked] {
+		return nil
+	})
+	if derr != nil {
+		return errors.Join(err, fmt.Errorf("outbox delete: %w", derr))
+	}
+	r.messages.Add(float64(acked))
+	for _, m := range rd.msgs[:acked] {
+		r.published.Add(float64(len(m.recs)))
+		for _, p := range m.recs {
 			r.latency.Observe(now.Sub(p.rec.AppendedAt).Seconds())
 		}
 	}
-	r.Refresh()
-	return acked, pubErr
+	return err
 }
 
 // permanent reports whether JetStream will refuse the record whatever the retry: it is larger than
@@ -365,23 +567,34 @@ func permanent(err error) bool {
 	return false
 }
 
-// deadLetter moves one record from the outbox to DeadBucket.
-func (r *Relay) deadLetter(p pending, cause error) error {
+// deadLetter moves a message's records from the lane to DeadBucket.
+func (r *Relay) deadLetter(l *lane, m message, cause error) error {
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		d, err := tx.CreateBucketIfNotExists([]byte(DeadBucket))
 		if err != nil {
 			return err
 		}
-		b := tx.Bucket([]byte(Bucket))
-		if err := d.Put(p.key, b.Get(p.key)); err != nil {
-			return err
+		b := tx.Bucket([]byte(l.bucket))
+		for _, p := range m.recs {
+			dk := p.key
+			if l.bucket != Bucket {
+				dk = append([]byte(l.bucket+"\x00"), p.key...)
+			}
+			if v := b.Get(p.key); v != nil {
+				if err := d.Put(dk, v); err != nil {
+					return err
+				}
+			}
+			if err := b.Delete(p.key); err != nil {
+				return err
+			}
 		}
-		return b.Delete(p.key)
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("outbox dead letter %s: %w", p.rec.ID, err)
+		return fmt.Errorf("outbox dead letter %s: %w", m.id, err)
 	}
-	r.dead.Inc()
-	r.log.Error("outbox record refused by JetStream for good; moved to outbox_dead", "event_id", p.rec.ID, "subject", p.rec.Subject, "err", cause)
+	r.dead.Add(float64(len(m.recs)))
+	r.log.Error("outbox message refused by JetStream for good; its records moved to outbox_dead", "event_id", m.id, "subject", m.subject, "events", len(m.recs), "err", cause)
 	return nil
 }

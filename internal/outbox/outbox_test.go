@@ -36,9 +36,17 @@ func appendN(t *testing.T, db *bolt.DB, n int) []events.Event {
 // streamIDs reads every event id in the IDENTITY stream with its multiplicity.
 func streamIDs(t *testing.T, js jetstream.JetStream) map[string]int {
 	t.Helper()
+	ids, _ := streamRead(t, js, events.StreamIdentity)
+	return ids
+}
+
+// streamRead reads every event id in stream with its multiplicity, and the number of messages. It
+// checks the Msg-Id rule: a message's id is its first event's id, plus "+n" when it holds n > 1.
+func streamRead(t *testing.T, js jetstream.JetStream, stream string) (map[string]int, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, events.StreamIdentity)
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,21 +55,29 @@ func streamIDs(t *testing.T, js jetstream.JetStream) map[string]int {
 		t.Fatal(err)
 	}
 	out := map[string]int{}
+	msgs := 0
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			t.Fatalf("stream message %d: %v", seq, err)
 		}
-		if m.Header.Get("Nats-Msg-Id") != e.ID {
-			t.Errorf("message %d: Nats-Msg-Id %q, want event id %q", seq, m.Header.Get("Nats-Msg-Id"), e.ID)
+		want := evs[0].ID
+		if len(evs) > 1 {
+			want += fmt.Sprintf("+%d", len(evs))
 		}
-		out[e.ID]++
+		if m.Header.Get("Nats-Msg-Id") != want {
+			t.Errorf("message %d: Nats-Msg-Id %q, want %q", seq, m.Header.Get("Nats-Msg-Id"), want)
+		}
+		for _, e := range evs {
+			out[e.ID]++
+		}
+		msgs++
 	}
-	return out
+	return out, msgs
 }
 
 func runRelay(t *testing.T, db *bolt.DB, js jetstream.JetStream) (*outbox.Relay, context.CancelFunc, chan struct{}) {
@@ -195,4 +211,159 @@ func setup(t *testing.T) (*natstest.Server, jetstream.JetStream, *bolt.DB) {
 	}
 	t.Cleanup(func() { db.Close() })
 	return srv, js, db
+}
+
+// appendTx appends n events in one transaction, on the priority lane when prio is set.
+func appendTx(t *testing.T, db *bolt.DB, n int, prio bool) []events.Event {
+	t.Helper()
+	var evs []events.Event
+	for i := 0; i < n; i++ {
+		evs = append(evs, events.New("idp1", time.Now(), "req", "", events.SessionsRevoked{UserID: fmt.Sprintf("u%d", i), Email: "a@x", RevokedBefore: time.Now(), Reason: "t"}))
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		if prio {
+			return outbox.AppendPriority(tx, time.Now(), evs...)
+		}
+		return outbox.Append(tx, time.Now(), evs...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestOneMessagePerTransaction: the events of one transaction travel in one message (split at 256
+// events), in order, so messages per write — what the server fsyncs for — do not grow with the
+// events a write causes.
+func TestOneMessagePerTransaction(t *testing.T) {
+	t.Parallel()
+	_, js, db := setup(t)
+	var want []events.Event
+	for _, n := range []int{300, 1, 2} {
+		want = append(want, appendTx(t, db, n, false)...)
+	}
+	r, _, _ := runRelay(t, db, js)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, msgs := streamRead(t, js, events.StreamIdentity)
+	if msgs != 4 {
+		t.Errorf("messages = %d, want 4 (256+44, 1, 2)", msgs)
+	}
+	for _, e := range want {
+		if got[e.ID] != 1 {
+			t.Errorf("event %s in stream %d times, want 1", e.ID, got[e.ID])
+		}
+	}
+	// Order inside the stream is commit order.
+	st, _ := js.Stream(ctx, events.StreamIdentity)
+	var order []string
+	for seq := uint64(1); seq <= 4; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			order = append(order, e.ID)
+		}
+	}
+	for i, e := range want {
+		if order[i] != e.ID {
+			t.Fatalf("stream order differs at %d: %s, want %s", i, order[i], e.ID)
+		}
+	}
+}
+
+// TestRepublishIsDeduplicated: records published but not yet deleted when the relay died (simulated
+// by putting the published records back) are republished as the same messages with the same
+// Msg-Ids, and JetStream drops them: the stream holds each event once.
+func TestRepublishIsDeduplicated(t *testing.T) {
+	t.Parallel()
+	_, js, db := setup(t)
+	want := appendTx(t, db, 300, false)
+	want = append(want, appendTx(t, db, 3, false)...)
+	saved := map[string][]byte{}
+	db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(outbox.Bucket)).ForEach(func(k, v []byte) error {
+			saved[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	r, cancel, done := runRelay(t, db, js)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	_, before := streamRead(t, js, events.StreamIdentity)
+	db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(outbox.Bucket))
+		for k, v := range saved {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r2, _, _ := runRelay(t, db, js)
+	r2.Notify()
+	if err := r2.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, after := streamRead(t, js, events.StreamIdentity)
+	if after != before {
+		t.Errorf("messages after republish = %d, want %d (deduplicated)", after, before)
+	}
+	for _, e := range want {
+		if got[e.ID] != 1 {
+			t.Errorf("event %s in stream %d times, want 1", e.ID, got[e.ID])
+		}
+	}
+}
+
+// TestPriorityLaneIndependent: priority records reach the priority stream on prefixed subjects while
+// the ordered lane cannot publish at all.
+func TestPriorityLaneIndependent(t *testing.T) {
+	t.Parallel()
+	_, js, db := setup(t)
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := js.DeleteStream(ctx, events.StreamIdentity); err != nil {
+		t.Fatal(err)
+	}
+	appendTx(t, db, 5, false) // cannot be published: no stream captures it now
+	prio := appendTx(t, db, 2, true)
+	r, _, _ := runRelay(t, db, js)
+	r.Notify()
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if d := r.PriorityDepth(); d != 0 {
+			return fmt.Errorf("priority depth %d", d)
+		}
+		return nil
+	})
+	got, msgs := streamRead(t, js, events.StreamIdentityPriority)
+	if msgs != 1 || got[prio[0].ID] != 1 || got[prio[1].ID] != 1 {
+		t.Errorf("priority stream = %v in %d messages, want both events in 1", got, msgs)
+	}
+	st, _ := js.Stream(ctx, events.StreamIdentityPriority)
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := events.PriorityPrefix + prio[0].Subject; m.Subject != want {
+		t.Errorf("priority message subject = %q, want %q", m.Subject, want)
+	}
+	if r.Depth() != 5 {
+		t.Errorf("ordered depth = %d, want 5 (still waiting)", r.Depth())
+	}
 }

@@ -162,7 +162,9 @@ func TestAccessDecisionsThroughVerify(t *testing.T) {
 	h.n.putApp(t, mustParseApp(t, adminPathApp), h.r)
 
 	api := map[string]string{"Accept": "application/json"}
-	xff := func(ip string) map[string]string { return map[string]string{"Accept": "application/json", "X-Forwarded-For": ip} }
+	xff := func(ip string) map[string]string {
+		return map[string]string{"Accept": "application/json", "X-Forwarded-For": ip}
+	}
 	for _, tc := range []struct {
 		name      string
 		tok       string

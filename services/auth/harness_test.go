@@ -125,11 +125,11 @@ func (n *natsEnv) streamEvents(t testing.TB, stream string) []events.Event {
 		if err != nil {
 			continue
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			t.Fatalf("decode seq %d: %v", seq, err)
 		}
-		out = append(out, e)
+		out = append(out, evs...)
 	}
 	return out
 }

@@ -281,6 +281,7 @@ type metrics struct {
 	catchUpRefused    *prometheus.CounterVec
 	accessDecisions   *prometheus.CounterVec
 	accessLogDropped  prometheus.Counter
+	logoutRefused     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
@@ -310,6 +311,8 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			[]string{"app", "decision", "reason"}),
 		accessLogDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_access_log_dropped_total",
 			Help: "Sampled access-log records dropped because the queue to the outbox was full."}),
+		logoutRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_logout_cross_site_refused_total",
+			Help: "Logout requests refused because the browser marked them cross-site (answered with a confirmation page)."}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
 	// Create the series up front so dashboards and alerts see zeros, not absent series.
@@ -325,7 +328,7 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

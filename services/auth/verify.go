@@ -23,6 +23,10 @@ const (
 	HeaderEmail        = "X-Scimflow-Email"
 	HeaderGroups       = "X-Scimflow-Groups"
 	HeaderJWTAssertion = "X-Scimflow-Jwt-Assertion"
+	// HeaderIdP is the id of the IdP that authenticated the session. An email is only unique within
+	// one IdP (two IdPs may both vouch for alice@x.com), so apps key on X-Scimflow-User-Id or on
+	// (X-Scimflow-Idp, X-Scimflow-Email), never on the email alone.
+	HeaderIdP = "X-Scimflow-Idp"
 )
 
 // sessionCache remembers verified session tokens so /verify checks a signature once per session
@@ -356,6 +360,7 @@ func (s *server) allow(w http.ResponseWriter, r *http.Request, cs *cachedSession
 	}
 	h := w.Header()
 	h.Set(HeaderUserID, id.UserID)
+	h.Set(HeaderIdP, id.IdP)
 	h.Set(HeaderEmail, id.Email)
 	h.Set(HeaderGroups, groupsHeader(id.Groups))
 	h.Set(HeaderJWTAssertion, tok)
@@ -501,10 +506,7 @@ func (s *server) forbid(w http.ResponseWriter, r *http.Request, reason string, i
 		}
 		page.SwitchURL = s.issuer + "/logout?" + url.Values{"redirect_url": {s.loginURL("", originalURL(r))}}.Encode()
 	}
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusForbidden)
-	forbiddenTmpl.Execute(w, page)
+	writePage(w, http.StatusForbidden, forbiddenTmpl, page)
 }
 
 type forbiddenPage struct {
@@ -512,14 +514,13 @@ type forbiddenPage struct {
 }
 
 var forbiddenTmpl = template.Must(template.New("forbidden").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Access denied</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 36em; margin: 4em auto; padding: 0 1em">
+<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>Access denied</title></head>
+<body>
 <h1>Access denied</h1>
 {{if .Email}}<p>You are signed in as <strong>{{.Email}}</strong> via <strong>{{.IdP}}</strong>, which is not allowed to reach {{if .App}}<strong>{{.App}}</strong>{{else}}this application{{end}}.</p>
 <p><a href="{{.SwitchURL}}">Switch account</a></p>
 {{else}}<p>No application is configured for this address.</p>{{end}}
-<p style="color: #666">Reason: {{.Reason}}</p>
+<p>Reason code: <code>{{.Reason}}</code></p>
 </body></html>
 `))
 

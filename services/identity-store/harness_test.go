@@ -280,11 +280,11 @@ func (h *harness) streamEvents(stream string) []events.Event {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			continue
 		}
-		out = append(out, e)
+		out = append(out, evs...)
 	}
 	return out
 }

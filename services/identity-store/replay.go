@@ -151,11 +151,18 @@ func (r *streamReader) fetch(ctx context.Context) {
 		if seq > r.last {
 			return
 		}
-		ev, derr := events.Decode(m.Subject(), m.Data())
-		select {
-		case r.ch <- &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}:
-		case <-ctx.Done():
-			return
+		// A batch message yields one replayMsg per event, all with the message's sequence; the live
+		// runner applies them in the same order in one transaction.
+		evs, derr := events.DecodeMessage(m.Subject(), m.Data())
+		if derr != nil {
+			evs = []events.Event{{}}
+		}
+		for _, ev := range evs {
+			select {
+			case r.ch <- &replayMsg{durable: r.durable, seq: seq, ev: ev, err: derr}:
+			case <-ctx.Done():
+				return
+			}
 		}
 		if seq == r.last {
 			return

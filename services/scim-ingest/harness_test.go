@@ -228,11 +228,11 @@ func (h *harness) allEvents() []events.Event {
 		if err != nil {
 			h.t.Fatalf("GetMsg(%d) = %v", h.nextSeq, err)
 		}
-		e, err := events.Decode(m.Subject, m.Data)
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
 		if err != nil {
 			h.t.Fatalf("Decode(%s) = %v", m.Subject, err)
 		}
-		h.evCache = append(h.evCache, e)
+		h.evCache = append(h.evCache, evs...)
 	}
 	return slices.Clone(h.evCache)
 }
