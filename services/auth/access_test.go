@@ -155,7 +155,7 @@ func TestAccessDecisionsThroughVerify(t *testing.T) {
 	erin := h.loginAs(h.op, "erin")
 
 	// No application yet: every valid session passes, as before access applications existed.
-	if resp, _ := at(t, h.r, dave, "anything.example", "/", nil); resp.StatusCode != 200 || resp.Header.Get(HeaderApp) != "" {
+	if resp, _ := at(t, h.r, dave, "anything.example", "/", nil); resp.StatusCode != 200 || resp.Header.Get(HeaderApp) != "" || resp.Header[HeaderApp] == nil {
 		t.Fatalf("no apps: verify = %d app %q, want 200 without an app", resp.StatusCode, resp.Header.Get(HeaderApp))
 	}
 	h.n.putApp(t, mustParseApp(t, decisionsApp), h.r)
@@ -205,6 +205,13 @@ func TestAccessDecisionsThroughVerify(t *testing.T) {
 		}
 		if resp.StatusCode == 200 && tc.tok != "" && resp.Header.Get(HeaderJWTAssertion) == "" {
 			t.Errorf("%s: 200 without the identity headers", tc.name)
+		}
+		if resp.StatusCode == 200 && tc.tok == "" { // bypass: every identity header present and empty
+			for _, k := range []string{HeaderUserID, HeaderIdP, HeaderEmail, HeaderGroups, HeaderJWTAssertion} {
+				if v, ok := resp.Header[k]; !ok || len(v) != 1 || v[0] != "" {
+					t.Errorf("%s: bypass %s = %q, want present and empty", tc.name, k, v)
+				}
+			}
 		}
 	}
 

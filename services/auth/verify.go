@@ -359,6 +359,9 @@ func (s *server) allow(w http.ResponseWriter, r *http.Request, cs *cachedSession
 		return
 	}
 	h := w.Header()
+	if _, ok := h[HeaderApp]; !ok {
+		h[HeaderApp] = []string{""} // no access applications: present and empty, so the proxy clears it
+	}
 	h.Set(HeaderUserID, id.UserID)
 	h.Set(HeaderIdP, id.IdP)
 	h.Set(HeaderEmail, id.Email)
@@ -402,7 +405,7 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 	c := set.reg.Match(fw.host, path)
 	if c == nil {
 		set.noApp.Inc()
-		rec.Decision, rec.Reason = access.Deny, access.ReasonNoApplication
+		rec.AppID, rec.Decision, rec.Reason = events.NoApp, access.Deny, access.ReasonNoApplication
 		s.record(r, now, "ip:"+rec.ClientIP, rec)
 		s.forbid(w, r, access.ReasonNoApplication, nil, nil)
 		return
@@ -414,6 +417,12 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 		ac.policy[b.Index].Inc()
 		rec.Decision, rec.Reason = access.Bypass, b.Reason
 		s.record(r, now, "ip:"+rec.ClientIP, rec)
+		// No identity on a bypass: the identity headers are sent empty so every proxy snippet
+		// clears whatever the client put in them.
+		h := w.Header()
+		for _, k := range []string{HeaderUserID, HeaderIdP, HeaderEmail, HeaderGroups, HeaderJWTAssertion} {
+			h[k] = []string{""}
+		}
 		w.WriteHeader(http.StatusOK)
 		s.metrics.verify.WithLabelValues("bypass").Inc()
 		return
