@@ -66,7 +66,7 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.writeError(w, r, http.StatusBadGateway, "idp_unavailable", "the identity provider's configuration could not be loaded", err)
+		s.loginFailedDetail(w, r, idpID, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
 		return
 	}
 	now := s.now()
@@ -209,7 +209,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.loginFailed(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err)
+		s.loginFailedDetail(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -498,8 +498,25 @@ func (s *server) catchUpFailed(w http.ResponseWriter, r *http.Request, idp, caus
 	s.loginFailed(w, r, idp, "identity_catching_up", http.StatusServiceUnavailable, fmt.Errorf("%s: %w", cause, err))
 }
 
+// idpProblem is what the login error page (and /test) says about an IdP whose relying party could
+// not be built: the reason itself for a configuration that cannot work, which the admin trying the
+// IdP needs to see, and only the discovery URL for a network failure (whose details stay in the log).
+func idpProblem(cfg events.IdP, err error) string {
+	var ce *configError
+	if errors.As(err, &ce) {
+		return "The identity provider's configuration cannot work: " + ce.Error()
+	}
+	return fmt.Sprintf("The identity provider could not be reached (discovery at %s); retry later.", cfg.Config.Issuer)
+}
+
 // loginFailed answers a refused or failed login and counts it.
 func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error) {
+	s.loginFailedDetail(w, r, idp, reason, status, err, "")
+}
+
+// loginFailedDetail is loginFailed with a sentence for the user or admin (empty: none): an HTML page
+// for browsers, a JSON problem (error_detail) otherwise.
+func (s *server) loginFailedDetail(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error, detail string) {
 	result := "denied"
 	if status >= 500 {
 		result = "error"
@@ -511,7 +528,7 @@ func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason
 	if err != nil {
 		s.log.Warn("login refused", "idp_id", idp, "reason", reason, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
 	}
-	s.writeLoginError(w, r, status, reason)
+	s.writeLoginError(w, r, status, reason, detail)
 }
 
 // handleLogout ends the session on every replica: it is recorded here at once (with the LoggedOut

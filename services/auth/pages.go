@@ -56,13 +56,21 @@ func writePage(w http.ResponseWriter, status int, t *template.Template, data any
 }
 
 // writeLoginError answers a refused login: an HTML page for a browser, the JSON problem otherwise.
-func (s *server) writeLoginError(w http.ResponseWriter, r *http.Request, status int, reason string) {
+// detail, when not empty, is a sentence about this particular failure (why an IdP cannot work) shown
+// instead of the reason's general text, and sent to JSON callers as error_detail.
+func (s *server) writeLoginError(w http.ResponseWriter, r *http.Request, status int, reason, detail string) {
 	if !wantsHTML(r) {
-		s.writeError(w, r, status, "login_failed", reason, nil)
+		if detail == "" {
+			s.writeError(w, r, status, "login_failed", reason, nil)
+			return
+		}
+		writeJSON(w, status, map[string]string{"error": "login_failed", "error_description": reason, "error_detail": detail})
 		return
 	}
 	text, ok := loginReasons[reason]
-	if !ok {
+	if detail != "" {
+		text = detail
+	} else if !ok {
 		text = "The sign-in could not be completed. Start again from the application."
 	}
 	writePage(w, status, errorPage, struct{ Text, Code string }{text, reason})

@@ -36,6 +36,7 @@ type server struct {
 	log         *slog.Logger
 	now         func() time.Time // request clock (Deps.Now)
 	db          *bolt.DB
+	leaseToken  string // this data directory's claim on its replica id (replica.go)
 	relay       *outbox.Relay
 	state       *revState
 	metrics     *metrics
@@ -67,18 +68,25 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	replicaID, leaseToken, err := replicaIdentity(db, cfg.ReplicaID)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replica identity: %w", err)
+	}
+	cfg.ReplicaID = replicaID
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
 		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
-		ready:     &httpserv.Ready{},
-		redirects: newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
-		issuer:    strings.TrimSuffix(cfg.ExternalURL, "/"),
-		idpClient: newIdPClient(),
-		idps:      &idpRegistry{entries: map[string]*idpEntry{}},
-		cache:     newSessionCache(),
+		ready:      &httpserv.Ready{},
+		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
+		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),
+		idpClient:  newIdPClient(),
+		idps:       &idpRegistry{entries: map[string]*idpEntry{}},
+		cache:      newSessionCache(),
+		leaseToken: leaseToken,
 	}
 	s.redirectURI = s.issuer + "/callback"
 	s.cookieDom = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
@@ -176,6 +184,14 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", broker.KVIdPConfig, err)
 	}
+	// The lease on the replica id comes before the consumers: a second process with this id must be
+	// refused before it deletes and recreates this replica's durable consumers.
+	l, err := claimLease(kctx, s.d.JS, replicas, s.cfg.ReplicaID, s.leaseToken, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.log.Info("replica id", "replica_id", s.cfg.ReplicaID)
+	g.Go(func() error { return l.run(ctx) })
 	g.Go(func() error { return s.relay.Run(ctx) })
 	g.Go(func() error { return s.identityRn.Run(ctx) })
 	g.Go(func() error { return s.authRn.Run(ctx) })

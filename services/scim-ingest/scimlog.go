@@ -26,8 +26,10 @@ const maxEventBytes = 900 << 10
 // replaced by a note of its size.
 const maxLoggedBody = 64 << 10
 
-// appendEvents adds evs to the outbox inside tx, refusing any event too large to publish.
-func appendEvents(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
+// appendEvents adds evs to the outbox inside tx, refusing any event too large to publish. It is the
+// only place scim-ingest appends to the outbox: store.write (changes with their log records) and
+// store.submitLogs (log records of requests that changed nothing) both end here.
+func (st *store) appendEvents(tx *bolt.Tx, now time.Time, evs []events.Event) error {
 	for _, e := range evs {
 		b, err := events.Marshal(e)
 		if err != nil {
