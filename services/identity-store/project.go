@@ -171,6 +171,12 @@ func (p *projector) applyTo(t *txn) ([]events.Event, error) {
 				}
 			})
 		}
+	case events.AccessAppChanged:
+		if isAdminEvent(ev) {
+			err = p.accessAppChanged(t, d)
+		}
+	case events.AccessDecided:
+		err = p.accessDecided(t, d)
 	}
 	return t.out, err
 }
