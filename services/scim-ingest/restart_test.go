@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // restartNATS stops the embedded server and returns a function that starts a new one on the same
@@ -28,7 +29,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, noRateLimit, func(c *Config) { c.OutboxMaxDepth = 40 })
 	before := h.createUser("before@x.test")
-	gr := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "g"})
+	gr := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "g"})
 	gid := str(gr.body["id"])
 	h.eventsOf(gr)
 
@@ -37,7 +38,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	var written []resp
 	saw503 := false
 	for i := 0; i < 100 && !saw503; i++ {
-		r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": fmt.Sprintf("down%d@x.test", i)})
+		r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("down%d@x.test", i)})
 		switch r.status {
 		case http.StatusCreated:
 			written = append(written, r)
