@@ -147,6 +147,12 @@ func (p *projector) applyTo(t *txn) ([]events.Event, error) {
 		if isAdminEvent(ev) {
 			err = p.adminSeatRemoved(t, d)
 		}
+	case events.AccessAppChanged:
+		if isAdminEvent(ev) {
+			err = p.accessAppChanged(t, d)
+		}
+	case events.AccessDecided:
+		err = p.accessDecided(t, d)
 	}
 	return t.out, err
 }
