@@ -35,6 +35,8 @@ var registry = map[typeKey]func([]byte) (Payload, error){
 	{TypeLoggedIn, 1}:          decodeAs[LoggedIn],
 	{TypeLoggedOut, 1}:         decodeAs[LoggedOut],
 	{TypeLoginDenied, 1}:       decodeAs[LoginDenied],
+	{TypeAccessAppChanged, 1}:  decodeAs[AccessAppChanged],
+	{TypeAccessDecided, 1}:     decodeAs[AccessDecided],
 }
 
 func decodeAs[T Payload](b []byte) (Payload, error) {

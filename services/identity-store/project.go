@@ -147,6 +147,12 @@ func (p *projector) applyTo(t *txn) ([]events.Event, error) {
 		if isAdminEvent(ev) {
 			err = p.adminSeatRemoved(t, d)
 		}
+	case events.AccessAppChanged:
+		if isAdminEvent(ev) {
+			err = p.accessAppChanged(t, d)
+		}
+	case events.AccessDecided:
+		err = p.accessDecided(t, d)
 	}
 	return t.out, err
 }
@@ -935,7 +941,9 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	if u.Name == "" {
 		u.Name = u.SCIM.displayName()
 	}
-	if d.SCIMEnabled {
+	// SCIM membership replaces the claim only for a person SCIM knows (docs/design.md §4); events
+	// from before this rule carry no claim when SCIM was enabled, so a replay gives what it gave.
+	if d.SCIMEnabled && u.scimLinked() {
 		if u.Groups, err = currentSCIMGroups(t.tx, u); err != nil {
 			return err
 		}

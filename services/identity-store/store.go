@@ -39,10 +39,12 @@ const (
 	bkNames       = "users_by_name"   // lower-cased name or name word NUL registry id → "" (search.go)
 	bkSCIMLogLast = "scimlog_last"    // idp → key of the IdP's newest scimlog row (the console's overview)
 	bkStatus      = "users_by_status" // status NUL idp NUL registry id → "" (search.go)
+	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
+	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
@@ -147,7 +149,7 @@ func (u *user) identity() events.Identity {
 	id := events.Identity{
 		UserID: u.ID, Email: u.Email, Name: u.Name, Groups: u.Groups, OIDCFields: u.OIDCFields,
 		Status: u.status(), SeatHeld: u.seatHeld(), Locked: u.Locked, SCIMUserID: u.SCIMUserID,
-		SCIMGroups: u.SCIMGroups,
+		SCIMGroups: u.SCIMGroups, SCIMLinked: u.scimLinked(),
 	}
 	if id.Groups == nil {
 		id.Groups = []events.Group{}
@@ -157,6 +159,12 @@ func (u *user) identity() events.Identity {
 		id.RevokedBefore = &rb
 	}
 	return id
+}
+
+// scimLinked reports whether a live SCIM resource links to u: SCIM has told scimflow about the person
+// and not deleted them since, so SCIM membership replaces the token's groups claim.
+func (u *user) scimLinked() bool {
+	return u.SCIMUserID != "" && (u.SCIM == nil || !u.SCIM.Deleted)
 }
 
 // clone copies u deeply enough for apply: maps (oidc_fields, SCIM attributes) are replaced, never

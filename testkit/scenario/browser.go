@@ -221,7 +221,7 @@ const (
 // docs/reverse-proxies.md and docs/getting-started.md copies onto the request to the application —
 // overwriting whatever the client sent, so a client can forge none of them.
 func IdentityHeaders() []string {
-	return []string{"X-Scimflow-User-Id", "X-Scimflow-Idp", "X-Scimflow-Email", "X-Scimflow-Groups", "X-Scimflow-Jwt-Assertion"}
+	return []string{"X-Scimflow-User-Id", "X-Scimflow-Idp", "X-Scimflow-Email", "X-Scimflow-Groups", "X-Scimflow-Jwt-Assertion", "X-Scimflow-App"}
 }
 
 // VerifyResult is /verify's answer.
