@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestAdminActions checks the operator's levers: revoking a user's sessions (seat kept, next login
