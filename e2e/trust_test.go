@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestSubBindingUnlockAndIdPDeletion runs issue 12's identity findings against `scimflow serve`

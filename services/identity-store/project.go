@@ -307,6 +307,9 @@ func (p *projector) putUser(t *txn, c *change) error {
 	if err := indexNames(t.tx, c.before, u); err != nil {
 		return err
 	}
+	if err := indexStatus(t.tx, c.before, u); err != nil {
+		return err
+	}
 	// Counters.
 	newStatus, newSeat := u.status(), u.seatHeld()
 	if c.before == nil {

@@ -38,13 +38,14 @@ const (
 	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
 	bkNames       = "users_by_name"   // lower-cased name or name word NUL registry id → "" (search.go)
 	bkSCIMLogLast = "scimlog_last"    // idp → key of the IdP's newest scimlog row (the console's overview)
+	bkStatus      = "users_by_status" // status NUL idp NUL registry id → "" (search.go)
 	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
 	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
 	bkIdPs        = "idps"            // idp id → idpState (JSON): facts about a whole IdP
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkAccessApps, bkAccessLog, bkIdPs, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkIdPs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
