@@ -119,14 +119,13 @@ var Permissions = []Grant{
 		Why: "identity facts on the priority lane; the console looks up caused events"},
 	{Role: RoleIdentityStore, Bucket: KVIdPConfig, Access: Write | Manage,
 		Why: "the admin API and the config seed write IdP definitions"},
+	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
+		Why: "the admin API writes access applications and their policies"},
 
 	{Role: RoleAuth, Stream: events.StreamIdentity, Access: Consume | Manage, Consumers: []string{"*"},
 		Why: "revocation projection, one durable consumer per replica"},
 	{Role: RoleAuth, Stream: events.StreamAuth, Access: Publish | Consume | Manage, Consumers: []string{"*"},
 		Why: "publishes logins and logouts; every replica reads logouts"},
-	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
-		Why: "the admin API writes access applications and their policies"},
-
 	{Role: RoleAuth, Stream: events.StreamIdentityPriority, Access: Consume | Manage, Consumers: []string{"*"},
 		Why: "identity facts on the priority lane (revocations that must not wait behind a backlog)"},
 	{Role: RoleAuth, Bucket: KVIdPConfig, Access: Read | Manage,
