@@ -767,3 +767,44 @@ func TestComposeCluster(t *testing.T) {
 		t.Errorf("compose cluster: %s", f)
 	}
 }
+
+// TestComposeBuildContext: the classic builder (docker-compose v1 builds with it) honours the
+// repository's .dockerignore: the context of deploy/Dockerfile carries the sources but not .git,
+// local data, the compose directory or a locally built binary.
+func TestComposeBuildContext(t *testing.T) {
+	if out, err := exec.Command("docker", "version", "-f", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Fatalf("no Docker engine (make compose-test starts one; see .ci/run): %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	df := filepath.Join(dir, "Dockerfile")
+	if err := os.WriteFile(df, []byte("FROM scratch\nCOPY . /ctx\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("scimflow-context-check:%d", rand.IntN(1<<30))
+	cmd := exec.Command("docker", "build", "-q", "-f", df, "-t", tag, repoRoot)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker build of the repository context: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	id := docker(t, "create", tag, "/none")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+	out, err := exec.Command("sh", "-c", "docker export "+id+" | tar -t").Output()
+	if err != nil {
+		t.Fatalf("docker export | tar -t: %v", err)
+	}
+	files := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		files[strings.TrimSuffix(l, "/")] = true
+	}
+	for _, want := range []string{"ctx/go.mod", "ctx/cmd/scimflow/main.go", "ctx/deploy/Dockerfile"} {
+		if !files[want] {
+			t.Errorf("build context lacks %s", want)
+		}
+	}
+	for _, not := range []string{"ctx/.git", "ctx/deploy/compose", "ctx/data", "ctx/scimflow"} {
+		if files[not] {
+			t.Errorf("build context has %s, which .dockerignore excludes", not)
+		}
+	}
+}

@@ -8,8 +8,26 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
 )
+
+// TestNATSClusterConfig: every node of the cluster variant keeps principle 4 (file store, fsync on
+// every write) and routes to all three nodes, by nats-server's own parser.
+func TestNATSClusterConfig(t *testing.T) {
+	t.Parallel()
+	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "nats-cluster.conf"))
+	if err != nil {
+		t.Fatalf("ProcessConfigFile(nats-cluster.conf) = %v", err)
+	}
+	if !opts.JetStream || opts.StoreDir == "" || !opts.SyncAlways || opts.MaxPayload != 0 {
+		t.Errorf("nats-cluster.conf: jetstream %v store %q sync always %v max_payload %d; want JetStream on a file store, sync_interval: always, default max_payload",
+			opts.JetStream, opts.StoreDir, opts.SyncAlways, opts.MaxPayload)
+	}
+	if opts.Cluster.Name == "" || len(opts.Routes) != 3 {
+		t.Errorf("nats-cluster.conf: cluster %q with %d routes, want a named cluster routing to 3 nodes", opts.Cluster.Name, len(opts.Routes))
+	}
+}
 
 // composeService is the part of a compose service the defaults test reads.
 type composeService struct {
