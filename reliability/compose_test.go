@@ -675,6 +675,11 @@ func TestComposeCluster(t *testing.T) {
 
 	w := newWorkload(sc, "cluster", 3)
 	w.pace = 100 * time.Millisecond
+	// Grace is the oracle's user too (same IdP): her last acknowledged state is the create.
+	w.mu.Lock()
+	w.users[email] = &userModel{UserName: email, ID: created.ID, Given: "Grace"}
+	w.order = append(w.order, email)
+	w.mu.Unlock()
 	w.start(1 << 20)
 	waitUsers(t, w, 20)
 
