@@ -197,8 +197,8 @@ func TestDeleteIdPRevokesSessions(t *testing.T) {
 	}
 	var res idpActionResult
 	a.call("DELETE", "/api/v1/identity_providers/okta", nil, 200, &res)
-	if res.ID != "okta" || !res.Applied || len(res.EventIDs) != 1 {
-		t.Errorf("DELETE idp = %+v, want okta, applied, one event", res)
+	if res.ID != "okta" || !res.Applied || len(res.EventIDs) != 2 {
+		t.Errorf("DELETE idp = %+v, want okta, applied, two events (before and after the removal)", res)
 	}
 	var found bool
 	for _, e := range h.streamEvents(events.StreamIdentity) {
