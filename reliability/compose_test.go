@@ -31,8 +31,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimflow/scimflow/events"
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // repoRoot is the repository root relative to this package.
