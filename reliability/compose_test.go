@@ -191,7 +191,7 @@ func newComposeProject(t *testing.T, extraFiles ...string) *composeProject {
 	t.Cleanup(func() {
 		if t.Failed() {
 			keep := keepDir(t)
-			out, _ := p.composeOut("logs", "--no-color", "--tail", "300")
+			out, _ := p.composeOut("logs", "--no-color")
 			os.WriteFile(filepath.Join(keep, "compose.log"), []byte(out), 0o600)
 			t.Logf("container logs kept in %s", keep)
 		}
