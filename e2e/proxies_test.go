@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // fencedBlocks returns the bodies of the ```lang blocks of a Markdown file under docs/.

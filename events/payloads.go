@@ -216,6 +216,10 @@ type Identity struct {
 	// has SCIM enabled (docs/design.md §4: at every login the identity is rebuilt from the latest SCIM
 	// state). Empty for a user SCIM never linked, or one whose SCIM resource was deleted.
 	SCIMGroups []Group `json:"scim_groups,omitempty"`
+	// SCIMLinked is true while a live SCIM resource links to the person (even with no groups): then
+	// SCIM membership replaces the ID token's groups claim at login; otherwise — never provisioned,
+	// or deleted by SCIM — the claim applies (docs/design.md §4).
+	SCIMLinked bool `json:"scim_linked,omitempty"`
 }
 
 // IdentityChanged carries the registry identity after a change.
@@ -323,10 +327,10 @@ type LoggedIn struct {
 	Email         string         `json:"email"`
 	Sub           string         `json:"sub"`
 	Name          string         `json:"name,omitempty"`
-	Groups        []string       `json:"groups,omitempty"` // from the groups claim, when SCIM is not enabled
+	Groups        []string       `json:"groups,omitempty"` // the groups claim; used unless SCIM knows the person (docs/design.md §4)
 	OIDCFields    map[string]any `json:"oidc_fields,omitempty"`
 	SessionIDHash string         `json:"session_id_hash"` // SHA-256 of the session id, hex
-	SCIMEnabled   bool           `json:"scim_enabled"`    // the IdP's scim_config.enabled at login: SCIM groups replace the claim
+	SCIMEnabled   bool           `json:"scim_enabled"`    // the IdP's scim_config.enabled at login: SCIM groups replace the claim for people SCIM knows
 	IssuedAt      time.Time      `json:"issued_at"`
 	ExpiresAt     time.Time      `json:"expires_at"`
 }

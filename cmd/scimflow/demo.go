@@ -16,16 +16,16 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/app"
+	"github.com/scimflow/scimflow/internal/devidp"
 	"github.com/scimflow/scimflow/internal/logging"
-	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // embedded is the whole pipeline running in this process (what `serve` runs), plus the test
 // OpenID provider, for demo and bench.
 type embedded struct {
 	ep     scenario.Endpoints
-	op     *oidctest.Provider
+	op     *devidp.Provider
 	secret string // the provider's client secret
 	admin  *scenario.Admin
 	cancel context.CancelFunc

@@ -15,7 +15,10 @@ import (
 // auth applied the revocation stays valid. Every replica agrees, since the order is the stream's.
 func TestFactsAppliedAfterSession(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) { i.SCIMConfig.Enabled = true }})
+	// automatic: the one mode in which a snapshot reaches live sessions (issue 16 item 3).
+	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) {
+		i.SCIMConfig.Enabled, i.SCIMConfig.IdentityUpdateBehavior = true, events.UpdateAutomatic
+	}})
 	r2 := h.secondReplica()
 	uid := "registry-id-1"
 	admins := []events.Group{{ID: "g1", Name: "Admins"}}

@@ -79,7 +79,7 @@ type resultInfo struct {
 	Page       int `json:"page,omitempty"`
 	PerPage    int `json:"per_page,omitempty"`
 	Count      int `json:"count"`
-	TotalCount int `json:"total_count,omitempty"`
+	TotalCount int `json:"total_count"` // every list sets it; 0 is an answer
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -708,43 +708,91 @@ func (s *service) removeSeat(w http.ResponseWriter, r *http.Request) {
 
 // --- SCIM provisioning logs ---
 
-// logView is a log row as Cloudflare returns it: request_body is a JSON-encoded string.
+// logView is a log row as Cloudflare returns it: request_body is a JSON-encoded string. idp names
+// the IdP (id and its current name; the name is empty for an IdP deleted since).
 type logView struct {
 	logRow
+	IdP         logIdP `json:"idp"`
 	RequestBody string `json:"request_body,omitempty"`
+}
+
+type logIdP struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// scimLogParams are the query parameters of GET /api/v1/logs/scim; any other name is refused, so a
+// typo never silently returns every row (or none).
+var scimLogParams = []string{"idp_id", "status", "resource_type", "request_method", "resource_user_email", "resource_group_name",
+	"cf_resource_id", "idp_resource_id", "since", "until", "direction", "page", "per_page", "limit"}
+
+// scimLogValues are the values each enumerated filter accepts (any case): what scim-ingest records.
+var scimLogValues = map[string][]string{
+	"status":         {events.LogSuccess, events.LogError},
+	"resource_type":  {"USER", "GROUP"},
+	"request_method": {http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
 }
 
 func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	multi := func(name string) map[string]bool {
-		var m map[string]bool
+	var probs []string
+	for name := range q {
+		if !slices.Contains(scimLogParams, name) {
+			probs = append(probs, fmt.Sprintf("%s: unknown parameter (known: %s)", name, strings.Join(scimLogParams, ", ")))
+		}
+	}
+	list := func(name string) []string {
+		var out []string
 		for _, v := range q[name] {
 			for _, p := range strings.Split(v, ",") {
 				if p = strings.TrimSpace(p); p != "" {
-					if m == nil {
-						m = map[string]bool{}
-					}
-					m[strings.ToUpper(p)] = true
+					out = append(out, p)
 				}
 			}
+		}
+		return out
+	}
+	enum := func(name string) map[string]bool {
+		var m map[string]bool
+		for _, p := range list(name) {
+			p = strings.ToUpper(p)
+			if !slices.Contains(scimLogValues[name], p) {
+				probs = append(probs, fmt.Sprintf("%s: %q is not one of %s", name, p, strings.Join(scimLogValues[name], ", ")))
+				continue
+			}
+			if m == nil {
+				m = map[string]bool{}
+			}
+			m[p] = true
 		}
 		return m
 	}
 	idps := map[string]bool{}
-	for _, v := range q["idp_id"] {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				idps[p] = true
-			}
-		}
+	for _, p := range list("idp_id") {
+		idps[p] = true
 	}
-	statuses, types, methods := multi("status"), multi("resource_type"), multi("request_method")
+	statuses, types, methods := enum("status"), enum("resource_type"), enum("request_method")
 	userEmail, groupName := normEmail(q.Get("resource_user_email")), q.Get("resource_group_name")
 	cfID, idpResID := q.Get("cf_resource_id"), q.Get("idp_resource_id")
-	var probs []string
-	limit, err := intParam(r, "limit", 100, 1, 1000)
+	page, err := intParam(r, "page", 1, 1, 1<<30)
 	if err != nil {
 		probs = append(probs, err.Error())
+	}
+	// limit is the older name of per_page; both may be given only with the same value.
+	perPage, err := intParam(r, "per_page", 100, 1, 1000)
+	if err != nil {
+		probs = append(probs, err.Error())
+	}
+	if q.Has("limit") {
+		limit, err := intParam(r, "limit", 100, 1, 1000)
+		switch {
+		case err != nil:
+			probs = append(probs, err.Error())
+		case q.Has("per_page") && limit != perPage:
+			probs = append(probs, "limit: an alias of per_page; give one, or both with the same value")
+		default:
+			perPage = limit
+		}
 	}
 	parseT := func(name string) time.Time {
 		v := q.Get(name)
@@ -758,6 +806,9 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		return t
 	}
 	since, until := parseT("since"), parseT("until")
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
+		probs = append(probs, "until: before since")
+	}
 	dir := q.Get("direction")
 	if dir == "" {
 		dir = "desc"
@@ -766,10 +817,12 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		probs = append(probs, "direction: want asc or desc")
 	}
 	if len(probs) > 0 {
+		slices.Sort(probs) // map order above; a stable answer reads better
 		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
 		return
 	}
 	out := []logView{}
+	total, skip := 0, (page-1)*perPage
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(bkSCIMLog)).Cursor()
 		var k, v []byte
@@ -788,7 +841,8 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		for ; k != nil && len(out) < limit; func() {
+		// Every matching row is counted (total_count); only the page's rows are kept.
+		for ; k != nil; func() {
 			if dir == "asc" {
 				k, v = c.Next()
 			} else {
@@ -812,7 +866,11 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 				cfID != "" && row.CFResourceID != cfID || idpResID != "" && row.IdPResourceID != idpResID {
 				continue
 			}
-			lv := logView{logRow: row}
+			total++
+			if total <= skip || len(out) >= perPage {
+				continue
+			}
+			lv := logView{logRow: row, IdP: logIdP{ID: row.IdPID}}
 			if len(row.RequestBody) > 0 {
 				lv.RequestBody = string(row.RequestBody)
 			}
@@ -825,5 +883,33 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, internal(err))
 		return
 	}
-	writeResult(w, http.StatusOK, out, &resultInfo{Count: len(out), PerPage: limit})
+	var msgs []string
+	if len(out) > 0 {
+		// Names come from idp_config; without NATS the rows are still served, and the answer says so.
+		names, err := s.idpNames(r.Context())
+		if err != nil {
+			msgs = append(msgs, "IdP names unavailable (NATS): idp.name is empty")
+		}
+		for i := range out {
+			out[i].IdP.Name = names[out[i].IdPID]
+		}
+	}
+	writeResultMessages(w, http.StatusOK, out, &resultInfo{Page: page, PerPage: perPage, Count: len(out), TotalCount: total}, msgs)
+}
+
+// idpNames maps every stored IdP's id to its name.
+func (s *service) idpNames(ctx context.Context) (map[string]string, error) {
+	kv, err := s.kv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := listIdPs(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(all))
+	for _, p := range all {
+		names[p.ID] = p.Name
+	}
+	return names, nil
 }

@@ -938,7 +938,9 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	if u.Name == "" {
 		u.Name = u.SCIM.displayName()
 	}
-	if d.SCIMEnabled {
+	// SCIM membership replaces the claim only for a person SCIM knows (docs/design.md §4); events
+	// from before this rule carry no claim when SCIM was enabled, so a replay gives what it gave.
+	if d.SCIMEnabled && u.scimLinked() {
 		if u.Groups, err = currentSCIMGroups(t.tx, u); err != nil {
 			return err
 		}

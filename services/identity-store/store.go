@@ -148,7 +148,7 @@ func (u *user) identity() events.Identity {
 	id := events.Identity{
 		UserID: u.ID, Email: u.Email, Name: u.Name, Groups: u.Groups, OIDCFields: u.OIDCFields,
 		Status: u.status(), SeatHeld: u.seatHeld(), Locked: u.Locked, SCIMUserID: u.SCIMUserID,
-		SCIMGroups: u.SCIMGroups,
+		SCIMGroups: u.SCIMGroups, SCIMLinked: u.scimLinked(),
 	}
 	if id.Groups == nil {
 		id.Groups = []events.Group{}
@@ -158,6 +158,12 @@ func (u *user) identity() events.Identity {
 		id.RevokedBefore = &rb
 	}
 	return id
+}
+
+// scimLinked reports whether a live SCIM resource links to u: SCIM has told scimflow about the person
+// and not deleted them since, so SCIM membership replaces the token's groups claim.
+func (u *user) scimLinked() bool {
+	return u.SCIMUserID != "" && (u.SCIM == nil || !u.SCIM.Deleted)
 }
 
 // clone copies u deeply enough for apply: maps (oidc_fields, SCIM attributes) are replaced, never
