@@ -40,17 +40,30 @@ type userRecord struct {
 	RevokedSeq  uint64 `json:"revoked_seq,omitempty"`
 }
 
-// revState is the in-memory mirror of the projection that the hot path reads. It is written only
-// from bbolt OnCommit hooks (and at start from the file), so it never shows uncommitted state.
+// revState is what the hot path reads: the projection in the bbolt file, read through a bounded
+// cache of user records. Nothing is loaded at start but the logged-out sessions (few, and checked on
+// every request), so a replica listens at once and holds memory in proportion to the people who are
+// active, not to everyone the registry knows.
+//
+// The cache is written from bbolt OnCommit hooks, so it never shows uncommitted state. A reader that
+// missed the cache fills it with what its read transaction saw only when no commit hook ran since it
+// looked (gen), so a read racing a commit can never leave a stale record behind — not even after the
+// fresh record was evicted again.
 type revState struct {
+	db       *bolt.DB
+	maxCache int
+
 	mu        sync.RWMutex // guards the following
+	gen       uint64       // incremented by every commit hook that changes a user
 	users     map[string]*userRecord
-	emails    map[string]string
 	loggedOut map[string]time.Time
 }
 
-func newRevState() *revState {
-	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{}}
+// defaultUserCache bounds the cached user records: ~1 KB each, so about 100 MB at most.
+const defaultUserCache = 100_000
+
+func newRevState(db *bolt.DB) *revState {
+	return &revState{db: db, maxCache: defaultUserCache, users: map[string]*userRecord{}, loggedOut: map[string]time.Time{}}
 }
 
 func emailKey(idp, email string) string {
@@ -59,21 +72,75 @@ func emailKey(idp, email string) string {
 
 // user returns a copy of the record of id.
 func (s *revState) user(id string) (userRecord, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	u, ok := s.users[id]
-	if !ok {
+	u := s.lookup(id)
+	if u == nil {
 		return userRecord{}, false
 	}
 	return *u, true
 }
 
+// lookup returns the record of id from the cache, else from the file (then cached), or nil.
+func (s *revState) lookup(id string) *userRecord {
+	s.mu.RLock()
+	u, hit := s.users[id]
+	gen := s.gen
+	s.mu.RUnlock()
+	if hit {
+		return u
+	}
+	var rec *userRecord
+	if s.db != nil {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			r, ok, err := getUser(tx, id)
+			if err == nil && ok {
+				rec = &r
+			}
+			return nil
+		})
+	}
+	if rec == nil {
+		return nil // absent records are not cached: they cost one B+tree lookup
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.users[id]; ok {
+		return cur // a commit hook put a newer record meanwhile
+	}
+	if s.gen == gen {
+		s.evictLocked()
+		s.users[id] = rec
+	}
+	return rec
+}
+
+// evictLocked makes room for one record, dropping arbitrary ones (map order) when the cache is full.
+func (s *revState) evictLocked() {
+	if len(s.users) < s.maxCache {
+		return
+	}
+	n := len(s.users)/16 + 1
+	for k := range s.users {
+		delete(s.users, k)
+		if n--; n == 0 {
+			return
+		}
+	}
+}
+
 // userIDByEmail returns the registry id of (idp, email), if the projection knows it.
 func (s *revState) userIDByEmail(idp, email string) (string, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	id, ok := s.emails[emailKey(idp, email)]
-	return id, ok
+	return s.userIDByEmailKey(emailKey(idp, email))
+}
+
+func (s *revState) userIDByEmailKey(ekey string) (string, bool) {
+	var id string
+	if s.db != nil {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			id = string(tx.Bucket([]byte(bucketEmails)).Get([]byte(ekey)))
+			return nil
+		})
+	}
+	return id, id != ""
 }
 
 // check returns why a session issued at issued, built from the projection up to sequence seq (nil:
@@ -83,15 +150,16 @@ func (s *revState) userIDByEmail(idp, email string) (string, bool) {
 // either reaches the session.
 func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) string {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if _, out := s.loggedOut[h]; out {
+	_, out := s.loggedOut[h]
+	s.mu.RUnlock()
+	if out {
 		return "logged_out"
 	}
-	if why := userCheck(s.users[id], issued, seq); why != "" {
+	if why := userCheck(s.lookup(id), issued, seq); why != "" {
 		return why
 	}
-	if other, ok := s.emails[ekey]; ok && other != id {
-		return userCheck(s.users[other], issued, seq)
+	if other, ok := s.userIDByEmailKey(ekey); ok && other != id {
+		return userCheck(s.lookup(other), issued, seq)
 	}
 	return ""
 }
@@ -115,16 +183,15 @@ func userCheck(u *userRecord, issued time.Time, seq *uint64) string {
 	return ""
 }
 
-func (s *revState) putUser(u userRecord, oldEmailKey string) {
+// putUser records a committed change of u (the email index lives in the file only).
+func (s *revState) putUser(u userRecord, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if oldEmailKey != "" && s.emails[oldEmailKey] == u.UserID {
-		delete(s.emails, oldEmailKey)
+	s.gen++
+	if _, ok := s.users[u.UserID]; !ok {
+		s.evictLocked()
 	}
 	s.users[u.UserID] = &u
-	if u.Email != "" {
-		s.emails[emailKey(u.IdP, u.Email)] = u.UserID
-	}
 }
 
 func (s *revState) putLoggedOut(h string, exp time.Time) {
@@ -141,26 +208,10 @@ func (s *revState) dropLoggedOut(hs []string) {
 	}
 }
 
-// load fills the mirror from the file at start.
+// load reads the logged-out sessions at start; user records are read on demand.
 func (s *revState) load(tx *bolt.Tx) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := tx.Bucket([]byte(bucketUsers)).ForEach(func(k, v []byte) error {
-		var u userRecord
-		if err := json.Unmarshal(v, &u); err != nil {
-			return fmt.Errorf("user %s: %w", k, err)
-		}
-		s.users[u.UserID] = &u
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := tx.Bucket([]byte(bucketEmails)).ForEach(func(k, v []byte) error {
-		s.emails[string(k)] = string(v)
-		return nil
-	}); err != nil {
-		return err
-	}
 	return tx.Bucket([]byte(bucketLoggedOut)).ForEach(func(k, v []byte) error {
 		if len(v) == 8 {
 			s.loggedOut[string(k)] = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
