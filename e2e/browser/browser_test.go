@@ -26,8 +26,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/scimflow/scimflow/internal/devidp"
-	"github.com/scimflow/scimflow/testkit/proctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/proctest"
 )
 
 // stack is the running system the suite drives.
