@@ -38,7 +38,8 @@ func jsConnect(t testing.TB, natsURL string) (*nats.Conn, jetstream.JetStream) {
 	opts := []nats.Option{nats.Name("reliability-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	// A user in the URL is a scimflow role (the compose stack's NATS has permissions on): replies
 	// must come under the role's inbox prefix, the only one it may subscribe to.
-	if u, err := url.Parse(natsURL); err == nil && u.User != nil {
+	first, _, _ := strings.Cut(natsURL, ",")
+	if u, err := url.Parse(first); err == nil && u.User != nil {
 		opts = append(opts, nats.CustomInboxPrefix("_INBOX."+u.User.Username()))
 	}
 	nc, err := nats.Connect(natsURL, opts...)

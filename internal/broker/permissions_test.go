@@ -353,7 +353,8 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 	}
 }
 
-// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf and docs/security.md hold what
+// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf, nats-cluster.conf and
+// docs/security.md hold what
 // the permission table generates (-update rewrites them).
 func TestGeneratedFilesMatchTable(t *testing.T) {
 	t.Parallel()
@@ -362,6 +363,7 @@ func TestGeneratedFilesMatchTable(t *testing.T) {
 		path, begin, end, want string
 	}{
 		{filepath.Join(root, "deploy", "compose", "nats.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
+		{filepath.Join(root, "deploy", "compose", "nats-cluster.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
 		{filepath.Join(root, "docs", "security.md"), "<!-- BEGIN generated permissions -->\n", "<!-- END generated permissions -->\n", broker.PermissionsMarkdown(broker.Permissions)},
 	} {
 		b, err := os.ReadFile(f.path)

@@ -84,7 +84,7 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
-		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(), keks: keks,
+		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(db), keks: keks,
 		ready:      &httpserv.Ready{},
 		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
 		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),
