@@ -155,7 +155,7 @@ func Connect(url, name string, logger *slog.Logger, opts ...nats.Option) (*nats.
 		// is noticed only when pings go unanswered. The client default (every 2 min, 2
 		// outstanding) kept such a replica cut off, failing closed, for minutes after the network
 		// came back; 5 s and 2 notice it within about 15 s.
-		nats.PingInterval(5*time.Second),
+		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if logger != nil {

@@ -8,18 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
 )
 
 // TestNATSClusterConfig: every node of the cluster variant keeps principle 4 (file store, fsync on
-// every write) and routes to all three nodes, by nats-server's own parser.
+// every write) and routes to all three nodes, by nats-server's own parser, and has the same users
+// and permissions as nats.conf (parseNATSConf; not parallel: it sets the password variables).
 func TestNATSClusterConfig(t *testing.T) {
-	t.Parallel()
-	opts, err := server.ProcessConfigFile(filepath.Join(deployDir, "nats-cluster.conf"))
-	if err != nil {
-		t.Fatalf("ProcessConfigFile(nats-cluster.conf) = %v", err)
-	}
+	opts := parseNATSConf(t, filepath.Join(deployDir, "nats-cluster.conf"))
 	if !opts.JetStream || opts.StoreDir == "" || !opts.SyncAlways || opts.MaxPayload != 0 {
 		t.Errorf("nats-cluster.conf: jetstream %v store %q sync always %v max_payload %d; want JetStream on a file store, sync_interval: always, default max_payload",
 			opts.JetStream, opts.StoreDir, opts.SyncAlways, opts.MaxPayload)

@@ -20,6 +20,44 @@ import (
 // deployDir is deploy/compose relative to this package.
 var deployDir = filepath.Join("..", "..", "deploy", "compose")
 
+// parseNATSConf parses a NATS config of the deployment with nats-server's parser and checks the
+// trust boundary every node shares (docs/security.md): one password user per role, read from the
+// environment, with exactly the permissions internal/broker/permissions.go gives the role; no
+// anonymous access; the unauthenticated monitoring port bound inside the container only. It sets
+// the password variables, so its callers are not parallel.
+func parseNATSConf(t *testing.T, path string) *server.Options {
+	t.Helper()
+	if _, err := server.ProcessConfigFile(path); err == nil || !strings.Contains(err.Error(), "NATS_") {
+		t.Errorf("ProcessConfigFile(%s) without the password variables = %v, want an error naming the missing variable", path, err)
+	}
+	for _, r := range broker.Roles {
+		t.Setenv(broker.NATSConfPasswordVar(r), "pw-"+string(r))
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("ProcessConfigFile(%s) = %v", path, err)
+	}
+	if opts.NoAuthUser != "" || len(opts.Nkeys) != 0 || len(opts.Users) != len(broker.Roles) {
+		t.Errorf("%s: no_auth_user %q, %d nkeys, %d users; want no anonymous user and one user per role", path, opts.NoAuthUser, len(opts.Nkeys), len(opts.Users))
+	}
+	for _, u := range opts.Users {
+		r := broker.Role(u.Username)
+		if u.Password != "pw-"+u.Username {
+			t.Errorf("%s: user %s does not read its password from $%s", path, u.Username, broker.NATSConfPasswordVar(r))
+		}
+		want := broker.RolePermissions(r, broker.Permissions)
+		if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil ||
+			!slices.Equal(u.Permissions.Publish.Allow, want.Publish.Allow) || !slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe.Allow) ||
+			len(u.Permissions.Publish.Deny) != 0 || len(u.Permissions.Subscribe.Deny) != 0 {
+			t.Errorf("%s: user %s permissions differ from internal/broker/permissions.go", path, u.Username)
+		}
+	}
+	if opts.HTTPHost != "127.0.0.1" {
+		t.Errorf("%s: monitoring listens on %q, want 127.0.0.1 (it has no authentication)", path, opts.HTTPHost)
+	}
+	return opts
+}
+
 // TestNATSConfig guards docs/design.md §2.4 in the compose NATS config: JetStream on file storage,
 // fsync on every write (sync_interval: always), and the default max_payload the event chunking
 // assumes. It uses nats-server's own parser, so what it accepts is what the server will run.
@@ -29,35 +67,7 @@ var deployDir = filepath.Join("..", "..", "deploy", "compose")
 // anonymous access; the unauthenticated monitoring port bound inside the container only.
 // (Not parallel: the passwords come from the process environment, as in the container.)
 func TestNATSConfig(t *testing.T) {
-	path := filepath.Join(deployDir, "nats.conf")
-	if _, err := server.ProcessConfigFile(path); err == nil || !strings.Contains(err.Error(), "NATS_") {
-		t.Errorf("ProcessConfigFile(nats.conf) without the password variables = %v, want an error naming the missing variable", err)
-	}
-	for _, r := range broker.Roles {
-		t.Setenv(broker.NATSConfPasswordVar(r), "pw-"+string(r))
-	}
-	opts, err := server.ProcessConfigFile(path)
-	if err != nil {
-		t.Fatalf("ProcessConfigFile(nats.conf) = %v", err)
-	}
-	if opts.NoAuthUser != "" || len(opts.Nkeys) != 0 || len(opts.Users) != len(broker.Roles) {
-		t.Errorf("nats.conf: no_auth_user %q, %d nkeys, %d users; want no anonymous user and one user per role", opts.NoAuthUser, len(opts.Nkeys), len(opts.Users))
-	}
-	for _, u := range opts.Users {
-		r := broker.Role(u.Username)
-		if u.Password != "pw-"+u.Username {
-			t.Errorf("nats.conf: user %s does not read its password from $%s", u.Username, broker.NATSConfPasswordVar(r))
-		}
-		want := broker.RolePermissions(r, broker.Permissions)
-		if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil ||
-			!slices.Equal(u.Permissions.Publish.Allow, want.Publish.Allow) || !slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe.Allow) ||
-			len(u.Permissions.Publish.Deny) != 0 || len(u.Permissions.Subscribe.Deny) != 0 {
-			t.Errorf("nats.conf: user %s permissions differ from internal/broker/permissions.go", u.Username)
-		}
-	}
-	if opts.HTTPHost != "127.0.0.1" {
-		t.Errorf("nats.conf: monitoring listens on %q, want 127.0.0.1 (it has no authentication)", opts.HTTPHost)
-	}
+	opts := parseNATSConf(t, filepath.Join(deployDir, "nats.conf"))
 	if !opts.JetStream {
 		t.Errorf("nats.conf: jetstream = false, want enabled")
 	}
