@@ -210,14 +210,42 @@ type Identity struct {
 // NewIdentity prepares an identity: the email normalised and its domain cut, the group names
 // lower-cased into a set (group selectors compare case-insensitively).
 func NewIdentity(email, idp string, groups []string, claims map[string]any) *Identity {
-	id := &Identity{Email: person.NormalizeEmail(email), IdP: idp, Claims: claims, groups: make(map[string]struct{}, len(groups))}
+	id := &Identity{groups: make(map[string]struct{}, len(groups))}
+	id.Reset(email, idp, groups, claims)
+	return id
+}
+
+// Reset makes id the identity of other values, reusing its memory (the tester evaluates many people
+// in a row).
+func (id *Identity) Reset(email, idp string, groups []string, claims map[string]any) {
+	if id.groups == nil {
+		id.groups = make(map[string]struct{}, len(groups))
+	}
+	clear(id.groups)
+	id.Email, id.IdP, id.Claims, id.domain = person.NormalizeEmail(email), idp, claims, ""
 	if i := strings.LastIndexByte(id.Email, '@'); i >= 0 {
 		id.domain = id.Email[i+1:]
 	}
 	for _, g := range groups {
 		id.groups[strings.ToLower(g)] = struct{}{}
 	}
-	return id
+}
+
+// ReadsClaims reports whether any policy of the app has an oidc selector, so a caller can skip
+// decoding claims it would never read.
+func (c *Compiled) ReadsClaims() bool {
+	for _, l := range [][]*cpolicy{c.bypass, c.rules} {
+		for _, p := range l {
+			for _, ss := range [][]csel{p.include, p.require, p.exclude} {
+				for _, s := range ss {
+					if s.kind == selOIDC {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Result is the outcome of evaluating an app's policies.

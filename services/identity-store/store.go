@@ -40,10 +40,11 @@ const (
 	bkSCIMLogLast = "scimlog_last"    // idp → key of the IdP's newest scimlog row (the console's overview)
 	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
 	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
+	bkAccessIdent = "access_identity" // registry id → what access policies read of the user (access_index.go)
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkAccessApps, bkAccessLog, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkAccessApps, bkAccessLog, bkAccessIdent, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
