@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestAccessGroupRemoval: an access application allows the SCIM group "Engineering" on appURL's

@@ -146,20 +146,17 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		s.cache.drop(c.Value)
 		return nil, sessionInvalid, "expired"
 	}
-	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
+	if why := s.state.check(cs.claims.Subject, cs.claims.IdP, cs.claims.OIDCSub, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
 		return nil, sessionInvalid, why
 	}
 	return cs, sessionValid, ""
 }
 
-// identity is the identity a session stands for right now: the registry snapshot if it is newer
-// than the session (automatic updates apply at once), else what the login computed. "Newer" is
-// stream order (projection.go, Ordering): the snapshot was applied after the session was built.
-// The snapshot is identity-store's registry identity, which already follows the IdP's mode: in
-// automatic mode its groups are the current SCIM groups; in reauth and no_action they are what the
-// latest login read (rebuilt by identity-store from the latest SCIM state it had), so a session
-// converges on the registry in every mode. In reauth a membership change also revokes the session
-// (userCheck), so its groups are never read after that change.
+// identity is the identity a session stands for right now. In automatic mode it is the registry
+// snapshot if that is newer than the session (registry changes apply to live sessions at once),
+// else what the login computed; in every other mode (and with SCIM off) always what the login
+// computed. "Newer" is stream order (projection.go, Ordering): the snapshot was applied after the
+// session was built. In reauth a membership change revokes the session instead (userCheck).
 type identity struct {
 	UserID     string
 	Email      string
@@ -178,6 +175,14 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		return id
 	}
 	id.version = u.Version
+	// Outside automatic mode each session keeps the identity it was issued with until it
+	// re-authenticates (docs/design.md §4): a later snapshot — another browser's login, a SCIM change
+	// in no_action or reauth, a login with SCIM off — must not leak into it. Only revocations and locks
+	// reach it (session()). A session whose groups did not fit its cookie (Trimmed) has no copy of its
+	// own and follows the registry.
+	if !s.automatic(c.IdP) && !c.Trimmed {
+		return id
+	}
 	if u.Identity != nil && snapshotNewer(&u, c) {
 		snap := u.Identity
 		id.fromSnap = true
@@ -193,6 +198,14 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		}
 	}
 	return id
+}
+
+// automatic reports whether idp is in automatic mode now: SCIM enabled with identity_update_behavior
+// automatic, the one mode in which registry changes reach live sessions (a deliberate departure from
+// the product scimflow mirrors; docs/auth.md, "Sessions").
+func (s *server) automatic(idp string) bool {
+	e, ok := s.idps.get(idp)
+	return ok && e.cfg.SCIMConfig.Enabled && e.cfg.SCIMConfig.IdentityUpdateBehavior == events.UpdateAutomatic
 }
 
 // snapshotNewer reports whether u's snapshot was applied after the session c was built. Tokens
