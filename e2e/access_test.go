@@ -40,14 +40,18 @@ func TestAccessGroupRemoval(t *testing.T) {
 			tn.must(tn.scim.CreateGroup(ctx, g))
 			tn.logRow(tn.must(tn.scim.AddMembers(ctx, g, p.User)).RequestID)
 			b := tn.login(p)
-			v := tn.waitVerify("allowed while in Engineering", b, http.StatusOK)
-			if v.Header.Get("X-Scimflow-App") != app.ID {
-				t.Errorf("X-Scimflow-App = %q, want %s", v.Header.Get("X-Scimflow-App"), app.ID)
-			}
+			// auth learns the app asynchronously: wait until /verify names it.
+			tn.eventually("allowed by the app while in Engineering", func() error {
+				v := tn.verify(b)
+				if v.Status != http.StatusOK || v.Header.Get("X-Scimflow-App") != app.ID {
+					return fmt.Errorf("/verify = %d app %q, want 200 app %s", v.Status, v.Header.Get("X-Scimflow-App"), app.ID)
+				}
+				return nil
+			})
 			tn.logRow(tn.must(tn.scim.RemoveMembers(ctx, g, p.User)).RequestID)
 			switch beh {
 			case "automatic":
-				v = tn.waitVerify("denied after the removal", b, http.StatusForbidden)
+				v := tn.waitVerify("denied after the removal", b, http.StatusForbidden)
 				if r := v.Header.Get("X-Scimflow-Deny-Reason"); r != "no_policy" {
 					t.Errorf("deny reason = %q, want no_policy", r)
 				}
