@@ -287,7 +287,7 @@ func TestConsolePages(t *testing.T) {
 	h.caughtUp()
 	_, page = b.do("GET", "/ui/logs?idp_id="+idp, nil)
 	link := regexp.MustCompile(`href="(/ui/logs/caused\?[^"]+)">What it caused`).FindStringSubmatch(page)
-	if link == nil || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
+	if link == nil || !strings.Contains(page, "1–1 of 1 requests") || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
 		t.Fatalf("log page lacks the PATCH row, its body or its link:\n%s", page)
 	}
 	_, page = b.do("GET", strings.ReplaceAll(link[1], "&amp;", "&"), nil)
