@@ -434,6 +434,10 @@ var personActions = map[string]struct {
 		"Every session of this person ends now, on every auth replica. The seat is kept; they can sign in again unless locked."},
 	"remove-seat": {http.MethodDelete, "/seat", "Remove seat",
 		"The seat is freed and every session ends. The person shows inactive until their next sign-in."},
+	"unlock": {http.MethodPost, "/unlock", "Unlock",
+		"The lock SCIM deprovisioning set is lifted, so the person can sign in again. Sessions issued before the lock stay invalid; while the IdP still says active: false the person shows inactive."},
+	"reset-sub": {http.MethodDelete, "/sub", "Reset OIDC sub",
+		"The binding to the person's OIDC sub is voided as of now (an account replaced at the IdP on purpose): the next login binds its own sub. Sessions are not touched."},
 }
 
 func (c *Console) personConfirm(w http.ResponseWriter, r *http.Request) {
