@@ -38,6 +38,7 @@ type server struct {
 	sc      schemas
 	m       metrics
 	logs    logBuffer
+	authErr *authFailures
 
 	mu       sync.RWMutex // guards the following
 	idps     map[string]events.IdP
@@ -60,9 +61,13 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 			"users", shared)
 	}
 	s.m = newMetrics()
+	s.authErr = newAuthFailures(s.log)
 	if d.Registry != nil {
 		if err := s.m.register(d.Registry); err != nil {
 			return nil, err
+		}
+		if err := d.Registry.Register(s.authErr.total); err != nil {
+			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
 		}
 	}
 	s.logs.flush = func(evs []events.Event) {
@@ -89,6 +94,7 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		}
 		w := idpwatch.New(kv, s.applyIdP, s.log)
 		g.Go(func() error { return w.Run(ctx) })
+		g.Go(func() error { return s.authErr.run(ctx) })
 		if err := w.WaitSynced(ctx); err != nil {
 			return err
 		}
