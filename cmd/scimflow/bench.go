@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // benchmark is one `scimflow bench <name>`.

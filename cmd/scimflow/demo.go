@@ -16,16 +16,16 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/app"
+	"github.com/scimflow/scimflow/internal/devidp"
 	"github.com/scimflow/scimflow/internal/logging"
-	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // embedded is the whole pipeline running in this process (what `serve` runs), plus the test
 // OpenID provider, for demo and bench.
 type embedded struct {
 	ep     scenario.Endpoints
-	op     *oidctest.Provider
+	op     *devidp.Provider
 	secret string // the provider's client secret
 	admin  *scenario.Admin
 	cancel context.CancelFunc
@@ -247,6 +247,7 @@ func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter 
 	n.step(time.Since(t0), "pipeline ready; data in %s", dir)
 	n.say("SCIM        %s/populations/{idp_id}/scim/v2", e.ep.SCIM)
 	n.say("admin API   %s/api/v1   (Authorization: Bearer %s)", e.ep.Admin, e.ep.AdminToken)
+	n.say("console     %s/ui/   (sign in by pasting the admin token %s)", e.ep.Admin, e.ep.AdminToken)
 	n.say("auth        %s   (/login, /callback, /verify, /get-identity, /certs)", e.ep.Auth)
 	n.say("OpenID provider %s (no UI: it signs in whoever the login asks for)", e.op.Issuer())
 
@@ -533,6 +534,8 @@ func waitLog(ctx context.Context, a *scenario.Admin, idp, reqID string) error {
 func printExplore(n *narrator, e *embedded, m *demoMode) {
 	n.section("Explore (copy and paste)")
 	tok, sess := e.ep.AdminToken, m.browser.Session()
+	n.say("# the admin console in a browser: paste the admin token %s", tok)
+	n.say("open '%s/ui/'", e.ep.Admin)
 	n.say("# users and their status, seat, lock; one user's history")
 	n.say("curl -s -H 'Authorization: Bearer %s' %s/api/v1/users", tok, e.ep.Admin)
 	n.say("# the SCIM provisioning log")

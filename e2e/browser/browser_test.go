@@ -25,9 +25,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/scimflow/scimflow/internal/scenario"
 	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/testkit/proctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // stack is the running system the suite drives.

@@ -415,6 +415,15 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
 		return
 	}
+	// The person is bound to the OIDC sub of their first login (identity-store decides, from the
+	// AUTH stream, and publishes sub_bound): another account at the IdP that presents the same
+	// verified email is not that person (issue 12, finding 9). A login racing the first one on
+	// another replica, before the binding reached this one, is revoked by identity-store instead.
+	if bound := s.state.boundSub(li.userID, rp.idp.ID); bound != "" && bound != sub {
+		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, events.ReasonSubMismatch)
+		s.loginFailed(w, r, txn.IdP, events.ReasonSubMismatch, http.StatusForbidden, nil)
+		return
+	}
 	if txn.Test {
 		s.metrics.logins.WithLabelValues(txn.IdP, "success", "test").Inc()
 		writeJSON(w, http.StatusOK, map[string]any{

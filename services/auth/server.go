@@ -64,7 +64,7 @@ type server struct {
 }
 
 func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
-	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp)
+	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp, bucketIdPs)
 	if err != nil {
 		return nil, err
 	}

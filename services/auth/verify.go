@@ -146,7 +146,7 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		s.cache.drop(c.Value)
 		return nil, sessionInvalid, "expired"
 	}
-	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
+	if why := s.state.check(cs.claims.Subject, cs.claims.IdP, cs.claims.OIDCSub, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
 		return nil, sessionInvalid, why
 	}
 	return cs, sessionValid, ""

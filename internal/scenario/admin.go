@@ -133,6 +133,9 @@ type User struct {
 	RevokedBefore  *time.Time     `json:"revoked_before"`
 	ActiveSessions []Session      `json:"active_sessions"`
 	History        []HistoryEntry `json:"history"`
+	// OIDCSub is the OIDC sub bound to the person (the sub of their first login); empty when no
+	// binding holds.
+	OIDCSub string `json:"oidc_sub"`
 	// IdentityAt is the identity at the time asked for with UserAt.
 	IdentityAt *Identity `json:"identity_at"`
 }
@@ -325,6 +328,21 @@ func (a *Admin) RefreshSCIMSecret(ctx context.Context, id string) (IdP, error) {
 // DeleteIdP deletes an identity provider.
 func (a *Admin) DeleteIdP(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodDelete, "/api/v1/identity_providers/"+url.PathEscape(id), nil, nil)
+}
+
+// UnlockUser lifts a user's lock (sessions from before the lock stay invalid).
+func (a *Admin) UnlockUser(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodPost, "/api/v1/users/"+url.PathEscape(id)+"/unlock", nil, nil)
+}
+
+// ResetSub voids the user's OIDC sub binding: the next login binds its sub.
+func (a *Admin) ResetSub(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(id)+"/sub", nil, nil)
+}
+
+// ResetSubBindings voids every OIDC sub binding of the IdP (its app registration was replaced).
+func (a *Admin) ResetSubBindings(ctx context.Context, idpID string) error {
+	return a.do(ctx, http.MethodPost, "/api/v1/identity_providers/"+url.PathEscape(idpID)+"/reset_sub_bindings", nil, nil)
 }
 
 // AccessApp is an access application as the admin API returns it (docs/access-policies.md); the

@@ -80,7 +80,7 @@ func (b *Browser) get(ctx context.Context, u string, hdr http.Header) (*http.Res
 }
 
 // StartLogin opens /login for idpID and follows the redirect to the provider, where the person
-// picks the account sub (oidctest's login_hint). It returns the provider's redirect back to
+// picks the account sub (devidp's login_hint). It returns the provider's redirect back to
 // /callback, not yet followed, so a test can interleave other actions with the callback.
 func (b *Browser) StartLogin(ctx context.Context, idpID, sub string) (string, error) {
 	q := url.Values{"idp_id": {idpID}}
