@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // readYourWritesRounds is how many times each mode repeats the race. On the code before the barrier
