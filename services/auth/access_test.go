@@ -309,7 +309,7 @@ func TestAccessIdPsAndSessionDuration(t *testing.T) {
 }
 
 // TestAccessGroupRemovalAndLog: a SCIM group removal (an identity snapshot without the group, as
-// identity-store publishes in automatic mode) turns an allow into a 403; the sampled access log
+// identity-store publishes in automatic mode) turns an allow into a 403 at once; the sampled access log
 // reaches the AUTH stream with one record per (session, app, reason) window.
 func TestAccessGroupRemovalAndLog(t *testing.T) {
 	t.Parallel()

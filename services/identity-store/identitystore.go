@@ -164,6 +164,10 @@ func newService(cfg Config, d Deps) (*service, error) {
 		db.Close()
 		return nil, fmt.Errorf("build search indexes: %w", err)
 	}
+	if err := backfillAccessIdent(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("build access identity index: %w", err)
+	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
 		probe:       defaultProbe,
 		appSyncKick: make(chan struct{}, 1),

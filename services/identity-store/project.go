@@ -55,6 +55,9 @@ func (c *userCache) flush(tx *bolt.Tx) error {
 		if err := putJSON(tx, bkUsers, []byte(id), c.users[id]); err != nil {
 			return err
 		}
+		if err := putAccessIdent(tx, c.users[id]); err != nil {
+			return err
+		}
 	}
 	clear(c.dirty)
 	return nil
@@ -83,7 +86,10 @@ func (t *txn) userExists(uid string) bool {
 
 func (t *txn) storeUser(u *user) error {
 	if t.cache == nil {
-		return putJSON(t.tx, bkUsers, []byte(u.ID), u)
+		if err := putJSON(t.tx, bkUsers, []byte(u.ID), u); err != nil {
+			return err
+		}
+		return putAccessIdent(t.tx, u)
 	}
 	t.cache.users[u.ID], t.cache.dirty[u.ID] = u, true
 	return nil
