@@ -211,6 +211,7 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	cfg.ReplicaID = id
 	cfg.AllowedRedirectOrigins = []string{"https://app.example.com"}
 	cfg.RevocationMaxStaleness = config.Duration(10 * time.Second)
+	cfg.noSCIMBarrier = true // no scim-ingest or identity-store here; e2e tests the barrier
 	if mut != nil {
 		mut(&cfg)
 	}
