@@ -55,6 +55,11 @@ const (
 	// Manage: create the stream or bucket and update its configuration (every service creates what
 	// it uses at start, so any of them may start first).
 	Manage
+	// Request: publish requests on a core NATS subject (the reply comes to the role's inbox).
+	Request
+	// Serve: subscribe to a core NATS subject and answer each request once on its reply subject
+	// (nats-server's allow_responses: the answer may go only where a request came from).
+	Serve
 )
 
 // String names the access as docs/security.md prints it.
@@ -63,7 +68,7 @@ func (a Access) String() string {
 	for _, x := range []struct {
 		a    Access
 		name string
-	}{{Publish, "publish"}, {Consume, "consume"}, {Read, "read"}, {Write, "write"}, {Manage, "manage"}} {
+	}{{Publish, "publish"}, {Consume, "consume"}, {Read, "read"}, {Write, "write"}, {Manage, "manage"}, {Request, "request"}, {Serve, "serve"}} {
 		if a&x.a != 0 {
 			parts = append(parts, x.name)
 		}
@@ -71,12 +76,14 @@ func (a Access) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// Grant is one row of the permission table: one role's access to one stream or KV bucket.
+// Grant is one row of the permission table: one role's access to one stream, KV bucket or
+// request subject.
 type Grant struct {
-	Role   Role
-	Stream string // a stream name (events.StreamSCIM, …) — or
-	Bucket string // a KV bucket name; exactly one of the two is set
-	Access Access
+	Role    Role
+	Stream  string // a stream name (events.StreamSCIM, …) — or
+	Bucket  string // a KV bucket name — or
+	Subject string // a core NATS request subject (wildcards allowed); exactly one of the three is set
+	Access  Access
 	// Consumers are the durable consumer names a Consume row may use; "*" stands for any name
 	// (auth's are per replica, "auth-<replica_id>", and NATS wildcards match whole tokens only).
 	Consumers []string
@@ -103,6 +110,8 @@ var Permissions = []Grant{
 		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (SCIM tokens, policies), watched live"},
+	{Role: RoleSCIMIngest, Subject: events.BarrierSCIMSubjects, Access: Serve,
+		Why: "answers auth's read-your-writes barrier: the SCIM sequence of an IdP's last write"},
 
 	// identity-store's durables are identitystore-scim, -auth and -identity; `scimflow replay`
 	// connects as identity-store and reads the same streams through ordered consumers with
@@ -121,6 +130,8 @@ var Permissions = []Grant{
 		Why: "the admin API and the config seed write IdP definitions"},
 	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
 		Why: "the admin API writes access applications and their policies"},
+	{Role: RoleIdentityStore, Subject: events.BarrierIdentitySubjects, Access: Serve,
+		Why: "answers auth's read-your-writes barrier: the IDENTITY sequence covering a SCIM sequence"},
 
 	{Role: RoleAuth, Stream: events.StreamIdentity, Access: Consume | Manage, Consumers: []string{"*"},
 		Why: "revocation projection, one durable consumer per replica"},
@@ -138,6 +149,10 @@ var Permissions = []Grant{
 		Why: "login transactions already used, so a state/code pair is accepted once"},
 	{Role: RoleAuth, Bucket: BucketAuthReplicas, Access: Write | Manage,
 		Why: "leases on replica ids, so two processes never share one replica's consumers"},
+	{Role: RoleAuth, Subject: events.BarrierSCIMSubjects, Access: Request,
+		Why: "a login's read-your-writes barrier, step 1 (scim-ingest answers)"},
+	{Role: RoleAuth, Subject: events.BarrierIdentitySubjects, Access: Request,
+		Why: "a login's read-your-writes barrier, step 2 (identity-store answers)"},
 }
 
 // kvStream is the stream behind a KV bucket.
@@ -148,6 +163,8 @@ func kvStream(bucket string) string { return "KV_" + bucket }
 // delete or purge messages, or use the JetStream API beyond its rows.
 func RolePermissions(role Role, table []Grant) *server.Permissions {
 	var pub []string
+	sub := []string{role.InboxPrefix() + ".>"}
+	serves := false
 	add := func(s ...string) { pub = append(pub, s...) }
 	const api = "$JS.API."
 	// Account information (limits and usage, no data): the KV client asks for it before creating
@@ -175,6 +192,15 @@ func RolePermissions(role Role, table []Grant) *server.Permissions {
 				}
 			}
 		}
+		if g.Subject != "" {
+			if g.Access&Request != 0 {
+				add(g.Subject)
+			}
+			if g.Access&Serve != 0 {
+				sub = append(sub, g.Subject)
+				serves = true
+			}
+		}
 		if g.Bucket != "" {
 			st := kvStream(g.Bucket)
 			if g.Access&Manage != 0 {
@@ -194,10 +220,16 @@ func RolePermissions(role Role, table []Grant) *server.Permissions {
 	}
 	slices.Sort(pub)
 	pub = slices.Compact(pub)
-	return &server.Permissions{
+	slices.Sort(sub)
+	p := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: []string{role.InboxPrefix() + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
+	if serves {
+		// nats-server's allow_responses defaults: one answer per request, within 2 minutes.
+		p.Response = &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
+	}
+	return p
 }
 
 // PermissionsMarkdown renders the table for docs/security.md.
@@ -208,6 +240,9 @@ func PermissionsMarkdown(table []Grant) string {
 		what := "stream `" + g.Stream + "`"
 		if g.Bucket != "" {
 			what = "bucket `" + g.Bucket + "`"
+		}
+		if g.Subject != "" {
+			what = "subject `" + g.Subject + "`"
 		}
 		cons := ""
 		if len(g.Consumers) > 0 {
@@ -223,7 +258,7 @@ func PermissionsMarkdown(table []Grant) string {
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", g.Role, what, g.Access, cons, g.Why)
 	}
-	b.WriteString("\nEvery role also subscribes to its own reply inbox, `_INBOX.<role>.>`, and to nothing else.\n")
+	b.WriteString("\nEvery role also subscribes to its own reply inbox, `_INBOX.<role>.>`, and to nothing else but the subjects it serves; a serving role may answer each request once, on its reply subject (`allow_responses`).\n")
 	return b.String()
 }
 
@@ -252,7 +287,11 @@ func NATSConf(table []Grant) string {
 		for _, s := range p.Subscribe.Allow {
 			fmt.Fprintf(&b, "          %q\n", s)
 		}
-		b.WriteString("        ]}\n      }\n    }\n")
+		b.WriteString("        ]}\n")
+		if p.Response != nil {
+			b.WriteString("        allow_responses: true\n")
+		}
+		b.WriteString("      }\n    }\n")
 	}
 	b.WriteString("  ]\n}\n")
 	return b.String()

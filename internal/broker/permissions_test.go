@@ -191,6 +191,21 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 		}
 		w.Stop()
 	}
+	// The read-your-writes barrier: auth asks, scim-ingest and identity-store answer once.
+	for _, c := range []struct {
+		server  broker.Role
+		subject string
+	}{{broker.RoleSCIMIngest, events.BarrierSCIMSubject("idp1")}, {broker.RoleIdentityStore, events.BarrierIdentitySubject("idp1")}} {
+		sub, err := s.nc[c.server].Subscribe(c.subject, func(m *nats.Msg) { m.Respond([]byte(`{"seq":7}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.nc[c.server].Flush()
+		if m, err := s.nc[broker.RoleAuth].Request(c.subject, nil, 5*time.Second); err != nil || string(m.Data) != `{"seq":7}` {
+			t.Errorf("auth: request %s answered by %s = %v", c.subject, c.server, err)
+		}
+		sub.Unsubscribe()
+	}
 	// auth keeps its keys.
 	keys, err := auth.KeyValue(ctx, broker.BucketAuthKeys)
 	if err != nil {
@@ -314,6 +329,9 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 		try(string(r)+": delete an IDENTITY message", request(r, "$JS.API.STREAM.MSG.DELETE.IDENTITY", `{"seq":1}`))
 		try(string(r)+": purge IDENTITY", request(r, "$JS.API.STREAM.PURGE.IDENTITY", `{}`))
 	}
+	// Only auth asks the read-your-writes barrier.
+	try("scim-ingest: request identity-store's barrier", request(broker.RoleSCIMIngest, events.BarrierIdentitySubject("idp1"), ""))
+	try("identity-store: request scim-ingest's barrier", request(broker.RoleIdentityStore, events.BarrierSCIMSubject("idp1"), ""))
 	// The control: the same raw request as auth does answer with the key, so the refusals above
 	// are the permissions at work, not a malformed request.
 	m, err := s.nc[broker.RoleAuth].Request("$JS.API.DIRECT.GET.KV_auth_keys.$KV.auth_keys.keyset", nil, 5*time.Second)

@@ -213,6 +213,7 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	cfg.AllowedRedirectOrigins = []string{"https://app.example.com"}
 	cfg.RevocationMaxStaleness = config.Duration(10 * time.Second)
 	cfg.KeyEncryptionKey = testKEK // every replica of the harness shares the bucket, so the KEK
+	cfg.noSCIMBarrier = true       // no scim-ingest or identity-store here; e2e tests the barrier
 	if mut != nil {
 		mut(&cfg)
 	}

@@ -48,7 +48,8 @@ func parseNATSConf(t *testing.T, path string) *server.Options {
 		want := broker.RolePermissions(r, broker.Permissions)
 		if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil ||
 			!slices.Equal(u.Permissions.Publish.Allow, want.Publish.Allow) || !slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe.Allow) ||
-			len(u.Permissions.Publish.Deny) != 0 || len(u.Permissions.Subscribe.Deny) != 0 {
+			len(u.Permissions.Publish.Deny) != 0 || len(u.Permissions.Subscribe.Deny) != 0 ||
+			(u.Permissions.Response == nil) != (want.Response == nil) || (want.Response != nil && *u.Permissions.Response != *want.Response) {
 			t.Errorf("%s: user %s permissions differ from internal/broker/permissions.go", path, u.Username)
 		}
 	}
