@@ -329,7 +329,20 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 		try(string(r)+": delete an IDENTITY message", request(r, "$JS.API.STREAM.MSG.DELETE.IDENTITY", `{"seq":1}`))
 		try(string(r)+": purge IDENTITY", request(r, "$JS.API.STREAM.PURGE.IDENTITY", `{}`))
 	}
-	// Only auth asks the read-your-writes barrier.
+	// Only auth asks the read-your-writes barrier (both servers listen, so a refusal is not a
+	// missing responder).
+	for _, c := range []struct {
+		server  broker.Role
+		subject string
+	}{{broker.RoleSCIMIngest, events.BarrierSCIMSubjects}, {broker.RoleIdentityStore, events.BarrierIdentitySubjects}} {
+		if _, err := s.nc[c.server].Subscribe(c.subject, func(m *nats.Msg) { m.Respond([]byte("{}")) }); err != nil {
+			t.Fatal(err)
+		}
+		s.nc[c.server].Flush()
+	}
+	if _, err := s.nc[broker.RoleAuth].Request(events.BarrierSCIMSubject("idp1"), nil, 5*time.Second); err != nil {
+		t.Fatalf("auth: barrier request = %v, want an answer (the control)", err)
+	}
 	try("scim-ingest: request identity-store's barrier", request(broker.RoleSCIMIngest, events.BarrierIdentitySubject("idp1"), ""))
 	try("identity-store: request scim-ingest's barrier", request(broker.RoleIdentityStore, events.BarrierSCIMSubject("idp1"), ""))
 	// The control: the same raw request as auth does answer with the key, so the refusals above
