@@ -138,7 +138,8 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		for _, c := range []struct {
 			base, name string
-		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"}} {
+		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"},
+			{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_priority_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_priority_depth"}} {
 			v, err := metric(c.base, c.name)
 			if err != nil {
 				stable = 0
@@ -151,6 +152,7 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		for _, c := range []struct{ stream, durable string }{
 			{events.StreamSCIM, "identitystore-scim"}, {events.StreamAuth, "identitystore-auth"}, {events.StreamIdentity, "identitystore-identity"},
+			{events.StreamSCIMPriority, "identitystore-scim-priority"},
 		} {
 			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			last, err := lastSeq(tctx, js, c.stream)

@@ -248,7 +248,8 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	}
 	t.Cleanup(stop)
 	r := &replica{srv: s, url: base, reg: reg, stop: stop}
-	waitFor(t, "auth ready", 30*time.Second, func() error {
+	// A generous deadline: a replica started behind a long backlog is ready once it caught up.
+	waitFor(t, "auth ready", 120*time.Second, func() error {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ const (
 	bucketEmails       = "emails"         // idp \x00 lower(email) → user id
 	bucketLoggedOut    = "logged_out"     // session id hash → expiry (8 bytes, unix nanos)
 	bucketLoggedOutExp = "logged_out_exp" // expiry (8 bytes) ‖ hash → empty; prunes logged_out
+	bucketCommitMarks  = "commit_marks"   // idp → highest commit number applied from the IDENTITY stream (8 bytes)
 )
 
 // userRecord is what auth knows about one registry user. It changes only by applying IDENTITY
@@ -38,6 +39,10 @@ type userRecord struct {
 	// auth applied them: the snapshot is newer than the session and the revocation covers it.
 	IdentitySeq uint64 `json:"identity_seq,omitempty"`
 	RevokedSeq  uint64 `json:"revoked_seq,omitempty"`
+	// OrderedCommit is the highest commit number of the IDENTITY events applied to this user,
+	// FenceCommit that of the priority-lane locks (see priority.go). Both only grow.
+	OrderedCommit uint64 `json:"ordered_commit,omitempty"`
+	FenceCommit   uint64 `json:"fence_commit,omitempty"`
 }
 
 // revState is the in-memory mirror of the projection that the hot path reads. It is written only
@@ -47,10 +52,27 @@ type revState struct {
 	users     map[string]*userRecord
 	emails    map[string]string
 	loggedOut map[string]time.Time
+	marks     map[string]uint64 // idp → highest commit applied from the IDENTITY stream
 }
 
 func newRevState() *revState {
-	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{}}
+	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{}, marks: map[string]uint64{}}
+}
+
+// locked reports whether u may not log in or hold a session: locked by the registry, or fenced by a
+// priority-lane lock the IDENTITY stream has not caught up with.
+func (s *revState) locked(u userRecord) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return u.Locked || fenced(&u, s.marks[u.IdP])
+}
+
+func (s *revState) putMark(idp string, c uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c > s.marks[idp] {
+		s.marks[idp] = c
+	}
 }
 
 func emailKey(idp, email string) string {
@@ -87,11 +109,11 @@ func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) stri
 	if _, out := s.loggedOut[h]; out {
 		return "logged_out"
 	}
-	if why := userCheck(s.users[id], issued, seq); why != "" {
+	if why := userCheck(s.users[id], s.marks, issued, seq); why != "" {
 		return why
 	}
 	if other, ok := s.emails[ekey]; ok && other != id {
-		return userCheck(s.users[other], issued, seq)
+		return userCheck(s.users[other], s.marks, issued, seq)
 	}
 	return ""
 }
@@ -101,11 +123,12 @@ func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) stri
 // session was built (RevokedSeq beyond the session's sequence): that session read the state from
 // before the revocation, so it existed before it, even if its login came later in wall time than
 // the change that caused the revocation (a login racing a SCIM change).
-func userCheck(u *userRecord, issued time.Time, seq *uint64) string {
+// A priority-lane fence counts as a lock (marks: the IdPs' commit marks).
+func userCheck(u *userRecord, marks map[string]uint64, issued time.Time, seq *uint64) string {
 	switch {
 	case u == nil:
 		return ""
-	case u.Locked:
+	case u.Locked || fenced(u, marks[u.IdP]):
 		return "locked"
 	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
 		return "revoked"
@@ -157,6 +180,14 @@ func (s *revState) load(tx *bolt.Tx) error {
 	}
 	if err := tx.Bucket([]byte(bucketEmails)).ForEach(func(k, v []byte) error {
 		s.emails[string(k)] = string(v)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := tx.Bucket([]byte(bucketCommitMarks)).ForEach(func(k, v []byte) error {
+		if len(v) == 8 {
+			s.marks[string(k)] = binary.BigEndian.Uint64(v)
+		}
 		return nil
 	}); err != nil {
 		return err

@@ -323,7 +323,7 @@ func (h *harness) seedUsers(n int) []string {
 
 func noRateLimit(c *Config) { c.RateLimit = 0 }
 
-// waitDrained waits until the service's outbox is empty, as its depth gauge says.
+// waitDrained waits until both lanes of the service's outbox are empty, as their depth gauges say.
 func (h *harness) waitDrained() {
 	h.t.Helper()
 	eventually(h.t, "outbox drained", func() bool {
@@ -331,11 +331,16 @@ func (h *harness) waitDrained() {
 		if err != nil {
 			h.t.Fatal(err)
 		}
+		seen := 0
 		for _, mf := range mfs {
-			if mf.GetName() == "scimflow_scim_ingest_outbox_depth" {
-				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			switch mf.GetName() {
+			case "scimflow_scim_ingest_outbox_depth", "scimflow_scim_ingest_outbox_priority_depth":
+				if mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+					return false
+				}
+				seen++
 			}
 		}
-		return false
+		return seen == 2
 	})
 }

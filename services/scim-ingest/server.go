@@ -39,6 +39,7 @@ type server struct {
 	m       metrics
 	ids     idGen
 	logs    logBuffer
+	adm     *admission
 
 	mu       sync.RWMutex // guards the following
 	idps     map[string]events.IdP
@@ -53,9 +54,13 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 		idps: map[string]events.IdP{}, limiters: map[string]*rate.Limiter{},
 	}
 	s.m = newMetrics()
+	s.adm = newAdmission(cfg, relay, d.JS, s.now)
 	if d.Registry != nil {
 		if err := s.m.register(d.Registry); err != nil {
 			return nil, err
+		}
+		if err := s.adm.register(d.Registry); err != nil {
+			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
 		}
 	}
 	s.logs.flush = func(evs []events.Event) {
@@ -89,6 +94,7 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		}
 		g.Go(func() error { defer w.Stop(); return s.watch(ctx, w) })
 		g.Go(func() error { return relay.Run(ctx) })
+		g.Go(func() error { return s.adm.run(ctx, 250*time.Millisecond) })
 		return s.initGauges()
 	}
 }
