@@ -70,6 +70,11 @@ func (f *File) propagate() {
 	f.IdentityStore.AdminToken = f.AdminToken
 	f.IdentityStore.IdentityProviders = f.IdentityProviders
 	f.IdentityStore.SCIMBaseURL = f.SCIMIngest.BaseURL
+	f.IdentityStore.AuthURL = f.Auth.ExternalURL
+	f.IdentityStore.SecretGrace = f.SCIMIngest.SecretGrace.D()
+	if f.IdentityStore.ConsoleAppAudience == "" {
+		f.IdentityStore.ConsoleAppAudience = f.Auth.AppTokenAudience
+	}
 	f.Auth.DataDir = f.DataDir
 }
 
@@ -92,6 +97,10 @@ func (f File) Validate(services ...string) error {
 	}
 	if f.NATS.MaxAge < 0 {
 		errs = append(errs, errors.New("nats.max_age: must not be negative"))
+	} else if d := f.NATS.MaxAge.D(); d > 0 && d < broker.DuplicateWindow {
+		// JetStream refuses a stream whose duplicate window exceeds its max age, and the window is
+		// what makes a republished outbox record harmless.
+		errs = append(errs, fmt.Errorf("nats.max_age: %v is below the %v duplicate window; use 0 (unlimited) or at least %v", d, broker.DuplicateWindow, broker.DuplicateWindow))
 	}
 	if f.NATS.URL != "" {
 		if u, err := url.Parse(f.NATS.URL); err != nil || u.Scheme == "" {

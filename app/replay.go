@@ -23,7 +23,7 @@ func Replay(ctx context.Context, f File, target, out string) error {
 	if target != identitystore.Name {
 		return fmt.Errorf("unknown replay target %q", target)
 	}
-	nc, cleanup, err := replayConn(f)
+	nc, cleanup, err := operatorConn(f)
 	if err != nil {
 		return err
 	}
@@ -39,9 +39,9 @@ func Replay(ctx context.Context, f File, target, out string) error {
 // file's dump with a rebuilt one's.
 func Dump(path string, w io.Writer) error { return identitystore.DumpFile(path, w) }
 
-// replayConn connects to nats.url, or opens the embedded store of data_dir (refusing while a serve
-// holds the data dir).
-func replayConn(f File) (*nats.Conn, func(), error) {
+// operatorConn is the connection of the operator commands (replay, streams): nats.url, or the embedded
+// store of data_dir opened in this process (refusing while a serve holds the data dir).
+func operatorConn(f File) (*nats.Conn, func(), error) {
 	if f.NATS.URL != "" {
 		nc, err := nats.Connect(f.NATS.URL, nats.Name("scimflow-replay"))
 		if err != nil {

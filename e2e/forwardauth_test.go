@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,8 +49,14 @@ func TestForwardAuth(t *testing.T) {
 			t.Errorf("%s: /verify with a session = %d, want 200", p, v.Status)
 			continue
 		}
+		for _, h := range scenario.IdentityHeaders() {
+			if _, ok := v.Header[h]; !ok {
+				t.Errorf("%s: /verify's 200 lacks %s, which the proxy snippets copy", p, h)
+			}
+		}
 		for h, want := range map[string]string{
 			"X-Scimflow-User-Id": u.ID, "X-Scimflow-Email": carol.User.UserName, "X-Scimflow-Groups": "Ops%2C On-call",
+			"X-Scimflow-Idp": tn.idp.ID,
 		} {
 			if got := v.Header.Get(h); got != want {
 				t.Errorf("%s: %s = %q, want %q", p, h, got, want)
@@ -100,6 +109,55 @@ func TestForwardAuth(t *testing.T) {
 	for _, m := range []string{"scimflow_auth_logins_total", "scimflow_auth_sessions_issued_total"} {
 		if !strings.Contains(string(body), m) {
 			t.Errorf("auth /metrics has no %s", m)
+		}
+	}
+}
+
+// TestProxySnippetsCopyEveryIdentityHeader: every proxy configuration in the docs copies all of
+// /verify's identity headers onto the request to the application. One it leaves out is a header the
+// client can set itself (issue 12, finding 5: X-Scimflow-Idp).
+func TestProxySnippetsCopyEveryIdentityHeader(t *testing.T) {
+	t.Parallel()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "docs", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	rp, gs := read("reverse-proxies.md"), read("getting-started.md")
+	nginx := func(doc string) []string { // the app's location: what nginx sets on the upstream request
+		var out []string
+		for _, l := range strings.Split(doc, "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "proxy_set_header" && strings.HasPrefix(f[1], "X-Scimflow-") {
+				out = append(out, f[1])
+			}
+		}
+		return out
+	}
+	line := func(doc, prefix string) []string {
+		for _, l := range strings.Split(doc, "\n") {
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, prefix) {
+				return strings.FieldsFunc(strings.TrimPrefix(l, prefix), func(r rune) bool { return r == ' ' || r == ',' || r == '`' })
+			}
+		}
+		return nil
+	}
+	var traefik []string
+	for _, l := range strings.Split(rp, "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(l), "- X-Scimflow-"); ok {
+			traefik = append(traefik, "X-Scimflow-"+h)
+		}
+	}
+	labels := line(rp, "`traefik.http.middlewares.scimflow.forwardauth.authResponseHeaders=")
+	for name, got := range map[string][]string{
+		"reverse-proxies.md nginx": nginx(rp), "getting-started.md nginx": nginx(gs), "reverse-proxies.md Traefik": traefik,
+		"reverse-proxies.md Traefik labels": labels, "reverse-proxies.md Caddy": line(rp, "copy_headers "),
+	} {
+		for _, h := range scenario.IdentityHeaders() {
+			if !slices.Contains(got, h) {
+				t.Errorf("%s copies %v, not %s", name, got, h)
+			}
 		}
 	}
 }

@@ -34,6 +34,7 @@ Commands:
   auth            run only the OIDC/session service, against nats.url
   demo            start the embedded pipeline and a test OpenID provider, and narrate a lifecycle
   replay          rebuild a service's projection from the streams into a fresh file, and dump files
+  streams         show or change the live streams' retention and replicas (the only command that does)
   bench           benchmarks (scimflow bench -h)
   version         print the version
 
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReplay(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout, stderr)
+	case "streams":
+		return runStreams(rest, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "scimflow: unknown command %q\n\n%s", cmd, usage)
 	return 2

@@ -142,10 +142,14 @@ func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
 	)
 }
 
-// StreamsConfig is how the streams are created.
+// StreamsConfig is how the streams are created when they do not exist yet. Services never change an
+// existing stream's retention, replicas or limits (see EnsureStreams); `scimflow streams apply` does.
 type StreamsConfig struct {
 	Replicas int           // 1 on one node, 3 in a cluster; default 1
-	MaxAge   time.Duration // 0: unlimited
+	MaxAge   time.Duration // 0: unlimited; otherwise at least DuplicateWindow
+	// OnDrift, when set, receives the differences WaitSetup found between the live streams and this
+	// configuration (none: an empty slice), so the service can expose them as a metric.
+	OnDrift func([]Drift)
 }
 
 // StreamConfigs returns the configuration of the SCIM, IDENTITY and AUTH streams and of the two
@@ -187,31 +191,24 @@ func KVConfigs(c StreamsConfig) []jetstream.KeyValueConfig {
 	}}
 }
 
-// EnsureStreams creates or updates the streams and KV buckets. It is idempotent: every service calls
-// it at start, and concurrent calls agree.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
-	for _, sc := range StreamConfigs(c) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
-		}
-	}
-	for _, kc := range KVConfigs(c) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("kv %s: %w", kc.Bucket, err)
-		}
-	}
-	return nil
-}
-
 // WaitSetup calls EnsureStreams until it succeeds or ctx ends, backing off up to 5 s between tries.
 // Services call it before reporting ready, so an unreachable NATS keeps them alive but not ready.
 func WaitSetup(ctx context.Context, js jetstream.JetStream, c StreamsConfig, logger *slog.Logger) error {
 	wait := 100 * time.Millisecond
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := EnsureStreams(tctx, js, c)
+		drift, err := EnsureStreams(tctx, js, c)
 		cancel()
 		if err == nil {
+			for _, d := range drift {
+				if logger != nil {
+					logger.Warn("live stream differs from this service's nats settings; left as it is (change it with `scimflow streams apply`)",
+						"stream", d.Stream, "field", d.Field, "live", d.Live, "configured", d.Want)
+				}
+			}
+			if c.OnDrift != nil {
+				c.OnDrift(drift)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {

@@ -20,7 +20,7 @@ func TestStreamsAndKVExistWithSettings(t *testing.T) {
 	defer cancel()
 	// Idempotent: a second and third call (as each service makes at start) succeed and change nothing.
 	for i := 0; i < 2; i++ {
-		if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+		if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 			t.Fatalf("EnsureStreams #%d = %v", i+2, err)
 		}
 	}
@@ -54,14 +54,78 @@ func TestStreamsAndKVExistWithSettings(t *testing.T) {
 	if st.Bucket() != broker.KVIdPConfig {
 		t.Errorf("kv bucket = %s", st.Bucket())
 	}
-	// A configured max age is applied to the existing streams.
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{MaxAge: 720 * time.Hour}); err != nil {
-		t.Fatalf("EnsureStreams(max age) = %v", err)
+}
+
+// TestServicesNeverChangeExistingStreams: a service started with another nats.max_age (or none)
+// leaves the live streams as they are and reports the difference; only ApplyStreams changes them, and
+// it refuses to shorten retention without force.
+func TestServicesNeverChangeExistingStreams(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	maxAge := func() time.Duration {
+		t.Helper()
+		s, err := js.Stream(ctx, events.StreamIdentity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Config.MaxAge
 	}
-	s, _ := js.Stream(ctx, events.StreamAuth)
-	info, _ := s.Info(ctx)
-	if info.Config.MaxAge != 720*time.Hour {
-		t.Errorf("max age after update = %v, want 720h", info.Config.MaxAge)
+	// natstest created the streams without a max age. A service configured with 720h changes nothing.
+	drift, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{MaxAge: 720 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := maxAge(); got != 0 {
+		t.Fatalf("max age after a service start with 720h = %v, want unchanged 0", got)
+	}
+	if len(drift) == 0 || drift[0].Field != "max_age" || !drift[0].Shortens {
+		t.Errorf("drift = %v, want max_age reported as shortening", drift)
+	}
+	// The operator command refuses to shorten without force, and changes nothing.
+	if _, err := broker.ApplyStreams(ctx, js, broker.StreamsConfig{MaxAge: 720 * time.Hour}, false, false); err == nil {
+		t.Fatal("ApplyStreams(720h, no force) = nil, want a refusal to shorten retention")
+	}
+	if got := maxAge(); got != 0 {
+		t.Fatalf("max age after a refused apply = %v, want 0", got)
+	}
+	// A dry run reports and changes nothing; force applies.
+	plan, err := broker.ApplyStreams(ctx, js, broker.StreamsConfig{MaxAge: 720 * time.Hour}, true, true)
+	if err != nil || len(plan) == 0 {
+		t.Fatalf("ApplyStreams(dry run) = %v, %v", plan, err)
+	}
+	if got := maxAge(); got != 0 {
+		t.Fatalf("max age after a dry run = %v, want 0", got)
+	}
+	if _, err := broker.ApplyStreams(ctx, js, broker.StreamsConfig{MaxAge: 720 * time.Hour}, true, false); err != nil {
+		t.Fatalf("ApplyStreams(force) = %v", err)
+	}
+	if got := maxAge(); got != 720*time.Hour {
+		t.Fatalf("max age after a forced apply = %v, want 720h", got)
+	}
+	// A later service start without max_age (the case that used to reset every stream to unlimited)
+	// leaves 720h in place; lengthening back to unlimited needs no force.
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := maxAge(); got != 720*time.Hour {
+		t.Fatalf("max age after a service start without max_age = %v, want 720h kept", got)
+	}
+	if _, err := broker.ApplyStreams(ctx, js, broker.StreamsConfig{}, false, false); err != nil {
+		t.Fatalf("ApplyStreams(unlimited) = %v", err)
+	}
+	if got := maxAge(); got != 0 {
+		t.Fatalf("max age after lengthening = %v, want unlimited", got)
+	}
+	// Nothing left to apply.
+	if plan, err := broker.ApplyStreams(ctx, js, broker.StreamsConfig{}, false, true); err != nil || len(plan) != 0 {
+		t.Errorf("ApplyStreams(dry run, in sync) = %v, %v; want nothing", plan, err)
 	}
 }
 

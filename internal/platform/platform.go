@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,8 +91,10 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 		<-gctx.Done() // a failed worker stops the service
 		stopHTTP()
 	}()
+	streams := d.Streams
+	streams.OnDrift = driftGauge(s.Name, d.Registry)
 	g.Go(func() error {
-		if err := broker.WaitSetup(gctx, d.JS, d.Streams, log); err != nil {
+		if err := broker.WaitSetup(gctx, d.JS, streams, log); err != nil {
 			if gctx.Err() != nil {
 				return nil
 			}
@@ -109,4 +112,26 @@ func Serve(ctx context.Context, s Service, d Deps) error {
 	httpErr := srv.Serve(httpCtx)
 	stopWork()
 	return errors.Join(httpErr, g.Wait())
+}
+
+// driftGauge registers scimflow_<service>_stream_config_drift{stream,field}: 1 for each setting in
+// which a live stream differs from this service's nats section (services never change it; an operator
+// runs `scimflow streams apply`). It returns the function WaitSetup reports the drift to.
+func driftGauge(service string, reg prometheus.Registerer) func([]broker.Drift) {
+	if reg == nil {
+		return nil
+	}
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "scimflow_" + strings.ReplaceAll(service, "-", "_") + "_stream_config_drift",
+		Help: "1 for each stream setting in which the live stream differs from this service's nats config (left unchanged; see `scimflow streams apply`).",
+	}, []string{"stream", "field"})
+	if err := reg.Register(g); err != nil {
+		return nil
+	}
+	return func(drift []broker.Drift) {
+		g.Reset()
+		for _, d := range drift {
+			g.WithLabelValues(d.Stream, d.Field).Set(1)
+		}
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -38,7 +37,8 @@ type Config struct {
 	DataDir                string   `json:"-"` // from data_dir
 
 	// ReplicaID names this replica's durable consumers and appears in logs. Every replica needs its
-	// own (and its own data_dir). Default: the hostname.
+	// own (and its own data_dir). Default: an id generated once per data directory and stored there.
+	// Two running processes with one id are refused (a lease in the auth_replicas bucket).
 	ReplicaID string `json:"replica_id"`
 	// SessionTTL is the absolute lifetime of a browser session. Default 24h.
 	SessionTTL config.Duration `json:"session_ttl"`
@@ -70,8 +70,9 @@ type Config struct {
 	LoginTimeout config.Duration `json:"login_timeout"`
 	// ClockSkew is the leeway on ID-token exp and iat, at most 60s. Default 60s.
 	ClockSkew config.Duration `json:"clock_skew"`
-	// JWKSRefreshCooldown is the shortest time between two IdP JWKS fetches caused by a token
-	// whose key is unknown. Default 30s.
+	// JWKSRefreshCooldown is how long a kid (or a signing algorithm) that a JWKS (or discovery)
+	// fetch made after the token arrived did not contain causes no further fetch. New kids fetch at
+	// once, at most once a second per IdP (idpkeys.go). Default 30s.
 	JWKSRefreshCooldown config.Duration `json:"jwks_refresh_cooldown"`
 	// LoginCatchUpTimeout bounds how long a login callback waits for this replica's IDENTITY
 	// projection to apply everything the stream held when the callback began, so a change
@@ -136,13 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.LoginCatchUpTimeout == 0 {
 		c.LoginCatchUpTimeout = d.LoginCatchUpTimeout
 	}
-	if c.ReplicaID == "" {
-		c.ReplicaID, _ = os.Hostname()
-		if c.ReplicaID == "" {
-			c.ReplicaID = "auth"
-		}
+	if c.ReplicaID != "" {
+		c.ReplicaID = sanitizeName(c.ReplicaID)
 	}
-	c.ReplicaID = sanitizeName(c.ReplicaID)
 	return c
 }
 

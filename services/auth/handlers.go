@@ -66,7 +66,7 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.writeError(w, r, http.StatusBadGateway, "idp_unavailable", "the identity provider's configuration could not be loaded", err)
+		s.loginFailedDetail(w, r, idpID, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
 		return
 	}
 	now := s.now()
@@ -209,7 +209,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.loginFailed(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err)
+		s.loginFailedDetail(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -305,8 +305,13 @@ type loginIdentity struct {
 func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (loginIdentity, error) {
 	email, _ := claims[rp.emailClaim].(string)
 	email = person.NormalizeEmail(email)
-	if email == "" || len(email) > 320 {
+	if email == "" {
 		return loginIdentity{}, deny("no_email", "claim %q missing or empty", rp.emailClaim)
+	}
+	// A control, format or zero-width character would reach X-Scimflow-Email and the logs, or make
+	// two addresses look alike (issue 12, finding 8): refused, never cleaned up.
+	if err := person.CheckEmail(email); err != nil {
+		return loginIdentity{}, deny("invalid_email", "claim %q: %v", rp.emailClaim, err)
 	}
 	// An email the IdP says is unverified is not used to identify anyone (O21). Absent means the IdP
 	// does not say (Entra ID); anything but the JSON boolean true when present is "unverified".
@@ -493,8 +498,25 @@ func (s *server) catchUpFailed(w http.ResponseWriter, r *http.Request, idp, caus
 	s.loginFailed(w, r, idp, "identity_catching_up", http.StatusServiceUnavailable, fmt.Errorf("%s: %w", cause, err))
 }
 
+// idpProblem is what the login error page (and /test) says about an IdP whose relying party could
+// not be built: the reason itself for a configuration that cannot work, which the admin trying the
+// IdP needs to see, and only the discovery URL for a network failure (whose details stay in the log).
+func idpProblem(cfg events.IdP, err error) string {
+	var ce *configError
+	if errors.As(err, &ce) {
+		return "The identity provider's configuration cannot work: " + ce.Error()
+	}
+	return fmt.Sprintf("The identity provider could not be reached (discovery at %s); retry later.", cfg.Config.Issuer)
+}
+
 // loginFailed answers a refused or failed login and counts it.
 func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error) {
+	s.loginFailedDetail(w, r, idp, reason, status, err, "")
+}
+
+// loginFailedDetail is loginFailed with a sentence for the user or admin (empty: none): an HTML page
+// for browsers, a JSON problem (error_detail) otherwise.
+func (s *server) loginFailedDetail(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error, detail string) {
 	result := "denied"
 	if status >= 500 {
 		result = "error"
@@ -506,12 +528,28 @@ func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason
 	if err != nil {
 		s.log.Warn("login refused", "idp_id", idp, "reason", reason, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
 	}
-	s.writeError(w, r, status, "login_failed", reason, nil)
+	s.writeLoginError(w, r, status, reason, detail)
 }
 
 // handleLogout ends the session on every replica: it is recorded here at once (with the LoggedOut
 // event in the same transaction) and reaches the other replicas through the AUTH stream.
+//
+// Logging out changes state, so a request the browser marks as coming from another site (a link, an
+// image or a form there) is not obeyed: it gets a page whose button posts the logout from auth's own
+// origin (issue 12, finding 7). redirect_url is read from the query or the form and validated as
+// always.
 func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	target := r.FormValue("redirect_url")
+	if s.crossSite(r) {
+		s.metrics.logoutRefused.Inc()
+		redirect := ""
+		if target != "" {
+			redirect = s.redirects.Target(target)
+		}
+		writePage(w, http.StatusForbidden, logoutPage, struct{ Action, Redirect string }{s.issuer + "/logout", redirect})
+		return
+	}
 	now := s.now()
 	if c, err := r.Cookie(s.sessionName); err == nil {
 		// Signature and expiry only: a revoked session may still log out.
@@ -533,11 +571,38 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.clearSessionCookie(w)
-	if t := r.URL.Query().Get("redirect_url"); t != "" {
-		http.Redirect(w, r, s.redirects.Target(t), http.StatusFound)
+	if target != "" {
+		http.Redirect(w, r, s.redirects.Target(target), http.StatusFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "logged_out"})
+}
+
+// crossSite reports a request the browser says comes from another site: Sec-Fetch-Site
+// "cross-site", or (browsers without Fetch Metadata, which is only sent to https and localhost) an
+// Origin that is neither auth's own, an allow-listed redirect origin, nor under cookie_domain. A
+// request that carries neither header (a typed URL, an old client, curl) cannot be told apart and
+// is obeyed, as before.
+func (s *server) crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site":
+		return true
+	case "same-origin", "same-site", "none":
+		return false
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return true // "null" (sandboxed frames, data: URLs, some redirects) or garbage
+	}
+	if s.redirects.allowed[originOf(u)] {
+		return false
+	}
+	host := strings.ToLower(u.Hostname())
+	return s.cookieDom == "" || !(host == s.cookieDom || strings.HasSuffix(host, "."+s.cookieDom))
 }
 
 // handleCerts publishes the JWKS of auth's signing keys (current and previous).

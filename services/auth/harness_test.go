@@ -71,7 +71,7 @@ func newNATS(t testing.TB) *natsEnv {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatalf("EnsureStreams: %v", err)
 	}
 	return &natsEnv{emb: emb, nc: nc, js: js}

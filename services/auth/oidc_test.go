@@ -2,11 +2,18 @@ package auth
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/testkit/oidctest"
@@ -131,8 +138,33 @@ func relyingPartyOf(t *testing.T, r *replica, idp string) *relyingParty {
 	return rp
 }
 
-// TestUnknownKidFetchCooldown (O14): 1000 tokens with unknown kids cause at most one JWKS fetch per
-// cooldown window; moving the clock past the cooldown allows exactly one more.
+// signUnknownKid signs claims with a key the OP never published, under kid.
+func signUnknownKid(t *testing.T, claims map[string]any, kid string) string {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: priv, KeyID: kid}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(claims)
+	jws, err := sig.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestUnknownKidFetchCooldown (O14): 1000 tokens naming the same unknown kid cause at most one JWKS
+// fetch per cooldown window, and moving the clock past the cooldown allows exactly one more; a kid
+// not missed before fetches at once (item 6 of issue 16: one fetch per new kid, a floor of one a
+// second per IdP), and a kid the JWKS holds but whose signature fails fetches nothing.
 func TestUnknownKidFetchCooldown(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
@@ -148,26 +180,119 @@ func TestUnknownKidFetchCooldown(t *testing.T) {
 	}
 	before := h.op.JWKSFetches()
 	for i := range 1000 {
-		raw, err := h.op.SignIDToken(c, oidctest.ForgeryUnknownKid)
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw := signUnknownKid(t, c, "never-published")
 		if _, err := rp.verifyIDToken(context.Background(), raw, "n", "", now, MaxClockSkew); err == nil {
 			t.Fatalf("token %d with an unknown kid accepted", i)
 		}
 	}
 	if got := h.op.JWKSFetches() - before; got > 1 {
-		t.Errorf("JWKS fetches for 1000 unknown-kid tokens = %d, want ≤ 1 per cooldown", got)
+		t.Errorf("JWKS fetches for 1000 tokens with the same unknown kid = %d, want ≤ 1 per cooldown", got)
 	}
 	h.clock.Advance(h.r.srv.cfg.JWKSRefreshCooldown.D() + time.Second)
 	before = h.op.JWKSFetches()
 	for range 100 {
-		raw, _ := h.op.SignIDToken(c, oidctest.ForgeryUnknownKid)
+		raw := signUnknownKid(t, c, "never-published")
 		rp.verifyIDToken(context.Background(), raw, "n", "", h.clock.Now(), MaxClockSkew)
 	}
 	if got := h.op.JWKSFetches() - before; got != 1 {
 		t.Errorf("JWKS fetches in the next window = %d, want 1", got)
 	}
+	// Three kids never seen before: each fetches (the floor spaces them a second apart).
+	before = h.op.JWKSFetches()
+	for i := range 3 {
+		raw := signUnknownKid(t, c, fmt.Sprintf("new-kid-%d", i))
+		rp.verifyIDToken(context.Background(), raw, "n", "", h.clock.Now(), MaxClockSkew)
+	}
+	if got := h.op.JWKSFetches() - before; got != 3 {
+		t.Errorf("JWKS fetches for 3 new kids = %d, want 3", got)
+	}
+	// The genuine kid with a signature that does not verify: a forgery, no fetch.
+	before = h.op.JWKSFetches()
+	for range 10 {
+		raw, _ := h.op.SignIDToken(c, oidctest.ForgeryUnknownKeySameKid)
+		if _, err := rp.verifyIDToken(context.Background(), raw, "n", "", h.clock.Now(), MaxClockSkew); err == nil {
+			t.Fatal("token with the genuine kid and another key accepted")
+		}
+	}
+	if got := h.op.JWKSFetches() - before; got != 0 {
+		t.Errorf("JWKS fetches for a known kid with a bad signature = %d, want 0", got)
+	}
+}
+
+// TestKeyRotationRightAfterUnrelatedRefetch (issue 16 item 6): a token with an unknown kid has just
+// made auth refetch the JWKS; the OP then rotates its keys. The next genuine login must succeed
+// without waiting out the cooldown (it failed for up to 30 s before).
+func TestKeyRotationRightAfterUnrelatedRefetch(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.mustLogin(newBrowser(), h.r, "idp-a") // JWKS cached
+	rp := relyingPartyOf(t, h.r, "idp-a")
+	c, _ := h.op.ValidClaims(alice, "n")
+	before := h.op.JWKSFetches()
+	if _, err := rp.verifyIDToken(context.Background(), signUnknownKid(t, c, "stray"), "n", "", h.clock.Now(), MaxClockSkew); err == nil {
+		t.Fatal("stray kid accepted")
+	}
+	if got := h.op.JWKSFetches() - before; got != 1 {
+		t.Fatalf("JWKS fetches for the stray kid = %d, want 1", got)
+	}
+	if err := h.op.RotateKeys(); err != nil {
+		t.Fatal(err)
+	}
+	// No clock advance: the login comes within the cooldown of the stray refetch.
+	h.mustLogin(newBrowser(), h.r, "idp-a")
+	if got := h.op.JWKSFetches() - before; got != 2 {
+		t.Errorf("JWKS fetches = %d, want 2 (the stray kid, then the rotated key)", got)
+	}
+}
+
+// TestSigningAlgorithmSwitch (issue 16 item 5): an OP whose discovery advertises only RS256 switches
+// to ES256 (as Hydra does). The next login re-reads discovery and succeeds; an algorithm discovery
+// still does not advertise is refused, re-reading discovery at most once per cooldown for it; an
+// algorithm outside the six supported is refused even when advertised.
+func TestSigningAlgorithmSwitch(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.op.SetFlow(oidctest.Flow{DiscoveryAlgs: []string{"RS256"}})
+	if err := h.op.SetAlg("RS256"); err != nil {
+		t.Fatal(err)
+	}
+	h.mustLogin(newBrowser(), h.r, "idp-a")
+
+	h.op.SetFlow(oidctest.Flow{DiscoveryAlgs: []string{"ES256"}})
+	if err := h.op.SetAlg("ES256"); err != nil {
+		t.Fatal(err)
+	}
+	before := h.op.DiscoveryFetches()
+	h.mustLogin(newBrowser(), h.r, "idp-a")
+	if got := h.op.DiscoveryFetches() - before; got != 1 {
+		t.Errorf("discovery fetches for the switch = %d, want 1", got)
+	}
+
+	// ES384 is supported by auth but not advertised: refused, one discovery re-read per cooldown.
+	if err := h.op.SetAlg("ES384"); err != nil {
+		t.Fatal(err)
+	}
+	rp := relyingPartyOf(t, h.r, "idp-a")
+	before = h.op.DiscoveryFetches()
+	for range 20 {
+		c, _ := h.op.ValidClaims(alice, "n")
+		raw, _ := h.op.SignIDToken(c, oidctest.NoForgery)
+		if _, err := rp.verifyIDToken(context.Background(), raw, "n", "", h.clock.Now(), MaxClockSkew); err == nil {
+			t.Fatal("ES384 token accepted although discovery advertises only ES256")
+		}
+	}
+	if got := h.op.DiscoveryFetches() - before; got != 1 {
+		t.Errorf("discovery fetches for 20 unadvertised ES384 tokens = %d, want 1", got)
+	}
+
+	// RS384 is never accepted, whatever discovery says.
+	h.op.SetFlow(oidctest.Flow{DiscoveryAlgs: []string{"ES256", "RS384"}})
+	if err := h.op.Forge(oidctest.ForgeryAlgRS384); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser()
+	resp, body := h.login(b, h.r, "idp-a", "")
+	assertRefused(t, h, b, resp, body, "RS384 advertised")
 }
 
 // TestOPKeyRotation (O15): after the OP rotates its keys, a token with the new key is accepted after
@@ -209,6 +334,33 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	resp, body := newBrowser().get(t, h.r.url+"/login?idp_id=idp-c")
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("login with mismatching discovery = %d %s, want 502", resp.StatusCode, body)
+	}
+}
+
+// TestIdPProblemShown (issue 16 item 7): an IdP whose discovery advertises only EdDSA cannot work;
+// the login error page and /test say why instead of only logging it.
+func TestIdPProblemShown(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	opE := newOP(t, h.clock, "idp-e", nil)
+	opE.SetFlow(oidctest.Flow{DiscoveryAlgs: []string{"EdDSA"}})
+	h.n.putIdP(t, opE.idp)
+	waitFor(t, "idp-e registered", 10*time.Second, func() error {
+		if _, ok := h.r.srv.idps.get("idp-e"); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	resp, body := newBrowser().do(t, http.MethodGet, h.r.url+"/login?idp_id=idp-e", http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, "EdDSA") || !strings.Contains(body, "idp_unavailable") {
+		t.Errorf("browser /login = %d %q, want 502 HTML naming idp_unavailable and EdDSA", resp.StatusCode, body)
+	}
+	resp, body = newBrowser().get(t, h.r.url+"/test?idp_id=idp-e")
+	var problem map[string]string
+	json.Unmarshal([]byte(body), &problem)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(problem["error_detail"], "EdDSA") {
+		t.Errorf("/test = %d %s, want 502 with error_detail naming EdDSA", resp.StatusCode, body)
 	}
 }
 

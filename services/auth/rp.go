@@ -14,17 +14,16 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/oidcprobe"
 )
 
 // SupportedSigningAlgs are the only ID-token algorithms auth accepts (docs/design.md §5). HS*, none,
-// RS384, PS256, PS384 and EdDSA are refused even when an IdP advertises them.
-func SupportedSigningAlgs() []string {
-	return []string{"RS256", "RS512", "PS512", "ES256", "ES384", "ES512"}
-}
+// RS384, PS256, PS384 and EdDSA are refused even when an IdP advertises them. The list is shared
+// with identity-store's save-time check (internal/oidcprobe).
+func SupportedSigningAlgs() []string { return oidcprobe.SupportedSigningAlgs() }
 
 // maxIdPResponse bounds any document fetched from an IdP (discovery, JWKS, userinfo).
 const maxIdPResponse = 1 << 20
@@ -72,142 +71,6 @@ func newIdPClient() *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
-}
-
-// keySet verifies ID-token signatures with keys from the IdP's jwks_uri only (never from jwk, jku,
-// x5u or x5c headers) and refetches the JWKS, when no cached key verifies, at most once per cooldown
-// (docs/design.md §8.2: go-oidc's RemoteKeySet refetches on every failure, so forged tokens with unknown
-// kids would proxy 1:1 to the IdP).
-//
-// With no kid in the header every cached key of the header's algorithm is tried (O13: the
-// "test all possible keys" option of rp-id_token-kid-absent-multiple-jwks).
-type keySet struct {
-	url      string
-	algs     []jose.SignatureAlgorithm
-	client   *http.Client
-	cooldown time.Duration
-	now      func() time.Time
-	onFetch  func(err error)
-
-	mu   sync.RWMutex // guards keys and gen
-	keys []jose.JSONWebKey
-	gen  uint64
-
-	fetchMu   sync.Mutex // serialises fetches; guards lastFetch
-	lastFetch time.Time
-}
-
-// VerifySignature implements oidc.KeySet.
-func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, k.algs)
-	if err != nil {
-		return nil, fmt.Errorf("malformed jwt: %w", err)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, errors.New("want exactly one signature")
-	}
-	k.mu.RLock()
-	keys, gen := k.keys, k.gen
-	k.mu.RUnlock()
-	if p, ok := tryKeys(jws, keys); ok {
-		return p, nil
-	}
-	if !k.refresh(ctx, gen) {
-		return nil, errors.New("no JWKS key verifies the token (refresh in cooldown)")
-	}
-	k.mu.RLock()
-	keys = k.keys
-	k.mu.RUnlock()
-	if p, ok := tryKeys(jws, keys); ok {
-		return p, nil
-	}
-	return nil, errors.New("no JWKS key verifies the token")
-}
-
-func tryKeys(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) ([]byte, bool) {
-	h := jws.Signatures[0].Header
-	for i := range keys {
-		key := &keys[i]
-		if h.KeyID != "" && key.KeyID != h.KeyID {
-			continue
-		}
-		if key.Algorithm != "" && key.Algorithm != h.Algorithm {
-			continue
-		}
-		if key.Use != "" && key.Use != "sig" {
-			continue
-		}
-		if p, err := jws.Verify(key); err == nil {
-			return p, true
-		}
-	}
-	return nil, false
-}
-
-// refresh fetches the JWKS unless another caller already did since gen was read, or the last fetch
-// is more recent than the cooldown. It reports whether newer keys may now be cached.
-func (k *keySet) refresh(ctx context.Context, gen uint64) bool {
-	k.fetchMu.Lock()
-	defer k.fetchMu.Unlock()
-	k.mu.RLock()
-	changed := k.gen != gen
-	k.mu.RUnlock()
-	if changed {
-		return true
-	}
-	now := k.now()
-	if !k.lastFetch.IsZero() && now.Sub(k.lastFetch) < k.cooldown {
-		return false
-	}
-	k.lastFetch = now
-	keys, err := k.fetch(ctx)
-	if k.onFetch != nil {
-		k.onFetch(err)
-	}
-	if err != nil {
-		return false
-	}
-	k.mu.Lock()
-	k.keys = keys
-	k.gen++
-	k.mu.Unlock()
-	return true
-}
-
-func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("read jwks: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks: %s", resp.Status)
-	}
-	// Decode key by key so one unparseable key (an unknown kty) does not discard the rest.
-	var doc struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("decode jwks: %w", err)
-	}
-	var out []jose.JSONWebKey
-	for _, raw := range doc.Keys {
-		var key jose.JSONWebKey
-		if json.Unmarshal(raw, &key) == nil && key.Valid() && key.IsPublic() {
-			out = append(out, key)
-		}
-	}
-	return out, nil
 }
 
 // relyingParty is the OIDC client of one IdP configuration.
@@ -281,10 +144,12 @@ func sameIdP(a, b events.IdP) bool {
 	return string(x) == string(y)
 }
 
-// discoveryDoc is the part of the discovery document go-oidc does not expose.
-type discoveryDoc struct {
-	IssParam bool `json:"authorization_response_iss_parameter_supported"`
-}
+// configError is an IdP configuration that cannot work whatever the network does; its message is
+// safe to show on the login error page and at /test, where an admin trying the IdP looks.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
 
 // relyingParty returns the entry's RP, building it if needed. A failed build is retried after 5s.
 func (e *idpEntry) relyingParty(ctx context.Context, s *server) (*relyingParty, error) {
@@ -317,21 +182,21 @@ func (e *idpEntry) relyingParty(ctx context.Context, s *server) (*relyingParty, 
 func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, error) {
 	c := cfg.Config
 	if cfg.Type != "" && cfg.Type != "oidc" {
-		return nil, fmt.Errorf("idp %s: type %q is not oidc", cfg.ID, cfg.Type)
+		return nil, &configError{fmt.Errorf("type %q is not oidc", cfg.Type)}
 	}
 	if c.ClientID == "" {
-		return nil, fmt.Errorf("idp %s: client_id is required", cfg.ID)
+		return nil, &configError{errors.New("client_id is required")}
 	}
 	manual := c.AuthURL != "" && c.TokenURL != "" && c.CertsURL != ""
 	if c.Issuer == "" && !manual {
-		return nil, fmt.Errorf("idp %s: issuer is required for discovery (or set auth_url, token_url and certs_url)", cfg.ID)
+		return nil, &configError{errors.New("issuer is required for discovery (or set auth_url, token_url and certs_url)")}
 	}
 	rp := &relyingParty{idp: cfg, issuer: c.Issuer, emailClaim: c.EmailClaimName, fieldClaims: c.Claims}
 	if c.Issuer == "" {
 		for _, raw := range []string{c.AuthURL, c.TokenURL, c.CertsURL} {
 			u, err := url.Parse(raw)
 			if err != nil || u.Host == "" {
-				return nil, fmt.Errorf("idp %s: endpoint %q is not an absolute URL", cfg.ID, raw)
+				return nil, &configError{fmt.Errorf("endpoint %q is not an absolute URL", raw)}
 			}
 			rp.issuerHosts = append(rp.issuerHosts, strings.ToLower(u.Host))
 		}
@@ -339,7 +204,7 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 	if rp.emailClaim == "" {
 		rp.emailClaim = "email"
 	}
-	algs := SupportedSigningAlgs()
+	var advertised []string // nil: every supported algorithm (manual endpoints)
 	var endpoint oauth2.Endpoint
 	jwksURL := c.CertsURL
 	if manual {
@@ -351,20 +216,12 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 		if err != nil {
 			return nil, fmt.Errorf("idp %s: discovery: %w", cfg.ID, err)
 		}
-		var meta struct {
-			discoveryDoc
-			JWKS  string   `json:"jwks_uri"`
-			Algs  []string `json:"id_token_signing_alg_values_supported"`
-			UInfo string   `json:"userinfo_endpoint"`
-		}
+		var meta oidcprobe.Discovery
 		if err := p.Claims(&meta); err != nil {
 			return nil, fmt.Errorf("idp %s: discovery: %w", cfg.ID, err)
 		}
-		if len(meta.Algs) > 0 {
-			algs = slices.DeleteFunc(algs, func(a string) bool { return !slices.Contains(meta.Algs, a) })
-			if len(algs) == 0 {
-				return nil, fmt.Errorf("idp %s: it signs ID tokens only with %v, none of which auth accepts", cfg.ID, meta.Algs)
-			}
+		if advertised = meta.UsableAlgs(); len(advertised) == 0 {
+			return nil, &configError{fmt.Errorf("the identity provider signs ID tokens only with %v, none of which scimflow accepts (%v)", meta.Algs, SupportedSigningAlgs())}
 		}
 		endpoint = p.Endpoint()
 		if c.AuthURL != "" {
@@ -374,22 +231,20 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 			endpoint.TokenURL = c.TokenURL
 		}
 		if jwksURL == "" {
-			jwksURL = meta.JWKS
+			jwksURL = meta.JWKSURI
 		}
 		rp.issParam = meta.IssParam
-		if meta.UInfo != "" {
+		if meta.UserInfo != "" {
 			rp.provider = p
 		}
 	}
 	if jwksURL == "" {
-		return nil, fmt.Errorf("idp %s: no JWKS URL (certs_url)", cfg.ID)
-	}
-	var joseAlgs []jose.SignatureAlgorithm
-	for _, a := range algs {
-		joseAlgs = append(joseAlgs, jose.SignatureAlgorithm(a))
+		return nil, &configError{errors.New("no JWKS URL: discovery names no jwks_uri; set certs_url")}
 	}
 	idpID := cfg.ID
-	rp.keys = &keySet{url: jwksURL, algs: joseAlgs, client: s.idpClient, cooldown: s.cfg.JWKSRefreshCooldown.D(), now: s.now,
+	rp.keys = &keySet{url: jwksURL, client: s.idpClient,
+		jwks:  refetchGate{cooldown: s.cfg.JWKSRefreshCooldown.D(), now: s.now},
+		disco: refetchGate{cooldown: s.cfg.JWKSRefreshCooldown.D(), now: s.now},
 		onFetch: func(err error) {
 			res := "ok"
 			if err != nil {
@@ -397,10 +252,25 @@ func (s *server) buildRP(ctx context.Context, cfg events.IdP) (*relyingParty, er
 			}
 			s.metrics.jwksFetches.WithLabelValues(idpID, res).Inc()
 		}}
+	if advertised != nil {
+		rp.keys.advertised.Store(&advertised)
+		issuer := c.Issuer
+		rp.keys.rediscover = func(ctx context.Context) ([]string, error) {
+			d, err := oidcprobe.Discover(ctx, s.idpClient, issuer)
+			if err != nil {
+				return nil, err
+			}
+			algs := d.UsableAlgs()
+			s.log.Info("identity provider discovery re-read for a token in an unadvertised algorithm", "idp_id", idpID, "algs", algs)
+			return algs, nil
+		}
+	}
 	skew := s.cfg.ClockSkew.D()
 	rp.verifier = oidc.NewVerifier(c.Issuer, rp.keys, &oidc.Config{
-		ClientID:             c.ClientID,
-		SupportedSigningAlgs: algs,
+		ClientID: c.ClientID,
+		// The hard allow-list; the IdP's advertised subset is checked by the key set, which re-reads
+		// discovery when the IdP starts using another algorithm (idpkeys.go).
+		SupportedSigningAlgs: SupportedSigningAlgs(),
 		SkipIssuerCheck:      c.Issuer == "", // checked by host in verifyIDToken
 		// go-oidc has no exp leeway; moving its clock back by the skew gives exactly that.
 		Now: func() time.Time { return s.now().Add(-skew) },

@@ -35,6 +35,7 @@ type server struct {
 	log         *slog.Logger
 	now         func() time.Time // request clock (Deps.Now)
 	db          *bolt.DB
+	leaseToken  string // this data directory's claim on its replica id (replica.go)
 	relay       *outbox.Relay
 	state       *revState
 	metrics     *metrics
@@ -64,18 +65,25 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	replicaID, leaseToken, err := replicaIdentity(db, cfg.ReplicaID)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replica identity: %w", err)
+	}
+	cfg.ReplicaID = replicaID
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
 		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
-		ready:     &httpserv.Ready{},
-		redirects: newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
-		issuer:    strings.TrimSuffix(cfg.ExternalURL, "/"),
-		idpClient: newIdPClient(),
-		idps:      &idpRegistry{entries: map[string]*idpEntry{}},
-		cache:     newSessionCache(),
+		ready:      &httpserv.Ready{},
+		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
+		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),
+		idpClient:  newIdPClient(),
+		idps:       &idpRegistry{entries: map[string]*idpEntry{}},
+		cache:      newSessionCache(),
+		leaseToken: leaseToken,
 	}
 	s.redirectURI = s.issuer + "/callback"
 	s.cookieDom = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
@@ -170,6 +178,14 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", broker.KVIdPConfig, err)
 	}
+	// The lease on the replica id comes before the consumers: a second process with this id must be
+	// refused before it deletes and recreates this replica's durable consumers.
+	l, err := claimLease(kctx, s.d.JS, replicas, s.cfg.ReplicaID, s.leaseToken, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.log.Info("replica id", "replica_id", s.cfg.ReplicaID)
+	g.Go(func() error { return l.run(ctx) })
 	g.Go(func() error { return s.relay.Run(ctx) })
 	g.Go(func() error { return s.identityRn.Run(ctx) })
 	g.Go(func() error { return s.authRn.Run(ctx) })
@@ -268,6 +284,7 @@ type metrics struct {
 	jwksFetches       *prometheus.CounterVec
 	catchUpWait       prometheus.Histogram
 	catchUpRefused    *prometheus.CounterVec
+	logoutRefused     prometheus.Counter
 	// priorityRevocations counts revocations that arrived first by the priority lane.
 	priorityRevocations prometheus.Counter
 }
@@ -296,6 +313,8 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Help: "Revocations applied from the IDENTITY_PRIORITY lane before the IDENTITY stream delivered them."}),
 		catchUpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_login_catch_up_refused_total",
 			Help: "Logins refused with 503 because the IDENTITY projection could not catch up (timeout) or the stream could not be read (unavailable)."}, []string{"reason"}),
+		logoutRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_logout_cross_site_refused_total",
+			Help: "Logout requests refused because the browser marked them cross-site (answered with a confirmation page)."}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
 	// Create the series up front so dashboards and alerts see zeros, not absent series.
@@ -311,7 +330,7 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY, IDENTITY_PRIORITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.priorityRevocations, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.logoutRefused, m.priorityRevocations, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

@@ -20,6 +20,10 @@ const (
 	HeaderEmail        = "X-Scimflow-Email"
 	HeaderGroups       = "X-Scimflow-Groups"
 	HeaderJWTAssertion = "X-Scimflow-Jwt-Assertion"
+	// HeaderIdP is the id of the IdP that authenticated the session. An email is only unique within
+	// one IdP (two IdPs may both vouch for alice@x.com), so apps key on X-Scimflow-User-Id or on
+	// (X-Scimflow-Idp, X-Scimflow-Email), never on the email alone.
+	HeaderIdP = "X-Scimflow-Idp"
 )
 
 // sessionCache remembers verified session tokens so /verify checks a signature once per session
@@ -319,6 +323,7 @@ func (s *server) handleVerify(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.Set(HeaderUserID, id.UserID)
+		h.Set(HeaderIdP, id.IdP)
 		h.Set(HeaderEmail, id.Email)
 		h.Set(HeaderGroups, groupsHeader(id.Groups))
 		h.Set(HeaderJWTAssertion, tok)

@@ -91,7 +91,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeResult(w http.ResponseWriter, status int, result any, info *resultInfo) {
-	writeJSON(w, status, envelope{Success: true, Errors: []apiError{}, Messages: []string{}, Result: result, ResultInfo: info})
+	writeResultMessages(w, status, result, info, nil)
+}
+
+// writeResultMessages is writeResult with messages (warnings that did not stop the request).
+func writeResultMessages(w http.ResponseWriter, status int, result any, info *resultInfo, msgs []string) {
+	if msgs == nil {
+		msgs = []string{}
+	}
+	writeJSON(w, status, envelope{Success: true, Errors: []apiError{}, Messages: msgs, Result: result, ResultInfo: info})
+}
+
+// checkAgainstProvider runs the save-time check of an IdP that passed validateIdP: problems refuse
+// the save (400 naming the field and reason), warnings (the provider could not be reached) are
+// returned for the response's messages.
+func (s *service) checkAgainstProvider(r *http.Request, p events.IdP) ([]string, error) {
+	res := s.probe(r.Context(), p.Config)
+	if len(res.Problems) > 0 {
+		return nil, &adminError{kind: kindInvalid, msgs: res.Problems}
+	}
+	return res.Warnings, nil
 }
 
 // writeError is the one place that maps error kinds to statuses; only internal errors are logged.
@@ -171,6 +190,11 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
 		return
 	}
+	warnings, err := s.checkAgainstProvider(r, p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	secret, digest, err := newSecret()
 	if err != nil {
 		s.fail(w, r, internal(err))
@@ -183,7 +207,7 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
-	writeResult(w, http.StatusCreated, s.view(p, secret), nil)
+	writeResultMessages(w, http.StatusCreated, s.view(p, secret), nil, warnings)
 }
 
 func (s *service) listIdPs(w http.ResponseWriter, r *http.Request) {
@@ -263,6 +287,11 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
 		return
 	}
+	warnings, err := s.checkAgainstProvider(r, p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	p.SCIMConfig.SecretSHA256 = old.SCIMConfig.SecretSHA256
 	p.SCIMConfig.PreviousSecretSHA256 = old.SCIMConfig.PreviousSecretSHA256
 	p.SCIMConfig.SecretRotatedAt = old.SCIMConfig.SecretRotatedAt
@@ -276,7 +305,7 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
-	writeResult(w, http.StatusOK, s.view(p, ""), nil)
+	writeResultMessages(w, http.StatusOK, s.view(p, ""), nil, warnings)
 }
 
 func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
@@ -376,7 +405,36 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 			out = append(out, summary(u))
 		}
 	}
+	qs := q.Get("q")
+	if len(qs) > maxQueryLen {
+		s.fail(w, r, errorf(kindInvalid, "q: at most %d bytes", maxQueryLen))
+		return
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if strings.TrimSpace(qs) != "" {
+			// Prefix search over the email and name indexes (search.go), then the other filters.
+			ids, err := searchUsers(tx, qs, idp)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if status == "" && email == "" {
+					total++
+					if total <= skip || len(out) >= perPage {
+						continue
+					}
+					total--
+				}
+				u, err := getUser(tx, id)
+				if err != nil {
+					return err
+				}
+				if u != nil {
+					match(u)
+				}
+			}
+			return nil
+		}
 		if email != "" {
 			// The email index: exact per IdP, or every IdP's entry for that email.
 			seen := map[string]bool{}

@@ -95,7 +95,7 @@ func BenchmarkReplay(b *testing.B) {
 	defer nc.Close()
 	js, _ := newJS(nc)
 	ctx := context.Background()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		b.Fatal(err)
 	}
 	evs := benchStream(5000)

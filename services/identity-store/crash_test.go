@@ -71,7 +71,7 @@ func TestCrashSIGKILL(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, js: js}

@@ -62,7 +62,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, emb: emb, nc: nc, js: js, dir: t.TempDir()}

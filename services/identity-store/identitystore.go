@@ -31,6 +31,7 @@ import (
 	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/oidcprobe"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/internal/platform"
 )
@@ -57,6 +58,23 @@ type Config struct {
 	// prunes the rows older than its own time minus the retention. Default 720h (30 days).
 	SCIMLogRetention config.Duration `json:"scim_log_retention"`
 
+	// The admin console (docs/console.md). Members of ConsoleAdminGroup of ConsoleAdminIdP may sign in
+	// with the app token auth's /verify gives the reverse proxy; both empty: admin token only.
+	ConsoleAdminIdP   string `json:"console_admin_idp"`
+	ConsoleAdminGroup string `json:"console_admin_group"`
+	// ConsoleCertsURL is where app tokens' keys are fetched; default auth.external_url + /certs.
+	ConsoleCertsURL string `json:"console_certs_url"`
+	// ConsoleAppAudience is the aud an app token must carry to open the console; default
+	// auth.app_token_audience ("scimflow"). Set it to the console host's auth.app_audiences entry.
+	ConsoleAppAudience string `json:"console_app_audience"`
+	// ConsolePrometheusURL, when set, is queried for revocation latency and firing alerts.
+	ConsolePrometheusURL string `json:"console_prometheus_url"`
+	// ConsoleSessionTTL is a console session's absolute lifetime. Default 8h.
+	ConsoleSessionTTL config.Duration `json:"console_session_ttl"`
+
+	AuthURL     string        `json:"-"` // from auth.external_url: the console's Test links and app-token issuer
+	SecretGrace time.Duration `json:"-"` // from scim_ingest.secret_grace, shown when a secret is rotated
+
 	DataDir           string            `json:"-"` // from data_dir
 	AdminToken        string            `json:"-"` // from admin_token; empty: generated into <data_dir>/admin_token
 	IdentityProviders []json.RawMessage `json:"-"` // from identity_providers: seeded at start
@@ -77,6 +95,7 @@ func (c Config) Validate() error {
 	if c.SCIMLogRetention < 0 {
 		errs = append(errs, errors.New("identity_store.scim_log_retention: must not be negative"))
 	}
+	errs = append(errs, c.validateConsole()...)
 	for i, raw := range c.IdentityProviders {
 		if _, err := parseSeed(raw); err != nil {
 			errs = append(errs, fmt.Errorf("identity_providers[%d]: %w", i, err))
@@ -110,6 +129,9 @@ type service struct {
 	// beforeApply, when set (tests only), runs before each event is applied; an error it returns is
 	// handled like an apply error (a transient one makes the runner nak and redeliver).
 	beforeApply func(events.Event) error
+	// probe checks an IdP's OIDC configuration against the provider (discovery, key set) when it is
+	// saved or seeded; see idp.go, checkAgainstProvider.
+	probe func(context.Context, events.OIDCConfig) oidcprobe.Result
 }
 
 // Run serves the admin API and runs the projection until ctx ends.
@@ -134,7 +156,12 @@ func newService(cfg Config, d Deps) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock()}
+	if err := backfillIndexes(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("build search indexes: %w", err)
+	}
+	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
+		probe: defaultProbe}
 	fail := func(err error) (*service, error) {
 		db.Close()
 		return nil, err
@@ -189,12 +216,19 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 
 func (s *service) serve(ctx context.Context) error {
 	ready := &httpserv.Ready{}
+	h, err := s.handler()
+	if err != nil {
+		return err
+	}
 	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: s.cfg.Listen, Handler: s.routes(), Ready: ready,
+		Name: Name, Addr: s.cfg.Listen, Handler: h, Ready: ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
 			if err := s.seed(ctx); err != nil {
 				return err
 			}
+			// Seeded IdPs are checked against their providers like saved ones, but only warn, and
+			// after start: a provider that is down never delays or blocks identity-store.
+			g.Go(func() error { s.probeSeeds(ctx); return nil })
 			g.Go(func() error { return s.relay.Run(ctx) })
 			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident, DurableSCIMPriority: s.prio} {
 				ready.Set("consumer "+name, consumerCheck(r))

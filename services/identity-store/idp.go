@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/oidcprobe"
 )
 
 // idpBody is the create/update body of the admin API and the shape of a config seed entry
@@ -30,6 +32,10 @@ type idpBody struct {
 	Type       string            `json:"type"`
 	Config     events.OIDCConfig `json:"config"`
 	SCIMConfig scimConfigBody    `json:"scim_config"`
+	// Read-only fields of idpView, accepted and ignored so that a GET result sent back with PUT
+	// works (docs/admin-api.md).
+	CreatedAt json.RawMessage `json:"created_at,omitempty"`
+	UpdatedAt json.RawMessage `json:"updated_at,omitempty"`
 }
 
 type scimConfigBody struct {
@@ -40,6 +46,9 @@ type scimConfigBody struct {
 	Secret                 string `json:"secret,omitempty"`        // seed only
 	SecretSHA256           string `json:"secret_sha256,omitempty"` // seed only
 	SCIMBaseURL            string `json:"scim_base_url,omitempty"` // read-only; ignored (clients echo GET bodies)
+	// Read-only like scim_base_url.
+	SecretSet       json.RawMessage `json:"secret_set,omitempty"`
+	SecretRotatedAt json.RawMessage `json:"secret_rotated_at,omitempty"`
 }
 
 // idpView is what the admin API returns: secrets redacted, scim_base_url added, the SCIM secret only
@@ -368,4 +377,34 @@ func same(a, b events.IdP) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
+}
+
+// probeTimeout bounds the save-time check of an IdP: an admin waits for it.
+const probeTimeout = 5 * time.Second
+
+// defaultProbe checks c against its provider with a client that follows no redirects and reads
+// bounded bodies (internal/oidcprobe).
+func defaultProbe(ctx context.Context, c events.OIDCConfig) oidcprobe.Result {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: probeTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return oidcprobe.Probe(ctx, client, c)
+}
+
+// probeSeeds checks every seeded IdP against its provider and logs what would make a save refuse it
+// (a seed never blocks start; the login error page shows the same reason).
+func (s *service) probeSeeds(ctx context.Context) {
+	for i, raw := range s.cfg.IdentityProviders {
+		b, err := parseSeed(raw)
+		if err != nil {
+			continue // reported by Validate
+		}
+		res := s.probe(ctx, b.toIdP().Config)
+		for _, p := range res.Problems {
+			s.d.Log().Warn("seeded identity provider cannot work", "idp_id", b.ID, "index", i, "problem", p)
+		}
+		for _, w := range res.Warnings {
+			s.d.Log().Warn("seeded identity provider not checked", "idp_id", b.ID, "index", i, "warning", w)
+		}
+	}
 }

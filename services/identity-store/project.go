@@ -274,6 +274,9 @@ func (p *projector) putUser(t *txn, c *change) error {
 			return err
 		}
 	}
+	if err := indexNames(t.tx, c.before, u); err != nil {
+		return err
+	}
 	// Counters.
 	newStatus, newSeat := u.status(), u.seatHeld()
 	if c.before == nil {
@@ -294,6 +297,15 @@ func (p *projector) putUser(t *txn, c *change) error {
 			if err := statAdd(t.tx, statInactive(u.IdPID), 1); err != nil {
 				return err
 			}
+		}
+	}
+	if oldLocked := c.before != nil && c.before.Locked; oldLocked != u.Locked {
+		d := int64(1)
+		if !u.Locked {
+			d = -1
+		}
+		if err := statAdd(t.tx, statLocked(u.IdPID), d); err != nil {
+			return err
 		}
 	}
 	oldSeat := c.before != nil && c.before.seatHeld()
@@ -843,6 +855,9 @@ func (p *projector) scimLog(t *txn, d events.SCIMLog) error {
 		HTTPStatus: d.HTTPStatus, ErrorDescription: d.ErrorDescription, RequestBody: d.RequestBody}
 	k := append(timeKey(t.at()), t.ev.ID...)
 	if err := putJSON(t.tx, bkSCIMLog, k, row); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket([]byte(bkSCIMLogLast)).Put([]byte(row.IdPID), k); err != nil {
 		return err
 	}
 	// Retention by event time, so a replay prunes exactly what the live store pruned.

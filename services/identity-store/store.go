@@ -36,10 +36,12 @@ const (
 	bkSCIMLog     = "scimlog"         // event time (8 bytes) event id → logRow (JSON)
 	bkStats       = "stats"           // counter name → uint64 (big endian)
 	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
+	bkNames       = "users_by_name"   // lower-cased name or name word NUL registry id → "" (search.go)
+	bkSCIMLogLast = "scimlog_last"    // idp → key of the IdP's newest scimlog row (the console's overview)
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
@@ -279,6 +281,7 @@ func statAdd(tx *bolt.Tx, name string, d int64) error {
 // Stat counter names; the metrics collector parses them back.
 func statUsers(idp, status string) string  { return string(key("users", idp, status)) }
 func statSeats(idp string) string          { return string(key("seats", idp)) }
+func statLocked(idp string) string         { return string(key("locked", idp)) }
 func statRevocations(idp, r string) string { return string(key("revocations", idp, r)) }
 func statInactive(idp string) string       { return string(key("inactive_transitions", idp)) }
 

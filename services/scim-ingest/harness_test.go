@@ -66,7 +66,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := broker.EnsureStreams(ctx, h.js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, h.js, broker.StreamsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h.kv, err = h.js.KeyValue(ctx, broker.KVIdPConfig)

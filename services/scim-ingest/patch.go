@@ -4,8 +4,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // patchOp is one PATCH operation after normalisation: Op is lower-case add, replace or remove.
@@ -166,14 +164,19 @@ func (s *server) patchUser(w http.ResponseWriter, r *http.Request, uid string, i
 	if err != nil {
 		return err
 	}
-	return s.updateUser(w, r, uid, info, func(old *resourceRec) (map[string]any, error) {
-		m, err := s.applyOps(kindUser, old.Attrs, ops)
+	rec, err := s.store.UpdateUser(r.Context(), s.writeReq(r, info, http.StatusOK, s.noteUser), uid, func(u *User) error {
+		m, err := s.applyOps(kindUser, u.Attrs, ops)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m["schemas"] = []any{userURN}
-		return s.sc.validateUser(m)
-	}, http.StatusOK)
+		if u.Attrs, err = s.sc.validateUser(m); err != nil {
+			return err
+		}
+		s.noteUser(info, u.Attrs)
+		return nil
+	})
+	return s.renderUpdated(w, r, info, kindUser, uid, rec, http.StatusOK, err)
 }
 
 func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, info *reqInfo) error {
@@ -205,35 +208,49 @@ func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, 
 	if err != nil {
 		return err
 	}
-	return s.updateGroup(w, r, gid, info, func(tx *bolt.Tx, old *resourceRec) (groupChange, error) {
+	rec, err := s.store.UpdateGroup(r.Context(), s.writeReq(r, info, http.StatusNoContent, s.noteGroup), gid, func(g *Group) error {
 		if !byDelta {
-			return s.patchWholeGroup(tx, info.idp.ID, gid, old, ops)
+			if err := s.patchWholeGroup(g, ops); err != nil {
+				return err
+			}
+			s.noteGroup(info, g.Attrs)
+			return nil
 		}
-		ch := delta
-		ch.attrs = old.Attrs
 		if len(rest) > 0 {
-			m, err := s.applyOps(kindGroup, old.Attrs, rest)
+			m, err := s.applyOps(kindGroup, g.Attrs, rest)
 			if err != nil {
-				return groupChange{}, err
+				return err
 			}
 			m["schemas"] = []any{groupURN}
-			if ch.attrs, _, err = s.sc.validateGroup(m, s.cfg.MaxMembersPerRequest); err != nil {
-				return groupChange{}, err
+			if g.Attrs, _, err = s.sc.validateGroup(m, s.cfg.MaxMembersPerRequest); err != nil {
+				return err
 			}
 		}
-		return ch, nil
-	}, http.StatusNoContent)
+		s.noteGroup(info, g.Attrs)
+		if delta.replace {
+			g.SetMembers(delta.members)
+		} else {
+			g.AddMembers(delta.added...)
+			g.RemoveMembers(delta.removed...)
+		}
+		return nil
+	})
+	return s.renderUpdated(w, r, info, kindGroup, gid, rec, http.StatusNoContent, err)
 }
 
 // patchWholeGroup applies operations that need the member list to the group with all its members,
-// and turns the result into a full replacement (which updateGroup reduces to the delta).
-func (s *server) patchWholeGroup(tx *bolt.Tx, idp, gid string, old *resourceRec, ops []patchOp) (groupChange, error) {
-	attrs := make(map[string]any, len(old.Attrs)+1)
-	for k, v := range old.Attrs {
+// and turns the result into a full replacement (which the store reduces to the delta).
+func (s *server) patchWholeGroup(g *Group, ops []patchOp) error {
+	stored, err := g.Members()
+	if err != nil {
+		return err
+	}
+	attrs := make(map[string]any, len(g.Attrs)+1)
+	for k, v := range g.Attrs {
 		attrs[k] = v
 	}
 	var ms []any
-	for _, id := range children(tx, bucketMembers, idp, gid) {
+	for _, id := range stored {
 		ms = append(ms, map[string]any{"value": id})
 	}
 	if ms != nil {
@@ -241,15 +258,14 @@ func (s *server) patchWholeGroup(tx *bolt.Tx, idp, gid string, old *resourceRec,
 	}
 	m, err := s.applyOps(kindGroup, attrs, ops)
 	if err != nil {
-		return groupChange{}, err
+		return err
 	}
 	m["schemas"] = []any{groupURN}
 	newAttrs, members, err := s.sc.validateGroup(m, max(s.cfg.MaxMembersPerRequest, len(ms)+s.cfg.MaxMembersPerRequest))
 	if err != nil {
-		return groupChange{}, err
+		return err
 	}
-	if members == nil {
-		members = []string{}
-	}
-	return groupChange{attrs: newAttrs, replace: true, members: members}, nil
+	g.Attrs = newAttrs
+	g.SetMembers(members)
+	return nil
 }

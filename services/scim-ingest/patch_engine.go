@@ -47,6 +47,14 @@ func (s *server) applyOps(kind string, attrs map[string]any, ops []patchOp) (map
 	return out, nil
 }
 
+// groupChange is a group PATCH's membership change: the full member list (replace) or a delta.
+type groupChange struct {
+	replace bool     // members is the full new member list
+	members []string // with replace
+	added   []string // without replace
+	removed []string
+}
+
 // groupPatch splits a group PATCH into attribute operations and a membership change. ok is false
 // when an operation needs the full member list (a members sub-attribute path, or a member filter
 // other than value equalities); the caller then applies everything to the group with its members.

@@ -30,9 +30,11 @@ const maxLoggedBody = 64 << 10
 const commitBucket = "commits"
 
 // appendEvents adds the events of one write to the outbox inside tx, refusing any event too large to
-// publish. It stamps them with the write's commit number (one per call, strictly increasing in this
-// file), and puts a copy of each security fact on the priority lane (docs/architecture.md, "Lanes").
-func appendEvents(tx *bolt.Tx, now time.Time, evs ...events.Event) error {
+// publish. It is the only place scim-ingest appends to the outbox: store.write (changes with their
+// log records) and store.submitLogs (log records of requests that changed nothing) both end here. It
+// stamps the events with the write's commit number (one per call, strictly increasing in this file)
+// and puts a copy of each security fact on the priority lane (docs/architecture.md, "Lanes").
+func (st *store) appendEvents(tx *bolt.Tx, now time.Time, evs []events.Event) error {
 	for _, e := range evs {
 		b, err := events.Marshal(e)
 		if err != nil {

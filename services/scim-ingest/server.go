@@ -31,13 +31,13 @@ type server struct {
 	baseURL string
 	db      *bolt.DB
 	relay   *outbox.Relay
-	commits *committer
+	commits *committer // run by Run; the store writes through it
+	store   *store
 	js      jetstream.JetStream
 	log     *slog.Logger
 	now     func() time.Time
 	sc      schemas
 	m       metrics
-	ids     idGen
 	logs    logBuffer
 	adm     *admission
 
@@ -64,8 +64,7 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 		}
 	}
 	s.logs.flush = func(evs []events.Event) {
-		now := s.now()
-		s.commits.Submit(func(tx *bolt.Tx) error { return appendEvents(tx, now, evs...) }, func(err error) {
+		s.store.submitLogs(evs, func(err error) {
 			s.log.Error("provisioning log records not recorded", "records", len(evs), "err", err)
 		})
 	}
@@ -74,6 +73,7 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 		relay.Refresh()
 		relay.Notify()
 	})
+	s.store = newStore(db, s.commits, s.now)
 	return s, nil
 }
 

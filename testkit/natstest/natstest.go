@@ -30,7 +30,7 @@ func Start(t testing.TB) *Server {
 	nc, js := s.Connect("setup")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
+	if _, err := broker.EnsureStreams(ctx, js, broker.StreamsConfig{}); err != nil {
 		t.Fatalf("EnsureStreams: %v", err)
 	}
 	nc.Close()

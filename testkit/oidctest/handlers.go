@@ -58,12 +58,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
+	p.discoveryFetches.Add(1)
 	p.mu.Lock()
 	issuer, flow := p.issuer, p.flow
 	p.mu.Unlock()
 	base := strings.TrimSuffix(issuer, "/")
 	if flow.DiscoveryIssuer != "" {
 		issuer = flow.DiscoveryIssuer
+	}
+	algs := SupportedAlgs()
+	if flow.DiscoveryAlgs != nil {
+		algs = slices.Clone(flow.DiscoveryAlgs)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                         issuer,
@@ -75,7 +80,7 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"response_modes_supported":                       []string{"query"},
 		"grant_types_supported":                          []string{"authorization_code"},
 		"subject_types_supported":                        []string{"public"},
-		"id_token_signing_alg_values_supported":          SupportedAlgs(),
+		"id_token_signing_alg_values_supported":          algs,
 		"scopes_supported":                               []string{"openid", "email", "profile", "groups"},
 		"token_endpoint_auth_methods_supported":          p.opts.ClientAuthMethods,
 		"claims_supported":                               []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "email", "email_verified", "name", "groups"},

@@ -24,8 +24,9 @@ type Provider struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	jwksFetches     atomic.Int64
-	attackerFetches atomic.Int64
+	jwksFetches      atomic.Int64
+	discoveryFetches atomic.Int64
+	attackerFetches  atomic.Int64
 
 	mu             sync.Mutex // guards the following
 	issuer         string
@@ -70,6 +71,10 @@ type Flow struct {
 	OmitIDToken bool
 	// UserinfoSub, when set, is the sub /userinfo reports instead of the user's (O18).
 	UserinfoSub string
+	// DiscoveryAlgs, when set, is the id_token_signing_alg_values_supported discovery reports
+	// instead of SupportedAlgs: a provider that advertises one algorithm, switches to another
+	// (Hydra's RS256 → ES256), or only advertises one a relying party refuses (EdDSA).
+	DiscoveryAlgs []string
 }
 
 type authCode struct {
@@ -310,6 +315,10 @@ func (p *Provider) KeyIDs() map[string]string {
 // JWKSFetches returns how many times /jwks has been served, so tests can assert a relying
 // party's refetch cooldown (O14) without timing anything.
 func (p *Provider) JWKSFetches() int { return int(p.jwksFetches.Load()) }
+
+// DiscoveryFetches returns how many times the discovery document has been served, so tests can
+// assert when a relying party re-reads it.
+func (p *Provider) DiscoveryFetches() int { return int(p.discoveryFetches.Load()) }
 
 // AttackerFetches returns how many times the attacker-controlled key URLs (the jku and x5u
 // targets of the O16 forgeries) have been fetched. A correct relying party never fetches them.

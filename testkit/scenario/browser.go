@@ -217,6 +217,13 @@ const (
 	API Proxy = "api"
 )
 
+// IdentityHeaders are the headers /verify answers on 200 that every proxy snippet of
+// docs/reverse-proxies.md and docs/getting-started.md copies onto the request to the application —
+// overwriting whatever the client sent, so a client can forge none of them.
+func IdentityHeaders() []string {
+	return []string{"X-Scimflow-User-Id", "X-Scimflow-Idp", "X-Scimflow-Email", "X-Scimflow-Groups", "X-Scimflow-Jwt-Assertion"}
+}
+
 // VerifyResult is /verify's answer.
 type VerifyResult struct {
 	Status int
