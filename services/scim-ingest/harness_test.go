@@ -23,6 +23,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
+	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/platform"
 )
 
@@ -77,6 +78,9 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.BaseURL = "https://scim.example.test/"
+	// Admission by lag would refuse bulk writes whenever this loaded machine lets the outbox age a
+	// second; the tests that exercise admission control set their own bounds.
+	cfg.AdmissionMaxLag = config.Duration(time.Minute)
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/config"
 )
 
 // streamOf reads every event of a stream, and how many messages carried them.
@@ -128,5 +130,60 @@ func TestSecurityWriteClassification(t *testing.T) {
 		if got := securityWrite(c.method, c.kind, c.hasID, c.body, c.reauth); got != c.want {
 			t.Errorf("securityWrite(%s) = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// gauge reads one of the service's unlabelled gauges.
+func (h *harness) gauge(name string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	h.t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestAdmissionByLag: while the outbox's oldest record is older than admission_max_lag (NATS is
+// stopped), creates get 429 with Retry-After and the gauge says admission control is active, but a
+// deactivation and a deletion are admitted; once NATS is back and the backlog published, creates are
+// accepted again.
+func TestAdmissionByLag(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, noRateLimit, func(c *Config) { c.AdmissionMaxLag = config.Duration(200 * time.Millisecond) })
+	victim := h.createUser("victim@x.test")
+	gone := h.createUser("gone@x.test")
+	h.waitDrained()
+	if g := h.gauge("scimflow_scim_ingest_admission_active"); g != 0 {
+		t.Fatalf("admission active = %v on an idle pipeline, want 0", g)
+	}
+	start := h.stopNATS()
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "first@x.test"}); r.status != http.StatusCreated {
+		t.Fatalf("first create with NATS down = %d, want 201 (no lag yet)", r.status)
+	}
+	eventually(t, "admission control active", func() bool { return h.gauge("scimflow_scim_ingest_admission_active") == 1 })
+	r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "refused@x.test"})
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["status"] != "429" {
+		t.Errorf("create while lagging = %d (Retry-After %q) %s, want 429 with Retry-After in SCIM error form", r.status, r.header.Get("Retry-After"), r.raw)
+	}
+	if r := h.do("PATCH", "/Users/"+victim, patchBody(map[string]any{"op": "replace", "path": "active", "value": false})); r.status != http.StatusOK {
+		t.Errorf("deactivation while lagging = %d %s, want 200", r.status, r.raw)
+	}
+	if r := h.do("DELETE", "/Users/"+gone, nil); r.status != http.StatusNoContent {
+		t.Errorf("deletion while lagging = %d %s, want 204", r.status, r.raw)
+	}
+	if r := h.do("GET", "/Users/"+victim, nil); r.status != http.StatusOK {
+		t.Errorf("read while lagging = %d, want 200", r.status)
+	}
+	start()
+	h.waitDrained()
+	eventually(t, "admission control inactive", func() bool { return h.gauge("scimflow_scim_ingest_admission_active") == 0 })
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "after@x.test"}); r.status != http.StatusCreated {
+		t.Errorf("create after recovery = %d %s, want 201", r.status, r.raw)
 	}
 }
