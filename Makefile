@@ -1,6 +1,6 @@
 # Convenience targets. CI runs .ci/run (the README's test command plus checks); the long runs below are
 # not part of CI.
-.PHONY: test ci fuzz reliability bench
+.PHONY: test ci fuzz reliability bench compose-test proxy-test browser-test
 
 test:
 	go vet ./... && go test -race ./...
@@ -23,3 +23,20 @@ reliability:
 
 bench:
 	go test -run=NONE -bench=. -benchtime=2s ./...
+
+# The compose stack in a real Docker engine (reliability/compose_test.go, build tag compose: not
+# part of go test ./...). Needs a Docker engine (DOCKER_HOST), docker-compose, busybox-static and
+# prometheus; .ci/run installs them and starts a private dockerd around this target.
+compose-test:
+	go test -tags compose -run '^TestCompose' -count=1 -timeout 40m -v ./reliability/
+
+# The reverse-proxy snippets of docs/reverse-proxies.md and docs/getting-started.md in Debian's nginx
+# and Caddy in front of scimflow serve (e2e/proxies_test.go, build tag proxies).
+proxy-test:
+	go test -tags proxies -run '^TestProxySnippets$$' -count=1 -timeout 10m -v ./e2e/
+
+# The admin console in a real browser (e2e/browser, build tag browser: not part of go test ./...).
+# Needs Debian's chromium (.ci/run installs it); CHROMIUM=/path overrides the binary. Screenshots of
+# each page land in $$TMPDIR/scimflow-console (or CONSOLE_SCREENSHOTS=dir).
+browser-test:
+	go test -tags browser -count=1 -timeout 15m -v ./e2e/browser/

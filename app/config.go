@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/config"
@@ -61,6 +62,19 @@ func Load(path string, lookup func(string) (string, bool)) (File, error) {
 	}
 	f.propagate()
 	return f, nil
+}
+
+// LoadEnviron is Load with the process environment as a list (os.Environ()): besides the
+// overrides, it reports every SCIMFLOW_<SECTION>_<KEY> whose section exists but whose key does not,
+// naming the closest key.
+func LoadEnviron(path string, environ []string) (File, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	f, err := Load(path, func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	return f, errors.Join(err, config.UnknownEnv(&File{}, "SCIMFLOW", environ))
 }
 
 // propagate copies the top-level settings each service needs into its section.

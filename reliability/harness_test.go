@@ -289,12 +289,24 @@ func poll(ctx context.Context, d time.Duration, f func() error) error {
 	}
 }
 
-// service is one scimflow service process.
+// service is one scimflow service process, or under the compose tests (compose_test.go) one
+// container of a compose project.
 type service struct {
 	proc
 	svc     string // scim-ingest, identity-store, auth
-	addr    string // listen address
+	addr    string // listen address (a container's published address)
 	dataDir string
+	// container is the container id when the service runs in Docker; proc is then unused.
+	container string
+}
+
+// running reports whether the service's process, or its container, is alive.
+func (s *service) running() bool {
+	if s.container == "" {
+		return s.proc.running()
+	}
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.Running}}", s.container).Output()
+	return err == nil && strings.TrimSpace(string(out)) == "true"
 }
 
 // baseURL is the service's HTTP base URL.

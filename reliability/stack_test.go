@@ -34,6 +34,10 @@ type stackOptions struct {
 	env map[string][]string
 	// dataDirs overrides a service's data dir (the disk-full scenario mounts a tmpfs).
 	dataDirs map[string]string
+	// providerAddr is where the test OpenID provider listens; default 127.0.0.1:0. The compose
+	// tests use an address that both the host and the containers reach, so one issuer URL works
+	// on both sides.
+	providerAddr string
 }
 
 // stack is the three services against NATS, plus the test OpenID provider and one IdP.
@@ -48,6 +52,10 @@ type stack struct {
 	provider     *oidctest.Provider
 	clientSecret string
 	idp          idpInfo
+	// adminToken overrides the package's adminToken (the compose tests use the one in .env).
+	adminToken string
+	// idpName names the next IdP createIdP makes; default "reliability". Names are unique.
+	idpName string
 }
 
 // idpInfo is what the admin API returned for the stack's IdP.
@@ -145,7 +153,11 @@ func (s *stack) admin(ctx context.Context, method, path string, body, out any) (
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
+	token := adminToken
+	if s.adminToken != "" {
+		token = s.adminToken
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -182,13 +194,17 @@ func (s *stack) createIdP() {
 	t := s.t
 	t.Helper()
 	s.clientSecret = "reliability-client-secret"
-	p, err := oidctest.Start(oidctest.Options{ClientID: clientID, ClientSecret: s.clientSecret})
+	p, err := oidctest.Start(oidctest.Options{Addr: s.opts.providerAddr, ClientID: clientID, ClientSecret: s.clientSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.provider = p
+	name := s.idpName
+	if name == "" {
+		name = "reliability"
+	}
 	spec := map[string]any{
-		"name": "reliability", "type": "oidc",
+		"name": name, "type": "oidc",
 		"config": map[string]any{
 			"client_id": clientID, "client_secret": s.clientSecret, "issuer": p.Issuer(),
 			"auth_url": p.AuthURL(), "token_url": p.TokenURL(), "certs_url": p.JWKSURL(),

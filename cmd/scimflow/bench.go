@@ -127,6 +127,9 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		return 2
 	}
+	if !noArgs(fs, "bench revocation", stderr) {
+		return 2
+	}
 	if c.duration > 0 {
 		c.rate = float64(c.users) / c.duration.Seconds()
 	}

@@ -199,6 +199,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if !noArgs(fs, "demo", stderr) {
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir := *dataDir

@@ -36,6 +36,7 @@ Commands:
   replay          rebuild a service's projection from the streams into a fresh file, and dump files
   streams         show or change the live streams' retention and replicas (the only command that does)
   bench           benchmarks (scimflow bench -h)
+  healthcheck     exit 0 when the named services answer /readyz (container healthchecks)
   version         print the version
 
 Run 'scimflow <command> -h' for a command's flags.
@@ -68,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReplay(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(rest, stdout, stderr)
 	case "streams":
 		return runStreams(rest, stdout, stderr)
 	}
@@ -108,7 +111,10 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 		}
 		return 2
 	}
-	f, err := loadConfig(fs, *configPath)
+	if !noArgs(fs, cmd, stderr) {
+		return 2
+	}
+	f, path, err := loadConfig(fs, *configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
 		return 2
@@ -129,6 +135,11 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
 		return 2
 	}
+	if path != "" {
+		log.Info("config", "file", path)
+	} else {
+		log.Info("config", "file", "", "note", "no config file: built-in defaults and SCIMFLOW_* environment")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	done := make(chan error, 1)
@@ -145,8 +156,8 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "scimflow: %v\n", err)
-		log.Error("exit", "err", err)
+		// Once, through the logger (JSON in containers), not also as a plain line.
+		log.Error("exit", "err", err.Error())
 		return 1
 	}
 	log.Info("stopped")
@@ -154,14 +165,26 @@ func runServices(cmd string, args []string, services []string, embeddedOK bool, 
 }
 
 // loadConfig loads the file named by the -config flag of fs. The default path is used only if it
-// exists, so a fresh checkout runs with the built-in defaults.
-func loadConfig(fs *flag.FlagSet, path string) (app.File, error) {
+// exists, so a fresh checkout runs with the built-in defaults. It returns the path it read ("" for
+// none) so that the caller can say which file is in effect.
+func loadConfig(fs *flag.FlagSet, path string) (app.File, string, error) {
 	if path == defaultConfig && !explicit(fs, "config") {
 		if _, err := os.Stat(path); err != nil {
 			path = ""
 		}
 	}
-	return app.Load(path, os.LookupEnv)
+	f, err := app.LoadEnviron(path, os.Environ())
+	return f, path, err
+}
+
+// noArgs reports arguments left after the flags: a command that takes none must not silently
+// ignore them ("serve -config a.yaml b.yaml" would run on a.yaml alone).
+func noArgs(fs *flag.FlagSet, cmd string, stderr io.Writer) bool {
+	if fs.NArg() == 0 {
+		return true
+	}
+	fmt.Fprintf(stderr, "scimflow %s: unexpected argument %q (flags go before arguments; see scimflow %s -h)\n", cmd, fs.Arg(0), cmd)
+	return false
 }
 
 func explicit(fs *flag.FlagSet, name string) bool {

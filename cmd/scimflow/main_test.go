@@ -119,6 +119,9 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	pt := newPorts(t)
 	p := startProc(t, servEnv(dir, pt), "serve", "-config", "/dev/null")
 	waitReady(t, p, pt)
+	if !strings.Contains(p.stderr.String(), `"msg":"config","file":"/dev/null"`) {
+		t.Errorf("serve does not log which config file it read:\n%s", p.stderr)
+	}
 	if code := get("http://" + pt.scim + "/metrics"); code != 200 {
 		t.Errorf("GET /metrics = %d, want 200", code)
 	}
@@ -249,10 +252,37 @@ func TestStartFailuresAreFastAndClear(t *testing.T) {
 	t.Run("unknown key", func(t *testing.T) {
 		t.Parallel()
 		cfg := filepath.Join(t.TempDir(), "bad.yaml")
-		os.WriteFile(cfg, []byte("data_dri: x\n"), 0o600)
-		p := startProc(t, nil, "serve", "-config", cfg)
-		if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "data_dri") {
-			t.Errorf("unknown key: exit %d, stderr %q", code, p.stderr)
+		os.WriteFile(cfg, []byte("data_dri: x\nauth:\n  externalurl: http://a\n"), 0o600)
+		p := startProc(t, []string{"SCIMFLOW_AUTH_EXTERNALURL=http://b", "SCIMFLOW_RELIABILITY_LONG=1"}, "serve", "-config", cfg)
+		code := p.wait(t, 30*time.Second)
+		// Every typo at once: both keys of the file with their lines, and the environment's.
+		for _, want := range []string{
+			cfg + ":1: unknown key data_dri (did you mean data_dir?)",
+			cfg + ":3: unknown key auth.externalurl (did you mean external_url?)",
+			"SCIMFLOW_AUTH_EXTERNALURL: auth has no key EXTERNALURL (did you mean SCIMFLOW_AUTH_EXTERNAL_URL?)",
+		} {
+			if code != 2 || !strings.Contains(p.stderr.String(), want) {
+				t.Errorf("unknown keys: exit %d, stderr %q; want 2 and %q", code, p.stderr, want)
+			}
+		}
+		if strings.Contains(p.stderr.String(), "RELIABILITY") {
+			t.Errorf("a SCIMFLOW_ name outside the config sections was reported: %s", p.stderr)
+		}
+	})
+	t.Run("service error printed once", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		pt := newPorts(t)
+		pt.auth = ln.Addr().String() // taken
+		p := startProc(t, servEnv(t.TempDir(), pt), "serve", "-config", "/dev/null")
+		code := p.wait(t, 30*time.Second)
+		msg := "auth: listen " + pt.auth
+		if code == 0 || strings.Count(p.stderr.String(), msg) != 1 || strings.Contains(p.stderr.String(), "auth: auth:") {
+			t.Errorf("port in use: exit %d, stderr %q; want %q exactly once, with one prefix", code, p.stderr, msg)
 		}
 	})
 }
@@ -302,6 +332,14 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"bogus"}, 2, "unknown command"},
 		{[]string{"serve", "-h"}, 0, "-config"},
 		{[]string{"auth", "-config", "/dev/null"}, 2, "nats.url: required"},
+		{[]string{"serve", "-config", "/dev/null", "extra"}, 2, `scimflow serve: unexpected argument "extra"`},
+		{[]string{"replay", "identity-store", "-h"}, 0, "Usage: scimflow replay identity-store -out FILE"},
+		{[]string{"replay", "identity-store", "-out", "x.db", "y.db"}, 2, `unexpected argument "y.db"`},
+		{[]string{"replay", "dump", "-h"}, 0, "Usage: scimflow replay dump FILE"},
+		{[]string{"replay", "dump"}, 2, "want exactly one FILE"},
+		{[]string{"replay", "dump", "a.db", "b.db"}, 2, "want exactly one FILE"},
+		{[]string{"healthcheck", "-h"}, 0, "Usage: scimflow healthcheck"},
+		{[]string{"demo", "now"}, 2, `scimflow demo: unexpected argument "now"`},
 	} {
 		var out, errb bytes.Buffer
 		code := run(c.args, &out, &errb)

@@ -25,7 +25,7 @@ scimflow serve that owns that data dir must be stopped first. Nothing is publish
 
 // runReplay rebuilds a projection from the streams, or dumps a projection file.
 func runReplay(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 		fmt.Fprint(stderr, replayUsage)
 		if len(args) == 0 {
 			return 2
@@ -34,35 +34,42 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "dump":
-		if len(args) != 2 {
-			fmt.Fprint(stderr, replayUsage)
-			return 2
-		}
-		if err := app.Dump(args[1], stdout); err != nil {
-			fmt.Fprintf(stderr, "scimflow replay dump: %v\n", err)
-			return 1
-		}
-		return 0
+		return runReplayDump(args[1:], stdout, stderr)
 	case "identity-store":
 	default:
 		fmt.Fprintf(stderr, "scimflow replay: unknown target %q\n\n%s", args[0], replayUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs := flag.NewFlagSet("replay identity-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", defaultConfig, "config file (YAML); the default is used only if it exists")
 	out := fs.String("out", "", "path of the fresh bbolt file to build (must not exist)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: scimflow replay identity-store -out FILE [-config FILE]
+
+Rebuilds identity-store's registry from the SCIM, AUTH and IDENTITY streams into a fresh bbolt
+file, reading nats.url (or the embedded store under data_dir/nats, whose scimflow serve must be
+stopped) from the config. Nothing is published. Compare the result with the live file using
+scimflow replay dump.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "scimflow replay: -out is required")
+	if !noArgs(fs, "replay identity-store", stderr) {
 		return 2
 	}
-	f, err := loadConfig(fs, *configPath)
+	if *out == "" {
+		fmt.Fprintln(stderr, "scimflow replay identity-store: -out is required")
+		return 2
+	}
+	f, _, err := loadConfig(fs, *configPath)
 	if err == nil {
 		err = f.Validate()
 	}
@@ -77,5 +84,35 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "rebuilt %s\n", *out)
+	return 0
+}
+
+// runReplayDump is `scimflow replay dump FILE`.
+func runReplayDump(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay dump", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: scimflow replay dump FILE
+
+Prints the canonical dump of an identity-store bbolt file (one line per record, in key order),
+so that a live file and one rebuilt by scimflow replay identity-store can be compared with diff.
+The file is opened read-only; stop the service that owns it first.
+`)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "scimflow replay dump: want exactly one FILE")
+		fs.Usage()
+		return 2
+	}
+	if err := app.Dump(fs.Arg(0), stdout); err != nil {
+		fmt.Fprintf(stderr, "scimflow replay dump: %v\n", err)
+		return 1
+	}
 	return 0
 }

@@ -58,7 +58,7 @@ func runStreams(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "scimflow streams %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return 2
 	}
-	f, err := loadConfig(fs, *configPath)
+	f, _, err := loadConfig(fs, *configPath)
 	if err == nil {
 		err = f.Validate()
 	}

@@ -1,5 +1,6 @@
-// Package config loads scimflow's YAML configuration: ${ENV} expansion, strict decoding (an unknown
-// key is an error, not a silent typo) and SCIMFLOW_<SECTION>_<KEY> environment overrides.
+// Package config loads scimflow's YAML configuration: ${ENV} expansion, strict decoding (every
+// unknown key is an error with its line and the closest known key, not a silent typo) and
+// SCIMFLOW_<SECTION>_<KEY> environment overrides.
 //
 // The shape itself lives with the wiring (app) and each service's Config; this package only
 // knows how to fill any struct whose fields carry json tags.
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -72,7 +74,15 @@ func Load(path string, out any, lookup func(string) (string, bool)) error {
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
-		if err := Decode([]byte(Expand(string(b), lookup)), out); err != nil {
+		b = []byte(Expand(string(b), lookup))
+		if errs := UnknownKeys(b, out); len(errs) > 0 {
+			msgs := make([]error, len(errs))
+			for i, e := range errs {
+				msgs[i] = fmt.Errorf("%s:%w", path, e)
+			}
+			return errors.Join(msgs...)
+		}
+		if err := Decode(b, out); err != nil {
 			return fmt.Errorf("config %s: %w", path, err)
 		}
 	}
@@ -172,4 +182,198 @@ func setScalar(fv reflect.Value, s string) error {
 		return fmt.Errorf("cannot set %s from the environment", fv.Type())
 	}
 	return nil
+}
+
+// KeyError is an unknown key of a config file.
+type KeyError struct {
+	Line    int    // 1-based line of the key
+	Key     string // dotted path, e.g. auth.externalurl
+	Closest string // the known key it most resembles, "" if none is close
+}
+
+// Error reads "12: unknown key auth.externalurl (did you mean external_url?)"; Load prefixes the
+// file name, giving the file:line form editors jump to.
+func (e *KeyError) Error() string {
+	s := fmt.Sprintf("%d: unknown key %s", e.Line, e.Key)
+	if e.Closest != "" {
+		s += fmt.Sprintf(" (did you mean %s?)", e.Closest)
+	}
+	return s
+}
+
+// UnknownKeys returns every key of the YAML document b that no field of out (a pointer to a
+// struct with json tags) takes, in document order. The strict decoder stops at the first; a
+// person fixing a config wants them all. A document that does not parse returns nothing here:
+// Decode reports that.
+func UnknownKeys(b []byte, out any) []*KeyError {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(b, &doc); err != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	var errs []*KeyError
+	unknownIn(doc.Content[0], reflect.TypeOf(out), "", &errs)
+	return errs
+}
+
+func unknownIn(n *yamlv3.Node, t reflect.Type, path string, errs *[]*KeyError) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yamlv3.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if n.Kind == yamlv3.SequenceNode && t != reflect.TypeOf(json.RawMessage(nil)) {
+			for _, c := range n.Content {
+				unknownIn(c, t.Elem(), path+"[]", errs)
+			}
+		}
+		return
+	case reflect.Map:
+		if n.Kind == yamlv3.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				unknownIn(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value, errs)
+			}
+		}
+		return
+	case reflect.Struct:
+	default:
+		return
+	}
+	if n.Kind != yamlv3.MappingNode || t == reflect.TypeOf(Duration(0)) {
+		return
+	}
+	fields := fieldsOf(t)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		key := k.Value
+		full := strings.TrimPrefix(path+"."+key, ".")
+		if k.Tag == "!!merge" {
+			continue
+		}
+		ft, ok := fields[key]
+		if !ok {
+			names := make([]string, 0, len(fields))
+			for name := range fields {
+				names = append(names, name)
+			}
+			*errs = append(*errs, &KeyError{Line: k.Line, Key: full, Closest: closest(key, names)})
+			continue
+		}
+		unknownIn(n.Content[i+1], ft, full, errs)
+	}
+}
+
+// fieldsOf maps the json names of t's exported fields to their types.
+func fieldsOf(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("json"), ",")[0]
+		if !f.IsExported() || tag == "-" {
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		out[tag] = f.Type
+	}
+	return out
+}
+
+// UnknownEnv checks the environment names (as in os.Environ, "NAME=value" or "NAME") against out:
+// a name PREFIX_<SECTION>_<KEY> whose section is a section of out but whose key is not one of that
+// section's keys is an error naming the closest key — SCIMFLOW_AUTH_EXTERNALURL would otherwise
+// be ignored while auth runs on its default. Every other PREFIX_ name (a test knob, a compose
+// variable such as SCIMFLOW_PORT_AUTH) is left alone, since nothing claims it.
+func UnknownEnv(out any, prefix string, environ []string) error {
+	t := reflect.TypeOf(out)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	type section struct {
+		name string
+		keys []string
+	}
+	var sections []section
+	top := fieldsOf(t)
+	for tag, ft := range top {
+		if ft.Kind() != reflect.Struct || ft == reflect.TypeOf(Duration(0)) {
+			continue
+		}
+		var keys []string
+		for k := range fieldsOf(ft) {
+			keys = append(keys, strings.ToUpper(k))
+		}
+		sections = append(sections, section{name: prefix + "_" + strings.ToUpper(tag) + "_", keys: keys})
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		for _, s := range sections {
+			key, ok := strings.CutPrefix(name, s.name)
+			if !ok {
+				continue
+			}
+			known := false
+			for _, k := range s.keys {
+				known = known || k == key
+			}
+			if known {
+				break
+			}
+			msg := fmt.Sprintf("%s: %s has no key %s", name, strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(s.name, prefix+"_"), "_")), key)
+			if c := closest(key, s.keys); c != "" {
+				msg += fmt.Sprintf(" (did you mean %s%s?)", s.name, c)
+			}
+			errs = append(errs, errors.New(msg))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closest returns the candidate nearest to s: equal but for case, '_' and '-', or within a small
+// edit distance; "" if none is near enough to be a likely typo.
+func closest(s string, candidates []string) string {
+	norm := func(x string) string {
+		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(x))
+	}
+	ns := norm(s)
+	best, bestD := "", 0
+	for _, c := range candidates {
+		d := editDistance(ns, norm(c))
+		if d == 0 {
+			return c
+		}
+		if best == "" || d < bestD || (d == bestD && c < best) {
+			best, bestD = c, d
+		}
+	}
+	if best == "" || bestD > max(2, len(ns)/3) {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

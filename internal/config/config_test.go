@@ -81,3 +81,48 @@ func TestExpandLeavesBareDollar(t *testing.T) {
 		t.Errorf("Expand = %q, want %q", got, "a$b 1 d ")
 	}
 }
+
+// TestLoadReportsEveryUnknownKey: a config with several typos gets one error per typo, each with
+// its file:line and the key it most resembles, instead of only the first.
+func TestLoadReportsEveryUnknownKey(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("data_dir: /d\ndata_dri: x\nauth:\n  listen: \":1\"\n  ttll: 2h\n  origin: [a]\n  zzzzzzzz: 1\nnats:\n  url: x\n"), 0o600)
+	var got file
+	err := Load(path, &got, env(nil))
+	if err == nil {
+		t.Fatal("Load = nil, want the unknown keys")
+	}
+	want := []string{
+		path + ":2: unknown key data_dri (did you mean data_dir?)",
+		path + ":5: unknown key auth.ttll (did you mean ttl?)",
+		path + ":6: unknown key auth.origin (did you mean origins?)",
+		path + ":7: unknown key auth.zzzzzzzz",
+		path + ":8: unknown key nats",
+	}
+	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
+		t.Errorf("Load error lines (-want +got):\n%s", diff)
+	}
+}
+
+// TestUnknownEnv: an unknown key under a known section is an error naming the closest key; names
+// outside the sections (test knobs, compose variables) and known keys pass.
+func TestUnknownEnv(t *testing.T) {
+	t.Parallel()
+	err := UnknownEnv(&file{}, "SCIMFLOW", []string{
+		"SCIMFLOW_AUTH_LISTEN=:1", "SCIMFLOW_DATA_DIR=/d", "SCIMFLOW_RELIABILITY_LONG=1", "SCIMFLOW_PORT_AUTH=8082",
+		"SCIMFLOW_AUTH_ORIGIN=x", "SCIMFLOW_AUTH_QQQQQQQQ=y", "PATH=/bin", "SCIMFLOW_AUTH_SECRET=z",
+	})
+	want := []string{
+		"SCIMFLOW_AUTH_ORIGIN: auth has no key ORIGIN (did you mean SCIMFLOW_AUTH_ORIGINS?)",
+		"SCIMFLOW_AUTH_QQQQQQQQ: auth has no key QQQQQQQQ",
+		"SCIMFLOW_AUTH_SECRET: auth has no key SECRET",
+	}
+	var got []string
+	if err != nil {
+		got = strings.Split(err.Error(), "\n")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("UnknownEnv (-want +got):\n%s", diff)
+	}
+}

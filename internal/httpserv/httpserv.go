@@ -80,7 +80,7 @@ func Listen(cfg Config) (*Server, error) {
 		var err error
 		ln, err = net.Listen("tcp", cfg.Addr)
 		if err != nil {
-			return nil, fmt.Errorf("%s: listen %s: %w", cfg.Service, cfg.Addr, err)
+			return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err) // the caller (app) names the service
 		}
 	}
 	if cfg.ReadTimeout == 0 {

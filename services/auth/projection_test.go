@@ -48,7 +48,7 @@ func dbHash(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	h, err := boltdb.Hash(db, outbox.Bucket, consumer.PoisonBucket, consumer.SeenBucket)
+	h, err := boltdb.Hash(db, outbox.Bucket, consumer.PoisonBucket, consumer.SeenBucket, bucketReplica)
 	if err != nil {
 		t.Fatal(err)
 	}

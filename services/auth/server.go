@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/idpwatch"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -191,50 +191,29 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return s.authRn.Run(ctx) })
 	g.Go(func() error { return s.prioRn.Run(ctx) })
 	g.Go(func() error { return s.keys.run(ctx) })
-	g.Go(func() error { return s.watchIdPs(ctx, idpKV) })
+	idpw := idpwatch.New(idpKV, s.applyIdP, s.log)
+	g.Go(func() error { return idpw.Run(ctx) })
+	g.Go(func() error {
+		if idpw.WaitSynced(ctx) == nil {
+			s.idps.mu.Lock()
+			s.idps.synced = true
+			s.idps.mu.Unlock()
+		}
+		return nil
+	})
 	s.up.Store(true)
 	return nil
 }
 
-// watchIdPs keeps the IdP registry equal to the idp_config bucket, so IdP changes apply without a
-// restart. A changed IdP gets a fresh relying party (new discovery, new JWKS cache).
-func (s *server) watchIdPs(ctx context.Context, kv jetstream.KeyValue) error {
-	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			s.log.Warn("watch idp_config failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				s.idps.mu.Lock()
-				s.idps.synced = true
-				s.idps.mu.Unlock()
-				continue
-			}
-			switch e.Operation() {
-			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				s.idps.remove(e.Key())
-			default:
-				var cfg events.IdP
-				if err := json.Unmarshal(e.Value(), &cfg); err != nil {
-					s.log.Error("idp_config entry ignored: not an IdP", "idp_id", e.Key(), "err", err)
-					continue
-				}
-				if cfg.ID == "" {
-					cfg.ID = e.Key()
-				}
-				s.idps.put(cfg)
-			}
-		}
-		w.Stop()
+// applyIdP keeps the IdP registry equal to the idp_config bucket, so IdP changes apply without a
+// restart. A changed IdP gets a fresh relying party (new discovery, new JWKS cache). An entry that
+// does not decode disables the IdP (internal/idpwatch): logins through it fail until it is saved again.
+func (s *server) applyIdP(id string, idp *events.IdP) {
+	if idp == nil {
+		s.idps.remove(id)
+		return
 	}
-	return nil
+	s.idps.put(*idp)
 }
 
 // staleness returns an error when the revocation state may be stale (docs/design.md §2.5): a consumer is

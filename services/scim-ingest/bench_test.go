@@ -20,6 +20,7 @@ import (
 
 	"github.com/scimflow/scimflow/internal/boltdb"
 	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // Benchmarks for the performance targets in docs/benchmarks.md, each with a same-run baseline: a plain net/http
@@ -75,7 +76,7 @@ func BenchmarkCreateUsers32(b *testing.B) {
 		var n atomic.Int64
 		start := time.Now()
 		benchParallel32(b, func() int {
-			body := fmt.Appendf(nil, `{"schemas":["%s"],"userName":"bench%d@x.test","name":{"givenName":"B","familyName":"C"},"emails":[{"type":"work","primary":true,"value":"bench%d@x.test"}],"active":true}`, userURN, n.Add(1), n.Load())
+			body := fmt.Appendf(nil, `{"schemas":["%s"],"userName":"bench%d@x.test","name":{"givenName":"B","familyName":"C"},"emails":[{"type":"work","primary":true,"value":"bench%d@x.test"}],"active":true}`, scimschema.User, n.Add(1), n.Load())
 			return benchDo(b, "POST", h.base()+"/Users", "s3cret-idp1", body)
 		}, http.StatusCreated)
 		// End to end: until every create's events are acknowledged by JetStream (SyncAlways).
@@ -204,7 +205,7 @@ func BenchmarkPatchOneMember100k(b *testing.B) {
 				ms = append(ms, map[string]any{"value": id})
 			}
 			if gid == "" {
-				r := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "Everyone"})
+				r := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "Everyone"})
 				gid = str(r.body["id"])
 			}
 			body, _ := json.Marshal(patchBody(map[string]any{"op": "add", "path": "members", "value": ms}))

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // TestConcurrentDuplicateCreates: concurrent creates of one userName are committed in shared
@@ -30,7 +31,7 @@ func TestConcurrentDuplicateCreates(t *testing.T) {
 			} else if i%4 == 0 {
 				name = "same@x.TEST"
 			}
-			results[i] = h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": name})
+			results[i] = h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": name})
 		}()
 	}
 	wg.Wait()
@@ -69,7 +70,7 @@ func TestGroupPatchNeedingMembers(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	u1, u2 := h.createUser("p1@x.test"), h.createUser("p2@x.test")
-	r := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "G",
+	r := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "G",
 		"members": []any{map[string]any{"value": u1}, map[string]any{"value": u2}}})
 	gid := str(r.body["id"])
 	r = h.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "remove", "path": fmt.Sprintf("members[value sw %q]", u2[:len(u2)-2])}))
@@ -99,7 +100,7 @@ func TestConcurrentMembershipPatches(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, noRateLimit)
 	uids := h.seedUsers(24)
-	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "busy"})
+	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "busy"})
 	gid := str(g.body["id"])
 	var wg sync.WaitGroup
 	reqs := make([]resp, len(uids))

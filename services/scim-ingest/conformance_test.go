@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // The conformance suites are the requests real IdPs and their published test suites send, one JSON
@@ -184,7 +185,7 @@ func runFixture(t *testing.T, h *harness, name string, fx fixture, vars map[stri
 	if r.status >= 400 {
 		// Every error is an RFC 7644 §3.12 body with status as a string.
 		m, _ := doc.(map[string]any)
-		if s, _ := m["schemas"].([]any); len(s) != 1 || s[0] != errorSchema || m["status"] != strconv.Itoa(r.status) {
+		if s, _ := m["schemas"].([]any); len(s) != 1 || s[0] != scimschema.Error || m["status"] != strconv.Itoa(r.status) {
 			fail("error body = %s, want the SCIM error form", raw)
 		}
 	}

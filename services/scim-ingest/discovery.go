@@ -7,6 +7,8 @@ import (
 	"github.com/elimity-com/scim"
 	"github.com/elimity-com/scim/optional"
 	"github.com/elimity-com/scim/schema"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // discovery answers GET /ServiceProviderConfig, /Schemas[/{urn}] and /ResourceTypes[/{name}].
@@ -17,7 +19,7 @@ func (s *server) discovery(w http.ResponseWriter, r *http.Request, rt route, inf
 	base := s.scimBase(info.idp.ID)
 	if rt.endpoint == "ServiceProviderConfig" {
 		writeJSON(w, http.StatusOK, map[string]any{
-			"schemas":          []string{"urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"},
+			"schemas":          []string{scimschema.ServiceConfig},
 			"documentationUri": "https://github.com/scimflow/scimflow/blob/main/docs/scim.md",
 			"patch":            map[string]any{"supported": true},
 			"bulk":             map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // SCIM error types of RFC 7644 §3.12 that this service returns.
@@ -55,8 +56,6 @@ type scimErrorBody struct {
 	Detail   string   `json:"detail,omitempty"`
 }
 
-const errorSchema = "urn:ietf:params:scim:api:messages:2.0:Error"
-
 // writeError answers r with err in RFC 7644 form and returns the status written. Internal errors are
 // logged here (once) and never leak their text to the client.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) int {
@@ -75,7 +74,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) i
 	if info := infoFrom(r); info != nil {
 		info.errDetail = ae.detail
 	}
-	body, _ := json.Marshal(scimErrorBody{Schemas: []string{errorSchema}, Status: strconv.Itoa(ae.status), ScimType: ae.scimType, Detail: ae.detail})
+	body, _ := json.Marshal(scimErrorBody{Schemas: []string{scimschema.Error}, Status: strconv.Itoa(ae.status), ScimType: ae.scimType, Detail: ae.detail})
 	writeRaw(w, ae.status, body)
 	return ae.status
 }
@@ -84,7 +83,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) i
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		body = []byte(`{"schemas":["` + errorSchema + `"],"status":"500","detail":"internal error"}`)
+		body = []byte(`{"schemas":["` + scimschema.Error + `"],"status":"500","detail":"internal error"}`)
 		status = http.StatusInternalServerError
 	}
 	writeRaw(w, status, body)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // TestFilterIndexes proves which filters are answered from an index: with filter_scan_limit below the
@@ -14,13 +16,13 @@ func TestFilterIndexes(t *testing.T) {
 	h := newHarness(t, noRateLimit, func(c *Config) { c.FilterScanLimit = 3 })
 	var ids []string
 	for i := range 5 {
-		r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": fmt.Sprintf("User%d@Idx.test", i),
+		r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("User%d@Idx.test", i),
 			"externalId": fmt.Sprintf("ext-%d", i%2), "title": "t",
 			"emails": []any{map[string]any{"type": "work", "value": fmt.Sprintf("Mail%d@Corp.test", i)}}})
 		ids = append(ids, str(r.body["id"]))
 	}
 	for i := range 5 {
-		h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": fmt.Sprintf("Group %d", i)})
+		h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": fmt.Sprintf("Group %d", i)})
 	}
 	cases := []struct {
 		endpoint, filter string

@@ -23,6 +23,7 @@ import (
 	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/internal/platform"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // fuzzServer is scim-ingest's HTTP handler in-process on a real bbolt file, without NATS: the outbox
@@ -67,9 +68,9 @@ func newFuzzServer(t testing.TB) *fuzzServer {
 	go func() { s.commits.Run(ctx); close(done) }()
 	t.Cleanup(func() { s.logs.flushNow(); cancel(); <-done; db.Close() })
 	f := &fuzzServer{s: s, h: httpserv.RequestID(s.routes()), db: db}
-	f.uid = f.create(t, "/Users", `{"schemas":["`+userURN+`"],"userName":"fuzz-target@x.test","emails":[{"type":"work","value":"fuzz-target@x.test"}]}`)
-	f.create(t, "/Users", `{"schemas":["`+userURN+`"],"userName":"fuzz-other@x.test"}`)
-	f.gid = f.create(t, "/Groups", `{"schemas":["`+groupURN+`"],"displayName":"fuzz group","members":[{"value":"`+f.uid+`"}]}`)
+	f.uid = f.create(t, "/Users", `{"schemas":["`+scimschema.User+`"],"userName":"fuzz-target@x.test","emails":[{"type":"work","value":"fuzz-target@x.test"}]}`)
+	f.create(t, "/Users", `{"schemas":["`+scimschema.User+`"],"userName":"fuzz-other@x.test"}`)
+	f.gid = f.create(t, "/Groups", `{"schemas":["`+scimschema.Group+`"],"displayName":"fuzz group","members":[{"value":"`+f.uid+`"}]}`)
 	f.settle()
 	f.resourceEvents(t, "")
 	return f
@@ -179,7 +180,7 @@ func (f *fuzzServer) check(t *testing.T, method, path string, body []byte) *http
 	}
 	d := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
 	d.DisallowUnknownFields()
-	if err := d.Decode(&e); err != nil || len(e.Schemas) != 1 || e.Schemas[0] != errorSchema || e.Status != strconv.Itoa(code) || e.Detail == "" {
+	if err := d.Decode(&e); err != nil || len(e.Schemas) != 1 || e.Schemas[0] != scimschema.Error || e.Status != strconv.Itoa(code) || e.Detail == "" {
 		t.Fatalf("%s %s %q = %d with a body that is not a SCIM error: %s", method, path, body, code, rec.Body)
 	}
 	if len(evs) > 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 func (h *harness) createUser(userName string) string {
@@ -25,7 +26,7 @@ func patchBody(ops ...map[string]any) map[string]any {
 	for i, o := range ops {
 		list[i] = o
 	}
-	return map[string]any{"schemas": []string{patchURN}, "Operations": list}
+	return map[string]any{"schemas": []string{scimschema.PatchOp}, "Operations": list}
 }
 
 func (h *harness) members(gid string) []string {
@@ -70,7 +71,7 @@ func TestGroupMembership(t *testing.T) {
 
 	// Entra's create: extra ADSCIM schema URN, no members.
 	r := h.do("POST", "/Groups", map[string]any{
-		"schemas":    []string{groupURN, "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"},
+		"schemas":    []string{scimschema.Group, "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"},
 		"externalId": "8aa1a0c0", "displayName": "Engineering", "meta": map[string]any{"resourceType": "Group"}})
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST /Groups = %d %s", r.status, r.raw)
@@ -79,7 +80,7 @@ func TestGroupMembership(t *testing.T) {
 	if diff := cmp.Diff([]string{events.TypeSCIMGroupUpserted, events.TypeSCIMLog}, eventTypes(h.eventsOf(r))); diff != "" {
 		t.Errorf("create events (-want +got):\n%s", diff)
 	}
-	if d := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "ENGINEERING"}); d.status != http.StatusConflict {
+	if d := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "ENGINEERING"}); d.status != http.StatusConflict {
 		t.Errorf("duplicate displayName = %d, want 409", d.status)
 	}
 
@@ -194,7 +195,7 @@ func TestGroupMembersChunked(t *testing.T) {
 		ids = append(ids, map[string]any{"value": id})
 		want = append(want, id)
 	}
-	r := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "Big", "members": ids})
+	r := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "Big", "members": ids})
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST big group = %d %s", r.status, r.raw)
 	}

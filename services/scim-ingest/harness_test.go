@@ -25,6 +25,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/platform"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // harness runs scim-ingest over HTTP against a real embedded JetStream and a real bbolt file.
@@ -313,7 +314,7 @@ func (h *harness) seedUsers(n int) []string {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": fmt.Sprintf("seed%06d@x.test", i)})
+			r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("seed%06d@x.test", i)})
 			if r.status != http.StatusCreated {
 				h.t.Errorf("seed POST = %d %s", r.status, r.raw)
 				return

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // scimlogCount counts the provisioning-log events of an IdP in the stream.
@@ -52,7 +53,7 @@ func TestAuthentication(t *testing.T) {
 		if r.status != c.want {
 			t.Errorf("%s: GET = %d, want %d", c.name, r.status, c.want)
 		}
-		if c.want == 401 && (r.header.Get("WWW-Authenticate") == "" || r.body["schemas"].([]any)[0] != errorSchema) {
+		if c.want == 401 && (r.header.Get("WWW-Authenticate") == "" || r.body["schemas"].([]any)[0] != scimschema.Error) {
 			t.Errorf("%s: 401 without WWW-Authenticate or SCIM error: %v %s", c.name, r.header, r.raw)
 		}
 	}
@@ -184,7 +185,7 @@ func TestLimits(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxPatchOps = 3; c.MaxMembersPerRequest = 2 })
 	uid := h.createUser("limits@x.test")
 
-	big := `{"schemas":["` + userURN + `"],"userName":"big@x.test","title":"` + strings.Repeat("a", 1<<20) + `"}`
+	big := `{"schemas":["` + scimschema.User + `"],"userName":"big@x.test","title":"` + strings.Repeat("a", 1<<20) + `"}`
 	r := h.do("POST", "/Users", big)
 	if r.status != http.StatusRequestEntityTooLarge || r.body["status"] != "413" {
 		t.Errorf("1 MiB body = %d %s", r.status, r.raw)
@@ -209,7 +210,7 @@ func TestLimits(t *testing.T) {
 	if r.status != 400 || r.body["scimType"] != "tooMany" {
 		t.Errorf("4 ops = %d %s, want 400 tooMany", r.status, r.raw)
 	}
-	r = h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "g",
+	r = h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "g",
 		"members": []any{map[string]any{"value": uid}, map[string]any{"value": "b"}, map[string]any{"value": "c"}}})
 	if r.status != 400 || r.body["scimType"] != "tooMany" {
 		t.Errorf("3 members = %d %s, want 400 tooMany", r.status, r.raw)
@@ -256,10 +257,10 @@ func TestDiscovery(t *testing.T) {
 		t.Errorf("ResourceTypes = %d %s", rts.status, rts.raw)
 	}
 	sch := h.do("GET", "/Schemas", nil)
-	if sch.status != 200 || strings.Contains(string(sch.raw), `"password"`) || !strings.Contains(string(sch.raw), enterpriseURN) {
+	if sch.status != 200 || strings.Contains(string(sch.raw), `"password"`) || !strings.Contains(string(sch.raw), scimschema.Enterprise) {
 		t.Errorf("Schemas = %d (password advertised or enterprise missing)", sch.status)
 	}
-	if r := h.do("GET", "/Schemas/"+userURN, nil); r.status != 200 || r.body["id"] != userURN {
+	if r := h.do("GET", "/Schemas/"+scimschema.User, nil); r.status != 200 || r.body["id"] != scimschema.User {
 		t.Errorf("Schemas/User = %d %s", r.status, r.raw)
 	}
 	for _, p := range []string{"/ServiceProviderConfig", "/Schemas", "/ResourceTypes"} {
@@ -316,13 +317,13 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"junk JSON", "POST", "/Users", "{nope", 400, "invalidSyntax"},
 		{"no schemas", "POST", "/Users", map[string]any{"userName": "n@x.test"}, 400, "invalidSyntax"},
-		{"no userName", "POST", "/Users", map[string]any{"schemas": []string{userURN}}, 400, "invalidValue"},
-		{"bad active", "POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "q@x.test", "active": "maybe"}, 400, "invalidValue"},
+		{"no userName", "POST", "/Users", map[string]any{"schemas": []string{scimschema.User}}, 400, "invalidValue"},
+		{"bad active", "POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "q@x.test", "active": "maybe"}, 400, "invalidValue"},
 		{"PUT unknown id", "PUT", "/Users/nope", oktaUser("p@x.test"), 404, ""},
 		{"PATCH unknown op", "PATCH", "/Users/" + uid, patchBody(map[string]any{"op": "update", "path": "title", "value": "x"}), 400, "invalidSyntax"},
-		{"PATCH no Operations", "PATCH", "/Users/" + uid, map[string]any{"schemas": []string{patchURN}}, 400, "invalidSyntax"},
+		{"PATCH no Operations", "PATCH", "/Users/" + uid, map[string]any{"schemas": []string{scimschema.PatchOp}}, 400, "invalidSyntax"},
 		{"PATCH bad path", "PATCH", "/Users/" + uid, patchBody(map[string]any{"op": "replace", "path": "emails[type eq", "value": "x"}), 400, "invalidPath"},
-		{"group without displayName", "POST", "/Groups", map[string]any{"schemas": []string{groupURN}}, 400, "invalidValue"},
+		{"group without displayName", "POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}}, 400, "invalidValue"},
 		{"method on collection", "DELETE", "/Users", nil, 405, ""},
 	}
 	for _, c := range cases {
@@ -346,7 +347,7 @@ func TestEntraAndOktaShapes(t *testing.T) {
 	h := newHarness(t)
 	// Entra's POST with the enterprise extension, manager as a string, string boolean.
 	r := h.do("POST", "/Users", map[string]any{
-		"schemas": []string{userURN, enterpriseURN}, "externalId": "0a21f0f2", "userName": "Test_User_00aa",
+		"schemas": []string{scimschema.User, scimschema.Enterprise}, "externalId": "0a21f0f2", "userName": "Test_User_00aa",
 		"active": "True", "emails": []any{map[string]any{"primary": "true", "type": "work", "value": "Test_User_11bb@testuser.com"}},
 		"name": map[string]any{"familyName": "familyName", "givenName": "givenName"}, "roles": []any{},
 		"urn:ietf:params:scim:schemas:extension:enterprise:2.0:user": map[string]any{"department": "R&D", "manager": "boss-id"},
@@ -355,9 +356,9 @@ func TestEntraAndOktaShapes(t *testing.T) {
 		t.Fatalf("Entra POST = %d %s", r.status, r.raw)
 	}
 	uid := str(r.body["id"])
-	ext, _ := r.body[enterpriseURN].(map[string]any)
+	ext, _ := r.body[scimschema.Enterprise].(map[string]any)
 	if ext["department"] != "R&D" || ext["manager"].(map[string]any)["value"] != "boss-id" {
-		t.Errorf("enterprise extension = %v", r.body[enterpriseURN])
+		t.Errorf("enterprise extension = %v", r.body[scimschema.Enterprise])
 	}
 	up := h.eventsOf(r)[0].Data.(events.SCIMUserUpserted)
 	if up.Email != "test_user_11bb@testuser.com" {
@@ -367,7 +368,7 @@ func TestEntraAndOktaShapes(t *testing.T) {
 	r = h.do("PATCH", "/Users/"+uid, patchBody(
 		map[string]any{"op": "Replace", "path": `emails[type eq "work"].value`, "value": "updated@microsoft.com"},
 		map[string]any{"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
-		map[string]any{"op": "add", "path": enterpriseURN + ":manager", "value": "boss-2"},
+		map[string]any{"op": "add", "path": scimschema.Enterprise + ":manager", "value": "boss-2"},
 	))
 	if r.status != 200 {
 		t.Fatalf("Entra PATCH = %d %s", r.status, r.raw)
@@ -375,14 +376,14 @@ func TestEntraAndOktaShapes(t *testing.T) {
 	emails := r.body["emails"].([]any)
 	if len(emails) != 1 || emails[0].(map[string]any)["value"] != "updated@microsoft.com" ||
 		r.body["name"].(map[string]any)["familyName"] != "updatedFamilyName" ||
-		r.body[enterpriseURN].(map[string]any)["manager"].(map[string]any)["value"] != "boss-2" {
+		r.body[scimschema.Enterprise].(map[string]any)["manager"].(map[string]any)["value"] != "boss-2" {
 		t.Errorf("after Entra PATCH = %s", r.raw)
 	}
 	// Flag-on no-path replace with dotted and URN keys.
 	r = h.do("PATCH", "/Users/"+uid, patchBody(map[string]any{"op": "replace", "value": map[string]any{
-		"displayName": "Bjfe", "name.givenName": "Kkom", enterpriseURN + ":employeeNumber": "Aklq"}}))
+		"displayName": "Bjfe", "name.givenName": "Kkom", scimschema.Enterprise + ":employeeNumber": "Aklq"}}))
 	if r.status != 200 || r.body["displayName"] != "Bjfe" || r.body["name"].(map[string]any)["givenName"] != "Kkom" ||
-		r.body[enterpriseURN].(map[string]any)["employeeNumber"] != "Aklq" {
+		r.body[scimschema.Enterprise].(map[string]any)["employeeNumber"] != "Aklq" {
 		t.Errorf("no-path PATCH = %d %s", r.status, r.raw)
 	}
 	// Null update: replace with null removes; read back empty.
@@ -391,7 +392,7 @@ func TestEntraAndOktaShapes(t *testing.T) {
 		t.Errorf("null PATCH = %d %s", r.status, r.raw)
 	}
 	// Empty Operations: a no-op, 200.
-	r = h.do("PATCH", "/Users/"+uid, map[string]any{"schemas": []string{patchURN}, "Operations": []any{}})
+	r = h.do("PATCH", "/Users/"+uid, map[string]any{"schemas": []string{scimschema.PatchOp}, "Operations": []any{}})
 	if diff := cmp.Diff([]string{events.TypeSCIMLog}, eventTypes(h.eventsOf(r))); r.status != 200 || diff != "" {
 		t.Errorf("empty Operations = %d, events (-want +got):\n%s", r.status, diff)
 	}
@@ -408,7 +409,7 @@ func TestEntraAndOktaShapes(t *testing.T) {
 	r = h.do("POST", "/Users", map[string]any{"schemas": []string{"urn:scim:schemas:core:2.0", "urn:scim:schemas:extension:enterprise:2.0"},
 		"userName": "onelogin-test-user01", "name": map[string]any{"familyName": " User 01", "givenName": "AAA Test"},
 		"urn:scim:schemas:extension:enterprise:2.0": map[string]any{"department": "Ops"}})
-	if r.status != 201 || r.body[enterpriseURN].(map[string]any)["department"] != "Ops" {
+	if r.status != 201 || r.body[scimschema.Enterprise].(map[string]any)["department"] != "Ops" {
 		t.Errorf("OneLogin POST = %d %s", r.status, r.raw)
 	}
 	_ = context.Background

@@ -8,6 +8,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/config"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // streamOf reads every event of a stream, and how many messages carried them.
@@ -43,14 +44,14 @@ func (h *harness) streamOf(stream string) ([]events.Event, int) {
 func TestCommitNumbersAndPriorityLane(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "ada@x.test", "active": true})
+	r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "ada@x.test", "active": true})
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST = %d %s", r.status, r.raw)
 	}
 	id := str(r.body["id"])
 	patch := func(ops ...map[string]any) {
 		t.Helper()
-		if r := h.do("PATCH", "/Users/"+id, map[string]any{"schemas": []string{patchURN}, "Operations": ops}); r.status != http.StatusOK {
+		if r := h.do("PATCH", "/Users/"+id, map[string]any{"schemas": []string{scimschema.PatchOp}, "Operations": ops}); r.status != http.StatusOK {
 			t.Fatalf("PATCH = %d %s", r.status, r.raw)
 		}
 	}
@@ -104,7 +105,7 @@ func TestCommitNumbersAndPriorityLane(t *testing.T) {
 // TestSecurityWriteClassification: which writes admission control always admits.
 func TestSecurityWriteClassification(t *testing.T) {
 	t.Parallel()
-	patch := func(ops string) []byte { return []byte(`{"schemas":["` + patchURN + `"],"Operations":[` + ops + `]}`) }
+	patch := func(ops string) []byte { return []byte(`{"schemas":["` + scimschema.PatchOp + `"],"Operations":[` + ops + `]}`) }
 	for _, c := range []struct {
 		name         string
 		method, kind string
@@ -163,11 +164,11 @@ func TestAdmissionByLag(t *testing.T) {
 		t.Fatalf("admission active = %v on an idle pipeline, want 0", g)
 	}
 	start := h.stopNATS()
-	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "first@x.test"}); r.status != http.StatusCreated {
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "first@x.test"}); r.status != http.StatusCreated {
 		t.Fatalf("first create with NATS down = %d, want 201 (no lag yet)", r.status)
 	}
 	eventually(t, "admission control active", func() bool { return h.gauge("scimflow_scim_ingest_admission_active") == 1 })
-	r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "refused@x.test"})
+	r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "refused@x.test"})
 	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["status"] != "429" {
 		t.Errorf("create while lagging = %d (Retry-After %q) %s, want 429 with Retry-After in SCIM error form", r.status, r.header.Get("Retry-After"), r.raw)
 	}
@@ -183,7 +184,7 @@ func TestAdmissionByLag(t *testing.T) {
 	start()
 	h.waitDrained()
 	eventually(t, "admission control inactive", func() bool { return h.gauge("scimflow_scim_ingest_admission_active") == 0 })
-	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "after@x.test"}); r.status != http.StatusCreated {
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "after@x.test"}); r.status != http.StatusCreated {
 		t.Errorf("create after recovery = %d %s, want 201", r.status, r.raw)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // filter is the narrow interface list needs from a parsed SCIM filter: in-memory evaluation and the
@@ -83,7 +85,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 	if kind == kindGroup {
 		bucket = bucketGroups
 	}
-	resp := listResponse{Schemas: []string{listURN}, StartIndex: start, Resources: []any{}}
+	resp := listResponse{Schemas: []string{scimschema.ListResponse}, StartIndex: start, Resources: []any{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		withMembers := kind == kindGroup && proj.wants("members")
 		withGroups := kind == kindUser && proj.wants("groups")

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // modelUser and modelGroup are the in-memory reference model.
@@ -105,7 +106,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				name = strings.ToUpper(name)
 			}
 			u := modelUser{UserName: name + "@x.test", Title: "t" + fmt.Sprint(rng.IntN(3)), Active: true}
-			r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": u.UserName, "title": u.Title})
+			r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": u.UserName, "title": u.Title})
 			if _, dup := m.userByName(u.UserName); dup {
 				check("create dup user", r, 409)
 			} else {
@@ -123,7 +124,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			if rng.IntN(3) == 0 { // rename, possibly onto another user's name
 				u.UserName = names[rng.IntN(len(names))] + "@X.test"
 			}
-			body := map[string]any{"schemas": []string{userURN}, "userName": u.UserName, "title": u.Title, "active": u.Active}
+			body := map[string]any{"schemas": []string{scimschema.User}, "userName": u.UserName, "title": u.Title, "active": u.Active}
 			r := h.do("PUT", "/Users/"+id, body)
 			other, taken := m.userByName(u.UserName)
 			if _, ok := m.users[id]; !ok {
@@ -159,7 +160,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			}
 		case 5: // create group
 			name := groupNames[rng.IntN(len(groupNames))]
-			r := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": name})
+			r := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": name})
 			if _, dup := m.groupByName(name); dup {
 				check("create dup group", r, 409)
 			} else {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // TestOddBodiesNeverFail5xx sends malformed and unusual bodies to every write endpoint: each gets a
@@ -13,16 +14,16 @@ func TestOddBodiesNeverFail5xx(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, noRateLimit)
 	uid := h.createUser("odd@x.test")
-	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "odd"})
+	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "odd"})
 	gid := str(g.body["id"])
 	bodies := []string{
 		``, `null`, `[]`, `"x"`, `42`, `{}`, `{"schemas":"x"}`, `{"schemas":[1,2]}`,
-		`{"schemas":["` + userURN + `"],"userName":42}`,
-		`{"schemas":["` + userURN + `"],"userName":"u@x.test","emails":"nope"}`,
-		`{"schemas":["` + userURN + `"],"userName":"u2@x.test","name":[1]}`,
-		`{"schemas":["` + userURN + `"],"userName":"u3@x.test","active":1e999}`,
-		`{"schemas":["` + groupURN + `"],"displayName":"d","members":[null]}`,
-		`{"schemas":["` + groupURN + `"],"displayName":"d","members":[{"value":7}]}`,
+		`{"schemas":["` + scimschema.User + `"],"userName":42}`,
+		`{"schemas":["` + scimschema.User + `"],"userName":"u@x.test","emails":"nope"}`,
+		`{"schemas":["` + scimschema.User + `"],"userName":"u2@x.test","name":[1]}`,
+		`{"schemas":["` + scimschema.User + `"],"userName":"u3@x.test","active":1e999}`,
+		`{"schemas":["` + scimschema.Group + `"],"displayName":"d","members":[null]}`,
+		`{"schemas":["` + scimschema.Group + `"],"displayName":"d","members":[{"value":7}]}`,
 		`{"Operations":{}}`, `{"Operations":[null]}`, `{"Operations":[{"op":7}]}`,
 		`{"Operations":[{"op":"add","path":"members","value":[{"value":null}]}]}`,
 		`{"Operations":[{"op":"add","path":"members[value eq \"a\"].display","value":"x"}]}`,
@@ -32,7 +33,7 @@ func TestOddBodiesNeverFail5xx(t *testing.T) {
 		`{"Operations":[{"op":"replace","path":"` + strings.Repeat("a.", 3000) + `b","value":1}]}`,
 		strings.Repeat(`[`, 20000) + strings.Repeat(`]`, 20000),
 		`{"a":` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5001),
-		"{\"schemas\":[\"" + userURN + "\"],\"userName\":\"\xff\xfe\"}",
+		"{\"schemas\":[\"" + scimschema.User + "\"],\"userName\":\"\xff\xfe\"}",
 	}
 	targets := []struct{ method, path string }{
 		{"POST", "/Users"}, {"PUT", "/Users/" + uid}, {"PATCH", "/Users/" + uid},

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // The PATCH engine is scimpatch: Apply for a resource's attributes, MembersDelta for group
@@ -31,9 +32,9 @@ func patchError(err error) error {
 // applyOps applies PATCH operations to a copy of a resource's attributes (all or none). The caller
 // validates the result against the schema, which also drops anything never stored (password).
 func (s *server) applyOps(kind string, attrs map[string]any, ops []patchOp) (map[string]any, error) {
-	schema, urn := &s.sc.userPatch, userURN
+	schema, urn := &s.sc.userPatch, scimschema.User
 	if kind == kindGroup {
-		schema, urn = &s.sc.groupPatch, groupURN
+		schema, urn = &s.sc.groupPatch, scimschema.Group
 	}
 	res := make(map[string]any, len(attrs)+1)
 	for k, v := range attrs {

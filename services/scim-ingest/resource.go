@@ -3,24 +3,15 @@ package scimingest
 import (
 	"bytes"
 	"encoding/json"
-	bolt "go.etcd.io/bbolt"
 	"net/http"
 	"strconv"
 	"strings"
 
+	bolt "go.etcd.io/bbolt"
+
 	scimerrors "github.com/elimity-com/scim/errors"
-	"github.com/elimity-com/scim/schema"
 
-	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
-)
-
-// Schema URNs scimflow stores and serves.
-const (
-	userURN       = "urn:ietf:params:scim:schemas:core:2.0:User"
-	groupURN      = "urn:ietf:params:scim:schemas:core:2.0:Group"
-	enterpriseURN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-	listURN       = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-	patchURN      = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // Resource kinds, as the provisioning log names them.
@@ -28,54 +19,6 @@ const (
 	kindUser  = "USER"
 	kindGroup = "GROUP"
 )
-
-// schemas holds the schemas a server validates and advertises. They come from elimity-com/scim, trimmed:
-// the user schema has no password (so the library's validation drops it and it is never stored), and
-// members are handled by scimflow itself, not by the library's validator (the group schema used for
-// validation has no members; the advertised one has).
-type schemas struct {
-	user, enterprise, group         schema.Schema // validation
-	advertisedUser, advertisedGroup schema.Schema
-	userPatch, groupPatch           scimpatch.Schema // the shapes scimpatch applies operations to
-}
-
-func newSchemas() schemas {
-	externalID := schema.SimpleCoreAttribute(schema.SimpleStringParams(schema.StringParams{
-		CaseExact: true, Mutability: schema.AttributeMutabilityReadWrite(), Name: schema.CommonAttributeExternalID,
-		Uniqueness: schema.AttributeUniquenessNone(),
-	}))
-	user := without(schema.CoreUserSchema(), "password")
-	group := schema.CoreGroupSchema()
-	s := schemas{advertisedUser: user, advertisedGroup: group, enterprise: schema.ExtensionEnterpriseUser(),
-		userPatch: scimpatch.UserSchema(), groupPatch: scimpatch.GroupSchema()}
-	s.user = withAttr(user, externalID)
-	s.group = withAttr(without(group, "members"), externalID)
-	return s
-}
-
-func without(s schema.Schema, names ...string) schema.Schema {
-	var attrs schema.Attributes
-	for _, a := range s.Attributes {
-		drop := false
-		for _, n := range names {
-			if strings.EqualFold(a.Name(), n) {
-				drop = true
-			}
-		}
-		if !drop {
-			attrs = append(attrs, a)
-		}
-	}
-	s.Attributes = attrs
-	return s
-}
-
-func withAttr(s schema.Schema, a schema.CoreAttribute) schema.Schema {
-	attrs := make(schema.Attributes, 0, len(s.Attributes)+1)
-	attrs = append(attrs, s.Attributes...)
-	s.Attributes = append(attrs, a)
-	return s
-}
 
 // decodeJSON decodes a request body into a JSON object with numbers kept as json.Number.
 func decodeJSON(body []byte) (map[string]any, error) {
@@ -145,118 +88,20 @@ func prune(v any) any {
 	return v
 }
 
-// legacyURN maps the legacy schema URNs of OneLogin's default template to current ones; "" means
-// the resource's own core URN.
-func legacyURN(s string) (string, bool) {
-	switch strings.ToLower(s) {
-	case "urn:scim:schemas:core:2.0":
-		return "", true
-	case "urn:scim:schemas:core:2.0:user":
-		return userURN, true
-	case "urn:scim:schemas:core:2.0:group":
-		return groupURN, true
-	case "urn:scim:schemas:extension:enterprise:2.0":
-		return enterpriseURN, true
-	}
-	return "", false
-}
-
-// normalizeBody rewrites, in place, the shapes real IdPs send that the library rejects or silently
-// drops (scim-idp-requests.md §8.4, §9): legacy OneLogin URNs, an enterprise extension key in another
-// letter case, manager sent as a plain string, and string booleans ("True", "False"). The library's own
-// switch for string booleans (schema.SetAllowStringValues) is a process-wide mutable global, so it is
-// not used; booleans are coerced here, per attribute, from the schema.
-func (sc schemas) normalizeBody(m map[string]any, coreURN string) {
-	if list, ok := m["schemas"].([]any); ok {
-		for i, v := range list {
-			s, _ := v.(string)
-			if to, ok := legacyURN(s); ok {
-				if to == "" {
-					to = coreURN
-				}
-				list[i] = to
-			}
-		}
-	}
-	for k, v := range m {
-		if to, ok := legacyURN(k); ok && to == enterpriseURN || strings.EqualFold(k, enterpriseURN) && k != enterpriseURN {
-			delete(m, k)
-			m[enterpriseURN] = v
-		}
-	}
-	if coreURN == userURN {
-		coerceBools(sc.user.Attributes, m)
-		if ext, ok := m[enterpriseURN].(map[string]any); ok {
-			for k, v := range ext {
-				if strings.EqualFold(k, "manager") {
-					if s, ok := v.(string); ok {
-						if s == "" {
-							delete(ext, k)
-						} else {
-							ext[k] = map[string]any{"value": s}
-						}
-					}
-				}
-			}
-			coerceBools(sc.enterprise.Attributes, ext)
-		}
-	}
-}
-
-// coerceBools turns string booleans into booleans where the schema says boolean, and wraps a single
-// object sent for a multi-valued attribute in a list.
-func coerceBools(attrs schema.Attributes, m map[string]any) {
-	for k, v := range m {
-		for _, a := range attrs {
-			if !strings.EqualFold(a.Name(), k) {
-				continue
-			}
-			if mv, ok := v.(map[string]any); ok && a.MultiValued() {
-				v = []any{mv} // a single object for a multi-valued attribute
-				m[k] = v
-			}
-			switch {
-			case a.AttributeType() == "boolean":
-				m[k] = coerceBool(v)
-			case a.AttributeType() == "complex":
-				switch x := v.(type) {
-				case map[string]any:
-					coerceBools(a.SubAttributes(), x)
-				case []any:
-					for _, e := range x {
-						if em, ok := e.(map[string]any); ok {
-							coerceBools(a.SubAttributes(), em)
-						}
-					}
-				}
-			}
-		}
-	}
-}
-
-func coerceBool(v any) any {
-	if s, ok := v.(string); ok {
-		if b, err := strconv.ParseBool(strings.ToLower(strings.TrimSpace(s))); err == nil {
-			return b
-		}
-	}
-	return v
-}
-
 // validateUser validates a POST or PUT body and returns the attributes to store.
 func (sc schemas) validateUser(m map[string]any) (map[string]any, error) {
-	sc.normalizeBody(m, userURN)
+	sc.normalizeBody(m, scimschema.User)
 	attrs, serr := sc.user.Validate(m)
 	if serr != nil {
 		return nil, libError(serr, "user")
 	}
-	if ext, ok := m[enterpriseURN]; ok && ext != nil {
+	if ext, ok := m[scimschema.Enterprise]; ok && ext != nil {
 		ea, serr := sc.enterprise.ValidateExtension(ext)
 		if serr != nil {
 			return nil, libError(serr, "enterprise extension")
 		}
 		if len(ea) > 0 {
-			attrs[enterpriseURN] = ea
+			attrs[scimschema.Enterprise] = ea
 		}
 	}
 	attrs = canonical(attrs)
@@ -269,7 +114,7 @@ func (sc schemas) validateUser(m map[string]any) (map[string]any, error) {
 // validateGroup validates a POST or PUT body and returns the attributes to store and the member ids
 // (nil when the body has no members attribute).
 func (sc schemas) validateGroup(m map[string]any, maxMembers int) (map[string]any, []string, error) {
-	sc.normalizeBody(m, groupURN)
+	sc.normalizeBody(m, scimschema.Group)
 	var members []string
 	var hasMembers bool
 	for k, v := range m {
@@ -295,44 +140,6 @@ func (sc schemas) validateGroup(m map[string]any, maxMembers int) (map[string]an
 		members = []string{}
 	}
 	return attrs, dedupe(members), nil
-}
-
-// memberIDs reads a members value: a list (or a single element) of {"value": id} objects; a bare
-// string is taken as an id (Microsoft's Postman collection sends one).
-func memberIDs(v any, maxMembers int) ([]string, error) {
-	var list []any
-	switch x := v.(type) {
-	case nil:
-		return nil, nil
-	case []any:
-		list = x
-	default:
-		list = []any{x}
-	}
-	if len(list) > maxMembers {
-		return nil, errorf(http.StatusBadRequest, scimTooMany, "%d members in one request; the limit is %d", len(list), maxMembers)
-	}
-	ids := make([]string, 0, len(list))
-	for _, e := range list {
-		switch x := e.(type) {
-		case string:
-			ids = append(ids, x)
-		case map[string]any:
-			var id string
-			for k, v := range x {
-				if strings.EqualFold(k, "value") {
-					id, _ = v.(string)
-				}
-			}
-			if id == "" {
-				return nil, errorf(http.StatusBadRequest, scimInvalidValue, "a member has no value")
-			}
-			ids = append(ids, id)
-		default:
-			return nil, errorf(http.StatusBadRequest, scimInvalidValue, "a member is neither an object nor an id")
-		}
-	}
-	return ids, nil
 }
 
 func dedupe(ids []string) []string {
@@ -370,10 +177,10 @@ func (s *server) render(idp, kind, id string, rec *resourceRec, related []string
 	}
 	out["id"] = id
 	endpoint, rt := "Users", "User"
-	schemasList := []any{userURN}
+	schemasList := []any{scimschema.User}
 	if kind == kindGroup {
 		endpoint, rt = "Groups", "Group"
-		schemasList = []any{groupURN}
+		schemasList = []any{scimschema.Group}
 		if members != nil {
 			ms := make([]any, len(members))
 			base := s.scimBase(idp) + "/Users/"
@@ -383,8 +190,8 @@ func (s *server) render(idp, kind, id string, rec *resourceRec, related []string
 			out["members"] = ms
 		}
 	} else {
-		if _, ok := rec.Attrs[enterpriseURN]; ok {
-			schemasList = append(schemasList, enterpriseURN)
+		if _, ok := rec.Attrs[scimschema.Enterprise]; ok {
+			schemasList = append(schemasList, scimschema.Enterprise)
 		}
 		if related != nil {
 			gs := make([]any, 0, len(related)/2)
@@ -429,8 +236,8 @@ func parseProjection(r *http.Request) projection {
 				if a == "" {
 					continue
 				}
-				a = strings.TrimPrefix(a, strings.ToLower(userURN)+":")
-				a = strings.TrimPrefix(a, strings.ToLower(groupURN)+":")
+				a = strings.TrimPrefix(a, strings.ToLower(scimschema.User)+":")
+				a = strings.TrimPrefix(a, strings.ToLower(scimschema.Group)+":")
 				switch strings.ToLower(k) {
 				case "attributes":
 					p.include = append(p.include, a)

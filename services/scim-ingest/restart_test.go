@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // restartNATS stops the embedded server and returns a function that starts a new one on the same
@@ -32,7 +33,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	h := newHarness(t, noRateLimit, func(c *Config) { c.OutboxMaxDepth = 40 })
 	before := h.createUser("before@x.test")
 	victim := h.createUser("victim@x.test")
-	gr := h.do("POST", "/Groups", map[string]any{"schemas": []string{groupURN}, "displayName": "g"})
+	gr := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "g"})
 	gid := str(gr.body["id"])
 	h.eventsOf(gr)
 
@@ -41,7 +42,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	var written []resp
 	saw429 := false
 	for i := 0; i < 100 && !saw429; i++ {
-		r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": fmt.Sprintf("down%d@x.test", i)})
+		r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("down%d@x.test", i)})
 		switch r.status {
 		case http.StatusCreated:
 			written = append(written, r)
@@ -63,7 +64,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	if deact.status != http.StatusOK {
 		t.Fatalf("deactivating PATCH while admission control refuses bulk writes = %d %s, want 200", deact.status, deact.raw)
 	}
-	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "refused@x.test"}); r.status != http.StatusTooManyRequests {
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "refused@x.test"}); r.status != http.StatusTooManyRequests {
 		t.Errorf("create while lagging = %d, want 429", r.status)
 	}
 	// Writes stay refused while the backlog is over the bound; reads are served.
@@ -75,7 +76,7 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 		h.eventsOf(r)
 	}
 	h.waitDrained() // published is not yet deleted from the outbox: wait until the bound is clear
-	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN}, "userName": "after@x.test"}); r.status != http.StatusCreated {
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "after@x.test"}); r.status != http.StatusCreated {
 		t.Errorf("create after the pipeline caught up = %d %s, want 201 (admission recovered)", r.status, r.raw)
 	}
 

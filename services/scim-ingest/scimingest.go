@@ -18,8 +18,10 @@
 //   - discovery: POST /ServiceProviderConfig answers 200 and the SPC hard-codes etag:false, so
 //     /ServiceProviderConfig is served here, and non-GET discovery requests get 405 before the library.
 //
-// In front of everything sits the normalisation of paths (trailing slashes, endpoint letter case) and
-// bodies (legacy OneLogin URNs, extension key case, string booleans, manager as a string).
+// In front of everything sits the normalisation of paths (trailing slashes, endpoint letter case:
+// routes.go) and of bodies and PATCH operations (legacy OneLogin URNs, extension key case, string
+// booleans, manager as a string: normalize.go). Behind the handlers, the resource store (store.go)
+// owns the write transaction, uniqueness, indexes, membership and the events.
 package scimingest
 
 import (

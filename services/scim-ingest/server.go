@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/broker"
+	"github.com/scimflow/scimflow/internal/idpwatch"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -85,78 +84,31 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		if err != nil {
 			return fmt.Errorf("idp_config bucket: %w", err)
 		}
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			return fmt.Errorf("watch idp_config: %w", err)
-		}
-		if err := s.watchUntilLoaded(ctx, w); err != nil {
+		w := idpwatch.New(kv, s.applyIdP, s.log)
+		g.Go(func() error { return w.Run(ctx) })
+		if err := w.WaitSynced(ctx); err != nil {
 			return err
 		}
-		g.Go(func() error { defer w.Stop(); return s.watch(ctx, w) })
+		s.mu.Lock()
+		s.loaded = true
+		s.mu.Unlock()
 		g.Go(func() error { return relay.Run(ctx) })
 		g.Go(func() error { return s.adm.run(ctx, 250*time.Millisecond) })
 		return s.initGauges()
 	}
 }
 
-func (s *server) watchUntilLoaded(ctx context.Context, w jetstream.KeyWatcher) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("idp_config watcher closed")
-			}
-			if e == nil {
-				s.mu.Lock()
-				s.loaded = true
-				s.mu.Unlock()
-				return nil
-			}
-			s.applyIdP(e)
-		}
-	}
-}
-
-func (s *server) watch(ctx context.Context, w jetstream.KeyWatcher) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("idp_config watcher closed")
-			}
-			if e != nil {
-				s.applyIdP(e)
-			}
-		}
-	}
-}
-
-// applyIdP records one change of the idp_config bucket. A value that does not decode removes the
-// IdP: failing closed (404) beats serving with a configuration nobody can read.
-func (s *server) applyIdP(e jetstream.KeyValueEntry) {
+// applyIdP records one change of the idp_config bucket (nil: deleted or undecodable, so the IdP is
+// gone — see internal/idpwatch for the rule every service shares).
+func (s *server) applyIdP(id string, idp *events.IdP) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := e.Key()
-	if e.Operation() != jetstream.KeyValuePut {
+	if idp == nil {
 		delete(s.idps, id)
 		delete(s.limiters, id)
 		return
 	}
-	var idp events.IdP
-	if err := json.Unmarshal(e.Value(), &idp); err != nil {
-		s.log.Error("idp_config entry does not decode; IdP disabled", "idp_id", id, "err", err)
-		delete(s.idps, id)
-		return
-	}
-	idp.ID = id // the key is authoritative: it is the path segment and the subjects' IdP token
-	s.idps[id] = idp
+	s.idps[id] = *idp
 }
 
 // lookupIdP returns the IdP whose SCIM endpoint id names, if it exists with SCIM enabled.

@@ -9,11 +9,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 func oktaUser(userName string) map[string]any {
 	return map[string]any{
-		"schemas":     []string{userURN},
+		"schemas":     []string{scimschema.User},
 		"userName":    userName,
 		"name":        map[string]any{"givenName": "Test", "familyName": "User"},
 		"emails":      []any{map[string]any{"primary": true, "value": userName, "type": "work"}},
@@ -113,7 +114,7 @@ func TestUserLifecycle(t *testing.T) {
 	}
 
 	// Entra's deactivation: capitalised op, string boolean.
-	r = h.do("PATCH", "/Users/"+id, map[string]any{"schemas": []string{patchURN},
+	r = h.do("PATCH", "/Users/"+id, map[string]any{"schemas": []string{scimschema.PatchOp},
 		"Operations": []any{map[string]any{"op": "Replace", "path": "active", "value": "False"}}})
 	if r.status != 200 || r.body["active"] != false {
 		t.Fatalf("PATCH active=False = %d %s", r.status, r.raw)
@@ -140,7 +141,7 @@ func TestUserLifecycle(t *testing.T) {
 	if !ok || del.UserID != id || del.ResourceVersion != 4 || del.Email != "test.user@okta.local" {
 		t.Errorf("DELETE event = %+v", evs[0].Data)
 	}
-	if g := h.do("GET", "/Users/"+id, nil); g.status != 404 || g.body["schemas"].([]any)[0] != errorSchema || g.body["detail"] == "" {
+	if g := h.do("GET", "/Users/"+id, nil); g.status != 404 || g.body["schemas"].([]any)[0] != scimschema.Error || g.body["detail"] == "" {
 		t.Errorf("GET after DELETE = %d %s", g.status, g.raw)
 	}
 	if g := h.do("DELETE", "/Users/"+id, nil); g.status != 404 {
@@ -155,16 +156,16 @@ func jsonNum(n int) any { return jsonNumber(n) }
 func TestUnassignedValuesAreNotStored(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	r := h.do("POST", "/Users", map[string]any{"schemas": []string{userURN, enterpriseURN}, "userName": "roles@x.test",
+	r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User, scimschema.Enterprise}, "userName": "roles@x.test",
 		"roles": []any{}, "addresses": nil, "phoneNumbers": nil, "name": map[string]any{"givenName": "R", "familyName": "L"},
 		"emails": []any{map[string]any{"value": "roles@x.test", "type": "work", "primary": true}}, "active": true,
-		enterpriseURN: map[string]any{}})
+		scimschema.Enterprise: map[string]any{}})
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST = %d %s", r.status, r.raw)
 	}
 	id := str(r.body["id"])
 	g := h.do("GET", "/Users/"+id, nil)
-	if strings.Contains(string(g.raw), "null") || g.body["roles"] != nil || g.body[enterpriseURN] != nil {
+	if strings.Contains(string(g.raw), "null") || g.body["roles"] != nil || g.body[scimschema.Enterprise] != nil {
 		t.Errorf("GET after create has unassigned values: %s", g.raw)
 	}
 	p := h.do("PATCH", "/Users/"+id, patchBody(

@@ -19,6 +19,8 @@ package scimfilter
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // MaxLength is the longest filter or path, in bytes, that Parse and ParsePath
@@ -30,13 +32,6 @@ const MaxLength = 8192
 // brackets that Parse accepts, so that recursion stays shallow whatever the
 // input.
 const MaxDepth = 32
-
-// CoreSchemaPrefix is the URN prefix of the core SCIM schemas. An attribute
-// path qualified with a core schema URN
-// ("urn:ietf:params:scim:schemas:core:2.0:User:userName") names a top-level
-// attribute; any other URN names an attribute inside that extension's
-// container object.
-const CoreSchemaPrefix = "urn:ietf:params:scim:schemas:core:2.0:"
 
 // Expr is a parsed filter: a *Compare, *Logical, *Not or *ValuePath. It is
 // an interface with an unexported method so that servers can switch on the
@@ -122,7 +117,7 @@ func (a AttrPath) Key() string {
 // IsCoreURN reports whether urn is a core SCIM schema (its attributes live at
 // the top level of a resource rather than in an extension container).
 func IsCoreURN(urn string) bool {
-	return len(urn) >= len(CoreSchemaPrefix) && strings.EqualFold(urn[:len(CoreSchemaPrefix)], CoreSchemaPrefix)
+	return len(urn) >= len(scimschema.CorePrefix) && strings.EqualFold(urn[:len(scimschema.CorePrefix)], scimschema.CorePrefix)
 }
 
 // Compare is an attribute expression: Attr Op Value, or Attr pr.

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // entraUser is the user Entra's tutorial POSTs (scim-idp-requests.md §1.2),
@@ -867,7 +869,7 @@ func TestApplyLargeGroup(t *testing.T) {
 	for i := range members {
 		members[i] = map[string]any{"value": fmt.Sprintf("user-%06d", i)}
 	}
-	group := map[string]any{"schemas": []any{GroupURN}, "id": "g", "displayName": "big", "members": members}
+	group := map[string]any{"schemas": []any{scimschema.Group}, "id": "g", "displayName": "big", "members": members}
 	ops := []Operation{
 		{Op: "Add", Path: "members", Value: []any{map[string]any{"value": "user-000001"}, map[string]any{"value": "new"}}},
 		{Op: "Remove", Path: "members", Value: []any{map[string]any{"value": "user-000002"}}},

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimfilter"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // Delta is the net effect of a group PATCH on the group's membership,
@@ -129,7 +130,7 @@ func (b *deltaBuilder) splitValue(i int, op, prefix string, m map[string]any) (m
 		if prefix != "" {
 			full = prefix + ":" + k
 		}
-		if inner, isMap := m[k].(map[string]any); isMap && prefix == "" && isCoreSchemaURN(k, &Schema{URN: GroupURN}) {
+		if inner, isMap := m[k].(map[string]any); isMap && prefix == "" && isCoreSchemaURN(k, &Schema{URN: scimschema.Group}) {
 			innerRest, ok, err := b.splitValue(i, op, k, inner)
 			if err != nil || !ok {
 				return nil, ok, err

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimfilter"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // DefaultMaxOperations bounds the operations of one PATCH when
@@ -77,7 +78,7 @@ func (o Options) schemaFor(resource map[string]any) *Schema {
 	if _, v, ok := getKey(resource, "schemas"); ok {
 		if list, ok := asList(v); ok {
 			for _, s := range list {
-				if str, ok := s.(string); ok && strings.EqualFold(str, GroupURN) {
+				if str, ok := s.(string); ok && strings.EqualFold(str, scimschema.Group) {
 					s := GroupSchema()
 					return &s
 				}
@@ -286,7 +287,7 @@ func isCoreSchemaURN(key string, s *Schema) bool {
 	if strings.EqualFold(key, s.URN) {
 		return true
 	}
-	n := len(scimfilter.CoreSchemaPrefix)
+	n := len(scimschema.CorePrefix)
 	return len(key) > n && scimfilter.IsCoreURN(key) && !strings.Contains(key[n:], ":")
 }
 

@@ -1,12 +1,9 @@
 package scimpatch
 
-import "strings"
+import (
+	"strings"
 
-// Schema URNs of the resource types scimflow serves (RFC 7643 §8.7.1).
-const (
-	UserURN       = "urn:ietf:params:scim:schemas:core:2.0:User"
-	GroupURN      = "urn:ietf:params:scim:schemas:core:2.0:Group"
-	EnterpriseURN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // Type is an attribute's data type (RFC 7643 §2.3). Apply uses it to coerce
@@ -107,9 +104,11 @@ func (s *Schema) extension(urn string) *Extension {
 	return nil
 }
 
-// commonAttributes are RFC 7643 §3.1's id, externalId and meta, plus
+// CommonAttributes are RFC 7643 §3.1's id, externalId and meta, plus
 // schemas (§3): the server, not the client, owns id, meta and schemas.
-func commonAttributes() []Attribute {
+// Schemas list none of them, so a server that derives its Schema from its
+// own definitions adds these.
+func CommonAttributes() []Attribute {
 	return []Attribute{
 		{Name: "id", Mutability: ReadOnly},
 		{Name: "externalId"},
@@ -138,7 +137,7 @@ func multiValuedDefaults(name string, valueType Type) Attribute {
 // extension (§4.3). It returns a fresh value on every call so that callers
 // may change their copy.
 func UserSchema() Schema {
-	attrs := commonAttributes()
+	attrs := CommonAttributes()
 	attrs = append(attrs,
 		Attribute{Name: "userName", Required: true},
 		Attribute{Name: "name", Type: Complex, SubAttributes: []Attribute{
@@ -174,10 +173,10 @@ func UserSchema() Schema {
 		multiValuedDefaults("x509Certificates", Binary),
 	)
 	return Schema{
-		URN:        UserURN,
+		URN:        scimschema.User,
 		Attributes: attrs,
 		Extensions: []Extension{{
-			URN: EnterpriseURN,
+			URN: scimschema.Enterprise,
 			Attributes: []Attribute{
 				{Name: "employeeNumber"},
 				{Name: "costCenter"},
@@ -198,7 +197,7 @@ func UserSchema() Schema {
 // members.display sub-attribute that §4.2 uses and §8.7.1 omits (erratum
 // 6011). It returns a fresh value on every call.
 func GroupSchema() Schema {
-	attrs := commonAttributes()
+	attrs := CommonAttributes()
 	attrs = append(attrs,
 		Attribute{Name: "displayName", Required: true},
 		Attribute{Name: "members", Type: Complex, MultiValued: true, SubAttributes: []Attribute{
@@ -208,5 +207,5 @@ func GroupSchema() Schema {
 			{Name: "type"},
 		}},
 	)
-	return Schema{URN: GroupURN, Attributes: attrs}
+	return Schema{URN: scimschema.Group, Attributes: attrs}
 }
