@@ -105,7 +105,9 @@ func TestCommitNumbersAndPriorityLane(t *testing.T) {
 // TestSecurityWriteClassification: which writes admission control always admits.
 func TestSecurityWriteClassification(t *testing.T) {
 	t.Parallel()
-	patch := func(ops string) []byte { return []byte(`{"schemas":["` + scimschema.PatchOp + `"],"Operations":[` + ops + `]}`) }
+	patch := func(ops string) []byte {
+		return []byte(`{"schemas":["` + scimschema.PatchOp + `"],"Operations":[` + ops + `]}`)
+	}
 	for _, c := range []struct {
 		name         string
 		method, kind string
