@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestAdminActions checks the operator's levers: revoking a user's sessions (seat kept, next login
@@ -63,7 +63,8 @@ func TestAdminActions(t *testing.T) {
 }
 
 // TestGroupsSource checks where groups come from (docs/design.md §4): with SCIM enabled, SCIM membership
-// replaces the groups claim (a user SCIM never provisioned has none); with SCIM disabled, the claim.
+// replaces the groups claim once SCIM knows the person — before that (never provisioned) the claim
+// applies, as with SCIM disabled (issue 16 item 2 changed this from "none").
 func TestGroupsSource(t *testing.T) {
 	t.Parallel()
 	e := shared.get(t)
@@ -73,12 +74,21 @@ func TestGroupsSource(t *testing.T) {
 	if err := e.op.AddUser(oidctest.User{Sub: "sub-" + email, Email: email, Name: "Gus", Groups: []string{"claim-admins"}}); err != nil {
 		t.Fatal(err)
 	}
-	gus := &scenario.Person{Sub: "sub-" + email}
+	gus := &scenario.Person{Sub: "sub-" + email, User: &scenario.SCIMUser{UserName: email, GivenName: "Gus", FamilyName: "Gray", Active: true}}
 	b := on.login(gus)
 	v := on.waitVerify("unprovisioned user at a SCIM IdP", b, http.StatusOK)
-	if g := v.Header.Get("X-Scimflow-Groups"); g != "" {
-		t.Errorf("SCIM enabled, user not provisioned: groups %q, want none (the claim is replaced by SCIM)", g)
+	if g := v.Header.Get("X-Scimflow-Groups"); g != "claim-admins" {
+		t.Errorf("SCIM enabled, user not provisioned: groups %q, want the claim claim-admins", g)
 	}
+	// Once SCIM provisions him (in no group), SCIM membership replaces the claim.
+	on.must(on.scim.CreateUser(on.ctx, gus.User))
+	on.eventually("a login after SCIM provisioned gus has no groups", func() error {
+		v := on.verify(on.login(gus))
+		if v.Status != http.StatusOK || v.Header.Get("X-Scimflow-Groups") != "" {
+			return fmt.Errorf("verify = %d groups %q", v.Status, v.Header.Get("X-Scimflow-Groups"))
+		}
+		return nil
+	})
 
 	spec := scenario.NewIdPSpec("e2e claims only "+scenario.RandomString(6), e.op, e.secret, "automatic", false, false)
 	spec.SCIMConfig.Enabled = false

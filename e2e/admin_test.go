@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestAdminIdP checks what an operator sees when connecting an IdP: an absolute scim_base_url built

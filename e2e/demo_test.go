@@ -18,7 +18,9 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("scimflow demo -exit: %v\n%s", err, out)
 	}
-	for _, want := range []string{"/verify 200 → 401", "a new login is refused: /callback 403", "groups now Admins,Engineering", "Explore (copy and paste)"} {
+	for _, want := range []string{"/verify 200 → 401", "a new login is refused: /callback 403", "groups now Admins,Engineering", "Explore (copy and paste)",
+		"app.example.com:     /verify 200  X-Scimflow-App: ", "finance.example.com: /verify 403  X-Scimflow-Deny-Reason: no_policy", "X-Scimflow-Deny-Reason: no_application",
+		"/ui/   (sign in by pasting the admin token"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

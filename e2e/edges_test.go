@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestIdentityEdges covers what the §4 table implies beyond its cells, in automatic mode: users are

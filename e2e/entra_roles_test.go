@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestEntraUnchangedPatchKeepsVersion: Entra's create carries `"roles": []` (scim-idp-requests.md

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestIdPChangesApplyLive changes an IdP through the admin API while scimflow runs (docs/design.md §1:

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // startNoise provisions idps other IdPs and keeps rate SCIM writes/s flowing to them (Entra

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // policies are the valid user_deprovision / seat_deprovision combinations (seat_deprovision

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestLogFiltersAndRelogin checks that a refused SCIM request is logged as an ERROR row with its

@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/oidctest"
+	"github.com/scimflow/scimflow/internal/devidp"
+	"github.com/scimflow/scimflow/internal/scenario"
 	"github.com/scimflow/scimflow/testkit/proctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
 )
 
 // binary is the scimflow binary built by TestMain.
@@ -155,7 +155,7 @@ func (s *server) stop(sig syscall.Signal) int {
 // env is what a test needs: a running server, the provider, and the provider's client secret.
 type env struct {
 	srv    *server
-	op     *oidctest.Provider
+	op     *devidp.Provider
 	secret string
 	admin  *scenario.Admin
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestNextLoginReadsCurrentGroups: in reauth and no_action modes docs/design.md §4 says group changes

@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // fencedBlocks returns the bodies of the ```lang blocks of a Markdown file under docs/.
@@ -349,7 +349,7 @@ func runProxyCase(t *testing.T, c proxyCase) {
 		return resp, string(b)
 	}
 	forged := map[string]string{
-		"X-Scimflow-User-Id": "forged-id", "X-Scimflow-Email": "mallory@example.com",
+		"X-Scimflow-User-Id": "forged-id", "X-Scimflow-Email": "mallory@example.com", "X-Scimflow-Idp": "forged-idp",
 		"X-Scimflow-Groups":        "admins",
 		"X-Scimflow-Jwt-Assertion": "forged.jwt.value",
 	}
@@ -391,6 +391,9 @@ func runProxyCase(t *testing.T, c proxyCase) {
 	}
 	if got := h.Get("X-Scimflow-User-Id"); got == "" || got == forged["X-Scimflow-User-Id"] {
 		t.Errorf("application saw X-Scimflow-User-Id %q, want auth's user id", got)
+	}
+	if got := h.Get("X-Scimflow-Idp"); got != tn.idp.ID {
+		t.Errorf("application saw X-Scimflow-Idp %q, want %q (auth's)", got, tn.idp.ID)
 	}
 	if got := h.Get("X-Scimflow-Jwt-Assertion"); got == "" || got == forged["X-Scimflow-Jwt-Assertion"] {
 		t.Errorf("application saw X-Scimflow-Jwt-Assertion %q, want auth's signed assertion", got)

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestLoginRacesDeprovision runs logins whose callback races the SCIM deactivation of the same

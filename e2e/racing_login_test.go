@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // Logins racing SCIM changes, and identity-store applying the two streams in either order: a group

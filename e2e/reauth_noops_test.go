@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestReauthIgnoresNoops: in reauth mode only a change of the user's own membership revokes. Okta

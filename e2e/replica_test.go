@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/scimflow/scimflow/testkit/proctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // TestSecondAuthReplica runs a second auth replica (`scimflow auth`, its own data dir and durable

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // waitTimeout bounds every wait for the asynchronous pipeline. It is a deadline for correctness on

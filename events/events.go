@@ -172,13 +172,16 @@ func ValidToken(s string) bool {
 const (
 	KindUser  = "user"
 	KindGroup = "group"
+	// KindIdP names a fact about a whole identity provider (IDENTITY only); its entity id is the
+	// IdP id again, so every subject keeps five tokens.
+	KindIdP = "idp"
 )
 
 // ParsedSubject is a subject split into its parts.
 type ParsedSubject struct {
 	Prefix   string // scim, scimlog, identity, auth
 	IdPID    string
-	Kind     string // user or group; empty for scimlog
+	Kind     string // user, group (scim), app (identity, auth) or idp (identity); empty for scimlog
 	EntityID string
 	Fact     string // upserted, deleted, members, changed, …; empty for scimlog
 }
@@ -191,7 +194,8 @@ func ParseSubject(s string) (ParsedSubject, error) {
 		return ParsedSubject{Prefix: parts[0], IdPID: parts[1]}, nil
 	case len(parts) == 5 && (parts[0] == "scim" || parts[0] == "identity" || parts[0] == "auth"):
 		p := ParsedSubject{Prefix: parts[0], IdPID: parts[1], Kind: parts[2], EntityID: parts[3], Fact: parts[4]}
-		if p.Kind != KindUser && !(p.Prefix == "scim" && p.Kind == KindGroup) {
+		if p.Kind != KindUser && !(p.Prefix == "scim" && p.Kind == KindGroup) && !(p.Prefix != "scim" && p.Kind == KindApp) &&
+			!(p.Prefix == "identity" && p.Kind == KindIdP && p.EntityID == p.IdPID) {
 			return ParsedSubject{}, fmt.Errorf("subject %q: unknown entity kind %q", s, p.Kind)
 		}
 		for _, t := range parts {

@@ -48,6 +48,14 @@ func samples() []Event {
 			IssuedAt: t0, ExpiresAt: t0.Add(24 * time.Hour)}),
 		mk(LoggedOut{UserID: "uid1", Email: "ada@example.com", SessionIDHash: "ab12", ExpiresAt: t0.Add(24 * time.Hour)}),
 		mk(LoginDenied{UserID: "uid1", Email: "ada@example.com", Sub: "sub-1", Reason: "locked"}),
+		mk(SubBound{UserID: "uid1", Email: "ada@example.com", Sub: "sub-1"}),
+		mk(SubReset{UserID: "uid1", Email: "ada@example.com", Reason: ReasonAdmin}),
+		mk(SessionRevoked{UserID: "uid1", Email: "ada@example.com", SessionIDHash: "cd34", ExpiresAt: t0.Add(24 * time.Hour), Reason: ReasonSubMismatch}),
+		mk(IdPSessionsRevoked{RevokedBefore: t0, Reason: ReasonIdPDeleted, Cause: "admin API request r1"}),
+		mk(IdPSubBindingsReset{Reason: ReasonAdmin, Cause: "admin API request r2"}),
+		mk(AccessAppChanged{AppID: "app1", App: json.RawMessage(`{"id":"app1","name":"Grafana","domain":"grafana.example","policies":[]}`), Cause: "admin API request r1"}),
+		mk(AccessDecided{AppID: "app1", AppName: "Grafana", Host: "grafana.example", Path: "/d", Decision: "deny", Reason: "no_policy",
+			UserID: "uid1", Email: "ada@example.com", UserIdP: "idp1", ClientIP: "192.0.2.1", Replica: "auth-1", Repeats: 2}),
 	}
 }
 
@@ -153,7 +161,7 @@ func TestSubjects(t *testing.T) {
 			t.Errorf("ParseSubject(%q).Prefix = %q, want prefix of type %s", e.Subject, p.Prefix, e.Type)
 		}
 	}
-	for _, bad := range []string{"", "scim", "scim.idp.user", "scim.idp.widget.x.upserted", "identity.idp.group.g.changed", "scim..user.u.upserted", "other.a.user.b.c"} {
+	for _, bad := range []string{"", "scim", "scim.idp.user", "scim.idp.widget.x.upserted", "identity.idp.group.g.changed", "scim.idp.app.a.upserted", "scim..user.u.upserted", "other.a.user.b.c"} {
 		if _, err := ParseSubject(bad); err == nil {
 			t.Errorf("ParseSubject(%q) = nil error, want error", bad)
 		}

@@ -7,20 +7,25 @@ import (
 
 // Event types. The type names the fact; the subject adds the IdP and entity ids.
 const (
-	TypeSCIMUserUpserted  = "scim.user.upserted"
-	TypeSCIMUserDeleted   = "scim.user.deleted"
-	TypeSCIMGroupUpserted = "scim.group.upserted"
-	TypeSCIMGroupMembers  = "scim.group.members"
-	TypeSCIMGroupDeleted  = "scim.group.deleted"
-	TypeSCIMLog           = "scimlog.request"
-	TypeIdentityChanged   = "identity.user.changed"
-	TypeSessionsRevoked   = "identity.user.sessions_revoked"
-	TypeSeatRemoved       = "identity.user.seat_removed"
-	TypeUserLocked        = "identity.user.locked"
-	TypeUserUnlocked      = "identity.user.unlocked"
-	TypeLoggedIn          = "auth.user.logged_in"
-	TypeLoggedOut         = "auth.user.logged_out"
-	TypeLoginDenied       = "auth.user.login_denied"
+	TypeSCIMUserUpserted    = "scim.user.upserted"
+	TypeSCIMUserDeleted     = "scim.user.deleted"
+	TypeSCIMGroupUpserted   = "scim.group.upserted"
+	TypeSCIMGroupMembers    = "scim.group.members"
+	TypeSCIMGroupDeleted    = "scim.group.deleted"
+	TypeSCIMLog             = "scimlog.request"
+	TypeIdentityChanged     = "identity.user.changed"
+	TypeSessionsRevoked     = "identity.user.sessions_revoked"
+	TypeSeatRemoved         = "identity.user.seat_removed"
+	TypeUserLocked          = "identity.user.locked"
+	TypeUserUnlocked        = "identity.user.unlocked"
+	TypeSubBound            = "identity.user.sub_bound"
+	TypeSubReset            = "identity.user.sub_reset"
+	TypeSessionRevoked      = "identity.user.session_revoked"
+	TypeIdPSessionsRevoked  = "identity.idp.sessions_revoked"
+	TypeIdPSubBindingsReset = "identity.idp.sub_bindings_reset"
+	TypeLoggedIn            = "auth.user.logged_in"
+	TypeLoggedOut           = "auth.user.logged_out"
+	TypeLoginDenied         = "auth.user.login_denied"
 )
 
 // MaxMembersPerEvent bounds the ids in one GroupMembers event, so a 50k-member group never produces a
@@ -216,6 +221,10 @@ type Identity struct {
 	// has SCIM enabled (docs/design.md §4: at every login the identity is rebuilt from the latest SCIM
 	// state). Empty for a user SCIM never linked, or one whose SCIM resource was deleted.
 	SCIMGroups []Group `json:"scim_groups,omitempty"`
+	// SCIMLinked is true while a live SCIM resource links to the person (even with no groups): then
+	// SCIM membership replaces the ID token's groups claim at login; otherwise — never provisioned,
+	// or deleted by SCIM — the claim applies (docs/design.md §4).
+	SCIMLinked bool `json:"scim_linked,omitempty"`
 }
 
 // IdentityChanged carries the registry identity after a change.
@@ -241,6 +250,7 @@ const (
 	ReasonGroupsChanged = "groups_changed" // reauth mode
 	ReasonAdmin         = "admin"          // POST /api/v1/users/{id}/revoke
 	ReasonSeatRemoved   = "seat_removed"
+	ReasonUnlocked      = "admin_unlock" // POST /api/v1/users/{id}/unlock
 )
 
 // SessionsRevoked invalidates every session of a user issued at or before RevokedBefore.
@@ -323,10 +333,10 @@ type LoggedIn struct {
 	Email         string         `json:"email"`
 	Sub           string         `json:"sub"`
 	Name          string         `json:"name,omitempty"`
-	Groups        []string       `json:"groups,omitempty"` // from the groups claim, when SCIM is not enabled
+	Groups        []string       `json:"groups,omitempty"` // the groups claim; used unless SCIM knows the person (docs/design.md §4)
 	OIDCFields    map[string]any `json:"oidc_fields,omitempty"`
 	SessionIDHash string         `json:"session_id_hash"` // SHA-256 of the session id, hex
-	SCIMEnabled   bool           `json:"scim_enabled"`    // the IdP's scim_config.enabled at login: SCIM groups replace the claim
+	SCIMEnabled   bool           `json:"scim_enabled"`    // the IdP's scim_config.enabled at login: SCIM groups replace the claim for people SCIM knows
 	IssuedAt      time.Time      `json:"issued_at"`
 	ExpiresAt     time.Time      `json:"expires_at"`
 }
@@ -378,4 +388,110 @@ func (LoginDenied) EventVersion() int { return 1 }
 // Subject implements Payload.
 func (p LoginDenied) Subject(idp string) string {
 	return entitySubject("auth", idp, KindUser, p.UserID, "login_denied")
+}
+
+// Reasons of the facts below.
+const (
+	ReasonSubMismatch = "sub_mismatch" // a login whose OIDC sub differs from the person's bound sub
+	ReasonIdPDeleted  = "idp_deleted"  // DELETE /api/v1/identity_providers/{id}
+)
+
+// SubBound records the OIDC sub bound to a person: identity-store binds the sub of the first login it
+// applies for (IdP, person) and refuses every other sub until an admin resets the binding (SubReset,
+// IdPSubBindingsReset). The event time is the login's, so a reset (by its event time) orders against
+// it the same way in every service and in a replay.
+type SubBound struct {
+	UserID string `json:"user_id"`
+	Email  string `json:"email"`
+	Sub    string `json:"sub"`
+}
+
+// EventType implements Payload.
+func (SubBound) EventType() string { return TypeSubBound }
+
+// EventVersion implements Payload.
+func (SubBound) EventVersion() int { return 1 }
+
+// Subject implements Payload.
+func (p SubBound) Subject(idp string) string {
+	return entitySubject("identity", idp, KindUser, p.UserID, "sub_bound")
+}
+
+// SubReset voids a person's sub binding as of its event time (DELETE /api/v1/users/{id}/sub): the next
+// login binds its sub afresh.
+type SubReset struct {
+	UserID string `json:"user_id"`
+	Email  string `json:"email"`
+	Reason string `json:"reason"`
+}
+
+// EventType implements Payload.
+func (SubReset) EventType() string { return TypeSubReset }
+
+// EventVersion implements Payload.
+func (SubReset) EventVersion() int { return 1 }
+
+// Subject implements Payload.
+func (p SubReset) Subject(idp string) string {
+	return entitySubject("identity", idp, KindUser, p.UserID, "sub_reset")
+}
+
+// SessionRevoked ends one session on every replica: identity-store publishes it for a login it
+// refused after the fact (another replica let in a sub that lost the race for the person's binding).
+type SessionRevoked struct {
+	UserID        string    `json:"user_id"`
+	Email         string    `json:"email"`
+	SessionIDHash string    `json:"session_id_hash"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	Reason        string    `json:"reason"`
+}
+
+// EventType implements Payload.
+func (SessionRevoked) EventType() string { return TypeSessionRevoked }
+
+// EventVersion implements Payload.
+func (SessionRevoked) EventVersion() int { return 1 }
+
+// Subject implements Payload.
+func (p SessionRevoked) Subject(idp string) string {
+	return entitySubject("identity", idp, KindUser, p.UserID, "session_revoked")
+}
+
+// IdPSessionsRevoked invalidates every session the IdP authenticated up to RevokedBefore (published
+// when the IdP is deleted). It names the IdP, not a user: auth keeps it per IdP, so an IdP created
+// again under the same id (a config seed at start) does not revive the old sessions.
+type IdPSessionsRevoked struct {
+	RevokedBefore time.Time `json:"revoked_before"`
+	Reason        string    `json:"reason"`
+	Cause         string    `json:"cause,omitempty"`
+}
+
+// EventType implements Payload.
+func (IdPSessionsRevoked) EventType() string { return TypeIdPSessionsRevoked }
+
+// EventVersion implements Payload.
+func (IdPSessionsRevoked) EventVersion() int { return 1 }
+
+// Subject implements Payload.
+func (IdPSessionsRevoked) Subject(idp string) string {
+	return entitySubject("identity", idp, KindIdP, idp, "sessions_revoked")
+}
+
+// IdPSubBindingsReset voids every sub binding of the IdP as of its event time (POST
+// /api/v1/identity_providers/{id}/reset_sub_bindings: an app registration replaced at the IdP, which
+// changes every sub in Entra ID).
+type IdPSubBindingsReset struct {
+	Reason string `json:"reason"`
+	Cause  string `json:"cause,omitempty"`
+}
+
+// EventType implements Payload.
+func (IdPSubBindingsReset) EventType() string { return TypeIdPSubBindingsReset }
+
+// EventVersion implements Payload.
+func (IdPSubBindingsReset) EventVersion() int { return 1 }
+
+// Subject implements Payload.
+func (IdPSubBindingsReset) Subject(idp string) string {
+	return entitySubject("identity", idp, KindIdP, idp, "sub_bindings_reset")
 }

@@ -32,7 +32,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // repoRoot is the repository root relative to this package.

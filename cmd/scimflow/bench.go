@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/app"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // benchmark is one `scimflow bench <name>`.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/scimflow/scimflow/app"
 	"github.com/scimflow/scimflow/internal/config"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // pipelineConfig are the flags of `bench pipeline`.

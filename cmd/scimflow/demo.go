@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,16 +16,16 @@ import (
 	"time"
 
 	"github.com/scimflow/scimflow/app"
+	"github.com/scimflow/scimflow/internal/devidp"
 	"github.com/scimflow/scimflow/internal/logging"
-	"github.com/scimflow/scimflow/testkit/oidctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // embedded is the whole pipeline running in this process (what `serve` runs), plus the test
 // OpenID provider, for demo and bench.
 type embedded struct {
 	ep     scenario.Endpoints
-	op     *oidctest.Provider
+	op     *devidp.Provider
 	secret string // the provider's client secret
 	admin  *scenario.Admin
 	cancel context.CancelFunc
@@ -246,6 +247,7 @@ func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter 
 	n.step(time.Since(t0), "pipeline ready; data in %s", dir)
 	n.say("SCIM        %s/populations/{idp_id}/scim/v2", e.ep.SCIM)
 	n.say("admin API   %s/api/v1   (Authorization: Bearer %s)", e.ep.Admin, e.ep.AdminToken)
+	n.say("console     %s/ui/   (sign in by pasting the admin token %s)", e.ep.Admin, e.ep.AdminToken)
 	n.say("auth        %s   (/login, /callback, /verify, /get-identity, /certs)", e.ep.Auth)
 	n.say("OpenID provider %s (no UI: it signs in whoever the login asks for)", e.op.Issuer())
 
@@ -423,6 +425,9 @@ func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter 
 		n.say("  registry: status %s, locked %v, seat %v", u.Status, u.Locked, u.SeatHeld)
 	}
 
+	if err := demoAccess(ctx, n, e, keep); err != nil {
+		return err
+	}
 	if err := e.op.SetDefaultUser(keep.person.Sub); err != nil {
 		return err
 	}
@@ -433,6 +438,67 @@ func demo(ctx context.Context, n *narrator, dir string, defaultPorts, exitAfter 
 	n.section("Running until Ctrl-C")
 	<-ctx.Done()
 	return nil
+}
+
+// demoAccess creates two access applications and shows an allowed and a denied request of the same
+// session (docs/access-policies.md).
+func demoAccess(ctx context.Context, n *narrator, e *embedded, m *demoMode) error {
+	n.section("Access applications: who may reach which host (policies on SCIM groups, evaluated at /verify)")
+	pol := func(name, group string) json.RawMessage {
+		b, _ := json.Marshal(map[string]any{"name": name, "decision": "allow", "precedence": 1,
+			"include": []any{map[string]any{"group": map[string]string{"name": group}}}})
+		return b
+	}
+	t := time.Now()
+	app, err := e.admin.CreateAccessApp(ctx, scenario.AccessApp{Name: "Demo app", Domain: "app.example.com", Policies: []json.RawMessage{pol("engineering", "Engineering")}})
+	if err != nil {
+		return err
+	}
+	fin, err := e.admin.CreateAccessApp(ctx, scenario.AccessApp{Name: "Finance", Domain: "finance.example.com", Policies: []json.RawMessage{pol("finance", "Finance")}})
+	if err != nil {
+		return err
+	}
+	n.step(time.Since(t), "POST /api/v1/access/apps: %s (Engineering) id %s, %s (Finance) id %s", app.Domain, app.ID, fin.Domain, fin.ID)
+	user := m.person.User.UserName
+	t = time.Now()
+	ok, err := waitAccess(ctx, m.browser, "https://app.example.com/dashboards", http.StatusOK)
+	if err != nil {
+		return err
+	}
+	n.step(time.Since(t), "%s → app.example.com:     /verify %d  X-Scimflow-App: %s", user, ok.Status, ok.Header.Get("X-Scimflow-App"))
+	denied, err := waitAccess(ctx, m.browser, "https://finance.example.com/", http.StatusForbidden)
+	if err != nil {
+		return err
+	}
+	n.step(0, "%s → finance.example.com: /verify %d  X-Scimflow-Deny-Reason: %s", user, denied.Status, denied.Header.Get("X-Scimflow-Deny-Reason"))
+	other, err := waitAccess(ctx, m.browser, "https://wiki.example.com/", http.StatusForbidden)
+	if err != nil {
+		return err
+	}
+	n.step(0, "%s → wiki.example.com:    /verify %d  X-Scimflow-Deny-Reason: %s (no application covers it)", user, other.Status, other.Header.Get("X-Scimflow-Deny-Reason"))
+	t = time.Now()
+	rep, err := e.admin.TestAccessApp(ctx, fin.ID)
+	if err != nil {
+		return err
+	}
+	n.step(time.Since(t), "policy tester for Finance over the registry: %d users, %d allowed, %d denied", rep.Summary.Users, rep.Summary.Allowed, rep.Summary.Denied)
+	return nil
+}
+
+// waitAccess polls /verify (as an API caller behind a proxy asks it) for appURL until it answers want.
+func waitAccess(ctx context.Context, b *scenario.Browser, appURL string, want int) (scenario.VerifyResult, error) {
+	var v scenario.VerifyResult
+	err := scenario.Eventually(ctx, 20*time.Second, func() error {
+		var err error
+		if v, err = b.Verify(ctx, scenario.API, appURL); err != nil {
+			return err
+		}
+		if v.Status != want {
+			return fmt.Errorf("/verify for %s = %d, want %d", appURL, v.Status, want)
+		}
+		return nil
+	})
+	return v, err
 }
 
 func waitVerify(ctx context.Context, b *scenario.Browser, ok func(scenario.VerifyResult) bool) (scenario.VerifyResult, error) {
@@ -468,17 +534,23 @@ func waitLog(ctx context.Context, a *scenario.Admin, idp, reqID string) error {
 func printExplore(n *narrator, e *embedded, m *demoMode) {
 	n.section("Explore (copy and paste)")
 	tok, sess := e.ep.AdminToken, m.browser.Session()
+	n.say("# the admin console in a browser: paste the admin token %s", tok)
+	n.say("open '%s/ui/'", e.ep.Admin)
 	n.say("# users and their status, seat, lock; one user's history")
 	n.say("curl -s -H 'Authorization: Bearer %s' %s/api/v1/users", tok, e.ep.Admin)
 	n.say("# the SCIM provisioning log")
 	n.say("curl -s -H 'Authorization: Bearer %s' '%s/api/v1/logs/scim?limit=10'", tok, e.ep.Admin)
 	n.say("# %s is still logged in: /verify as nginx's auth_request calls it", m.person.User.UserName)
-	n.say("curl -si -H 'Cookie: scimflow_session=%s' '%s/verify?redirect=false'", sess, e.ep.Auth)
+	n.say("curl -si -H 'Cookie: scimflow_session=%s' -H 'X-Forwarded-Host: app.example.com' '%s/verify?redirect=false'", sess, e.ep.Auth)
 	n.say("curl -s -H 'Cookie: scimflow_session=%s' %s/get-identity", sess, e.ep.Auth)
 	n.say("# deprovision %s as Okta does, then repeat the /verify call", m.person.User.UserName)
 	n.say("curl -s -X PATCH -H 'Authorization: Bearer %s' -H 'Content-Type: application/scim+json' \\", m.scim.Secret)
 	n.say("  -d '{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:PatchOp\"],\"Operations\":[{\"op\":\"replace\",\"value\":{\"active\":false}}]}' \\")
 	n.say("  %s/Users/%s", m.scim.BaseURL, m.person.User.ID)
+	n.say("# access applications, the policy tester and the access log")
+	n.say("curl -s -H 'Authorization: Bearer %s' %s/api/v1/access/apps", tok, e.ep.Admin)
+	n.say("curl -s -H 'Authorization: Bearer %s' '%s/api/v1/logs/access?limit=10'", tok, e.ep.Admin)
+	n.say("curl -si -H 'Cookie: scimflow_session=%s' -H 'X-Forwarded-Host: finance.example.com' -H 'Accept: application/json' %s/verify", sess, e.ep.Auth)
 	n.say("# log in with a browser (the test provider signs in %s without asking)", m.person.User.UserName)
 	n.say("open '%s/login?idp_id=%s'", e.ep.Auth, m.idp.ID)
 }

@@ -27,7 +27,7 @@ import (
 
 	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/testkit/proctest"
-	"github.com/scimflow/scimflow/testkit/scenario"
+	"github.com/scimflow/scimflow/internal/scenario"
 )
 
 // stack is the running system the suite drives.

@@ -27,6 +27,10 @@ import (
 // KVIdPConfig is the KV bucket holding IdP definitions, keyed by IdP id.
 const KVIdPConfig = "idp_config"
 
+// KVAccessApps is the KV bucket holding access applications (docs/access-policies.md), keyed by app
+// id: identity-store mirrors its registry of apps into it and every auth replica watches it.
+const KVAccessApps = "access_apps"
+
 // DuplicateWindow is the JetStream deduplication window of every stream (Nats-Msg-Id = event id).
 const DuplicateWindow = 2 * time.Minute
 
@@ -185,6 +189,12 @@ func KVConfigs(c StreamsConfig) []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{{
 		Bucket:      KVIdPConfig,
 		Description: "scimflow identity provider definitions",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(c.Replicas, 1),
+	}, {
+		Bucket:      KVAccessApps,
+		Description: "scimflow access applications and their policies",
 		History:     5,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(c.Replicas, 1),

@@ -45,7 +45,16 @@ func TestLayering(t *testing.T) {
 				t.Errorf("%s imports %s: the wire contract depends on nothing domain-specific", p.ImportPath, imp)
 			}
 		}
-		// Pure domain packages (person/) are shared by every service; they import nothing of the
+		// Production code never links a test kit: the shipped binary holds no token forger and no
+		// test scaffolding (the demo and the benchmarks use the honest internal/devidp).
+		if !isTestOnly(p.ImportPath) {
+			for _, imp := range p.Imports {
+				if strings.HasPrefix(imp, module+"/testkit/") {
+					t.Errorf("%s imports %s: production packages never import test kits", p.ImportPath, imp)
+				}
+			}
+		}
+		// Pure domain packages (person/, access/) are shared by every service; they import nothing of the
 		// module but each other, so no service or platform detail leaks into them.
 		if isPure(p.ImportPath) {
 			for _, imp := range p.Imports {
@@ -60,8 +69,19 @@ func TestLayering(t *testing.T) {
 	}
 }
 
+// isTestOnly reports whether path is test code as a whole: the test kits and the suites that run
+// scimflow from outside. (Test files of every package are already excluded: only Imports is checked.)
+func isTestOnly(path string) bool {
+	for _, dir := range []string{"testkit", "e2e", "reliability", "test"} {
+		if path == module+"/"+dir || strings.HasPrefix(path, module+"/"+dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // pure lists the top-level packages that hold shared domain logic and nothing else.
-var pure = []string{"person"}
+var pure = []string{"person", "access"}
 
 func isPure(path string) bool {
 	for _, p := range pure {

@@ -79,6 +79,11 @@ type Config struct {
 	// identity-store already published (a group removal) shapes the new session. A login that
 	// cannot catch up in time is refused with 503 (fail closed). Default 2s.
 	LoginCatchUpTimeout config.Duration `json:"login_catch_up_timeout"`
+	// TrustedProxies lists the addresses or CIDRs of the reverse proxies in front of /verify. When
+	// the peer of a /verify request is one of them, the client address of the ip access selector is
+	// the right-most X-Forwarded-For entry that is not; otherwise it is the peer itself.
+	// Empty: X-Forwarded-For is never read.
+	TrustedProxies []string `json:"trusted_proxies"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -171,6 +176,9 @@ func (c Config) Validate() error {
 		if err != nil || !(strings.EqualFold(u.Hostname(), d) || strings.HasSuffix(strings.ToLower(u.Hostname()), "."+d)) {
 			errs = append(errs, fmt.Errorf("auth.cookie_domain: external_url's host is not within %q", c.CookieDomain))
 		}
+	}
+	if _, err := parseTrusted(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range c.AllowedRedirectOrigins {
 		if _, err := parseOrigin(o); err != nil {

@@ -330,15 +330,19 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 		li.userID = events.UserID(rp.idp.ID, email)
 	}
 	li.claimGroup = groupsClaim(claims)
+	// SCIM membership replaces the token's groups claim once SCIM has told scimflow about the person
+	// (docs/design.md §4): a live SCIM resource links to them, even with no groups. A login then reads
+	// the latest SCIM state — the identity's current SCIM groups, not its registry groups, which in
+	// reauth and no_action modes still hold what the previous login read. Until SCIM links the
+	// person, and again after SCIM deletes them, the claim applies, as with SCIM off.
+	scimKnows := false
 	if rp.idp.SCIMConfig.Enabled {
-		// SCIM membership replaces the claim, and a login reads the latest SCIM state (docs/design.md §4):
-		// the identity's current SCIM groups, not its registry groups, which in reauth and no_action
-		// modes still hold what the previous login read (a group the IdP has since removed). None if
-		// SCIM never provisioned the user.
-		if u, ok := s.state.user(li.userID); ok && u.Identity != nil {
+		if u, ok := s.state.user(li.userID); ok && u.Identity != nil && scimLinked(u.Identity) {
+			scimKnows = true
 			li.groups = slices.Clone(u.Identity.SCIMGroups)
 		}
-	} else {
+	}
+	if !scimKnows {
 		for _, g := range li.claimGroup {
 			li.groups = append(li.groups, events.Group{ID: g, Name: g})
 		}
@@ -352,6 +356,12 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 		}
 	}
 	return li, nil
+}
+
+// scimLinked reports whether a live SCIM resource links to the identity. Snapshots published before
+// scim_linked existed say so only through their SCIM groups.
+func scimLinked(id *events.Identity) bool {
+	return id.SCIMLinked || len(id.SCIMGroups) > 0
 }
 
 // completeLogin applies the lock, then either shows the identity (/test) or mints the session and
@@ -391,6 +401,15 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
 		return
 	}
+	// The person is bound to the OIDC sub of their first login (identity-store decides, from the
+	// AUTH stream, and publishes sub_bound): another account at the IdP that presents the same
+	// verified email is not that person (issue 12, finding 9). A login racing the first one on
+	// another replica, before the binding reached this one, is revoked by identity-store instead.
+	if bound := s.state.boundSub(li.userID, rp.idp.ID); bound != "" && bound != sub {
+		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, events.ReasonSubMismatch)
+		s.loginFailed(w, r, txn.IdP, events.ReasonSubMismatch, http.StatusForbidden, nil)
+		return
+	}
 	if txn.Test {
 		s.metrics.logins.WithLabelValues(txn.IdP, "success", "test").Inc()
 		writeJSON(w, http.StatusOK, map[string]any{
@@ -410,19 +429,17 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	tok, err := s.keys.keys().sign(sc)
 	if err == nil && len(tok) > 3800 {
 		// Too big for a cookie: drop the bulky parts; /verify then relies on the registry snapshot.
-		sc.Groups, sc.OIDCFields = nil, nil
+		sc.Groups, sc.OIDCFields, sc.Trimmed = nil, nil, true
 		tok, err = s.keys.keys().sign(sc)
 	}
 	if err != nil {
 		s.loginFailed(w, r, txn.IdP, "error", http.StatusInternalServerError, err)
 		return
 	}
-	var claimGroups []string
-	if !rp.idp.SCIMConfig.Enabled {
-		claimGroups = li.claimGroup
-	}
+	// The claim always travels: identity-store decides, as this login did, whether SCIM knows the
+	// person (and then ignores it).
 	ev := events.New(rp.idp.ID, now, txn.ID, "", events.LoggedIn{
-		UserID: li.userID, Email: li.email, Sub: sub, Name: li.name, Groups: claimGroups, OIDCFields: li.fields,
+		UserID: li.userID, Email: li.email, Sub: sub, Name: li.name, Groups: li.claimGroup, OIDCFields: li.fields,
 		SessionIDHash: hashSID(sid), SCIMEnabled: rp.idp.SCIMConfig.Enabled, IssuedAt: now, ExpiresAt: exp,
 	})
 	evs := []events.Event{ev}

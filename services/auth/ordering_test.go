@@ -15,7 +15,10 @@ import (
 // auth applied the revocation stays valid. Every replica agrees, since the order is the stream's.
 func TestFactsAppliedAfterSession(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) { i.SCIMConfig.Enabled = true }})
+	// automatic: the one mode in which a snapshot reaches live sessions (issue 16 item 3).
+	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) {
+		i.SCIMConfig.Enabled, i.SCIMConfig.IdentityUpdateBehavior = true, events.UpdateAutomatic
+	}})
 	r2 := h.secondReplica()
 	uid := "registry-id-1"
 	admins := []events.Group{{ID: "g1", Name: "Admins"}}
@@ -104,7 +107,7 @@ func TestSessionWithoutIdentitySeq(t *testing.T) {
 	if snapshotNewer(&older, c) {
 		t.Errorf("snapshotNewer(older snapshot, token without id_seq) = true, want false")
 	}
-	if why := userCheck(&older, nil, issued, nil); why != "" {
+	if why := userCheck(&older, nil, nil, "", issued, nil); why != "" {
 		t.Errorf("userCheck(older revocation, token without id_seq) = %q, want valid", why)
 	}
 	seq := uint64(5)
@@ -112,11 +115,11 @@ func TestSessionWithoutIdentitySeq(t *testing.T) {
 	if !snapshotNewer(&older, c) {
 		t.Errorf("snapshotNewer(snapshot at 9, session at 5) = false, want true")
 	}
-	if why := userCheck(&older, nil, issued, &seq); why != "revoked" {
+	if why := userCheck(&older, nil, nil, "", issued, &seq); why != "revoked" {
 		t.Errorf("userCheck(revocation at 9, session at 5) = %q, want revoked", why)
 	}
 	seq = 9
-	if snapshotNewer(&older, c) || userCheck(&older, nil, issued, &seq) != "" {
+	if snapshotNewer(&older, c) || userCheck(&older, nil, nil, "", issued, &seq) != "" {
 		t.Errorf("session at 9: snapshot at 9 used or revocation at 9 applied, want neither (the session saw both)")
 	}
 }

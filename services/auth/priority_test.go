@@ -161,19 +161,3 @@ func TestFenceRule(t *testing.T) {
 		}
 	}
 }
-
-// lastSeq is a stream's last sequence.
-func (n *natsEnv) lastSeq(t testing.TB, stream string) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := n.js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
-}

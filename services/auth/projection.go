@@ -30,6 +30,29 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 		revoking  bool
 	)
 	switch p := e.Data.(type) {
+	case events.IdPSessionsRevoked, events.IdPSubBindingsReset:
+		return s.applyIdPFacts(tx, m)
+	case events.SessionRevoked:
+		// One session, refused after the fact (a login whose sub lost the race for the person's
+		// binding): recorded like a logout, so it expires out of the set the same way.
+		if p.SessionIDHash == "" {
+			return nil
+		}
+		if err := putLoggedOut(tx, p.SessionIDHash, p.ExpiresAt); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.state.putLoggedOut(p.SessionIDHash, p.ExpiresAt) })
+		return nil
+	case events.SubBound:
+		id, email = p.UserID, p.Email
+		change = func(u *userRecord) { u.Sub, u.SubBoundAt = p.Sub, e.OccurredAt }
+	case events.SubReset:
+		id, email = p.UserID, p.Email
+		change = func(u *userRecord) {
+			if e.OccurredAt.After(u.SubResetAt) {
+				u.SubResetAt = e.OccurredAt
+			}
+		}
 	case events.IdentityChanged:
 		id, email = p.Identity.UserID, p.Identity.Email
 		snap := p.Identity
@@ -104,6 +127,33 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 			s.metrics.revocationLatency.Observe(time.Since(occurred).Seconds())
 		}
 	})
+	return nil
+}
+
+// applyIdPFacts projects the facts about a whole IdP: its deletion revokes every session it authenticated
+// up to the event, or built before this replica applied it (as lockRevokes does for a user); a reset
+// of its sub bindings voids every binding made at or before the event's time.
+func (s *server) applyIdPFacts(tx *bolt.Tx, m consumer.Msg) error {
+	e := m.Event
+	r, err := getIdPRecord(tx, e.IdPID)
+	if err != nil {
+		return err
+	}
+	switch p := e.Data.(type) {
+	case events.IdPSessionsRevoked:
+		if p.RevokedBefore.After(r.RevokedBefore) {
+			r.RevokedBefore = p.RevokedBefore
+		}
+		r.RevokedSeq = m.Seq
+	case events.IdPSubBindingsReset:
+		if e.OccurredAt.After(r.SubResetAt) {
+			r.SubResetAt = e.OccurredAt
+		}
+	}
+	if err := putIdPRecord(tx, r); err != nil {
+		return err
+	}
+	tx.OnCommit(func() { s.state.putIdP(r) })
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,9 @@ type server struct {
 	idpClient   *http.Client
 	idps        *idpRegistry
 	cache       *sessionCache
+	apps        appWatcher
+	alog        *accessLog
+	trusted     []netip.Prefix // auth.trusted_proxies
 
 	// Set by start; the routes are served only once up is true.
 	up         atomic.Bool
@@ -61,7 +65,7 @@ type server struct {
 }
 
 func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
-	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp, bucketCommitMarks)
+	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp, bucketIdPs, bucketCommitMarks)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +112,8 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	if s.metrics, err = newMetrics(reg, s); err != nil {
 		return fail(err)
 	}
+	s.alog = newAccessLog(s.metrics.accessLogDropped)
+	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by Config.Validate
 	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, reg, s.log, d.Now)
 	if err != nil {
 		return fail(err)
@@ -134,6 +140,12 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	s.ready.Set("started", func() error {
 		if !s.up.Load() {
 			return errors.New("signing keys and projections not started")
+		}
+		return nil
+	})
+	s.ready.Set("access_apps", func() error {
+		if !s.apps.synced.Load() {
+			return errors.New("access_apps not read yet")
 		}
 		return nil
 	})
@@ -201,6 +213,12 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 		}
 		return nil
 	})
+	appsKV, err := s.d.JS.KeyValue(kctx, broker.KVAccessApps)
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", broker.KVAccessApps, err)
+	}
+	g.Go(func() error { return s.watchApps(ctx, appsKV) })
+	g.Go(func() error { return s.runAccessLog(ctx) })
 	s.up.Store(true)
 	return nil
 }
@@ -263,6 +281,8 @@ type metrics struct {
 	jwksFetches       *prometheus.CounterVec
 	catchUpWait       prometheus.Histogram
 	catchUpRefused    *prometheus.CounterVec
+	accessDecisions   *prometheus.CounterVec
+	accessLogDropped  prometheus.Counter
 	logoutRefused     prometheus.Counter
 	// priorityRevocations counts revocations that arrived first by the priority lane.
 	priorityRevocations prometheus.Counter
@@ -292,12 +312,17 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Help: "Revocations applied from the IDENTITY_PRIORITY lane before the IDENTITY stream delivered them."}),
 		catchUpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_login_catch_up_refused_total",
 			Help: "Logins refused with 503 because the IDENTITY projection could not catch up (timeout) or the stream could not be read (unavailable)."}, []string{"reason"}),
+		accessDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_access_decisions_total",
+			Help: "Access decisions of /verify by application id (none: no application matched), decision (allow, deny, bypass, login) and reason (the deciding policy's name, no_policy, no_application, idp_not_allowed, no_session, session_duration)."},
+			[]string{"app", "decision", "reason"}),
+		accessLogDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_access_log_dropped_total",
+			Help: "Sampled access-log records dropped because the queue to the outbox was full."}),
 		logoutRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_logout_cross_site_refused_total",
 			Help: "Logout requests refused because the browser marked them cross-site (answered with a confirmation page)."}),
 	}
 	m.verifyOK = m.verify.WithLabelValues("ok")
 	// Create the series up front so dashboards and alerts see zeros, not absent series.
-	for _, r := range []string{"redirect", "unauthenticated", "fail_closed"} {
+	for _, r := range []string{"redirect", "unauthenticated", "fail_closed", "forbidden", "bypass"} {
 		m.verify.WithLabelValues(r)
 	}
 	for _, e := range []string{"verify", "get_identity", "callback"} {
@@ -309,7 +334,7 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY, IDENTITY_PRIORITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.logoutRefused, m.priorityRevocations, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, m.priorityRevocations, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

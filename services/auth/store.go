@@ -21,6 +21,7 @@ const (
 	bucketLoggedOut    = "logged_out"     // session id hash → expiry (8 bytes, unix nanos)
 	bucketLoggedOutExp = "logged_out_exp" // expiry (8 bytes) ‖ hash → empty; prunes logged_out
 	bucketCommitMarks  = "commit_marks"   // idp → highest commit number applied from the IDENTITY stream (8 bytes)
+	bucketIdPs         = "idps"           // idp id → idpRecord JSON
 )
 
 // userRecord is what auth knows about one registry user. It changes only by applying IDENTITY
@@ -43,6 +44,35 @@ type userRecord struct {
 	// FenceCommit that of the priority-lane locks (see priority.go). Both only grow.
 	OrderedCommit uint64 `json:"ordered_commit,omitempty"`
 	FenceCommit   uint64 `json:"fence_commit,omitempty"`
+	// Sub is the OIDC sub identity-store bound to this person at the first login it applied
+	// (sub_bound), SubBoundAt that login's event time; SubResetAt is the latest admin reset of the
+	// binding (sub_reset). The binding holds while SubBoundAt is after every reset, for the person
+	// and for the IdP (idpRecord): event times, so every service orders a reset against a binding
+	// alike whatever order their streams interleave in.
+	Sub        string    `json:"sub,omitempty"`
+	SubBoundAt time.Time `json:"sub_bound_at,omitzero"`
+	SubResetAt time.Time `json:"sub_reset_at,omitzero"`
+}
+
+// idpRecord is what auth knows about a whole IdP from the IDENTITY stream: when its sessions were
+// revoked (the IdP was deleted) and when its sub bindings were reset. It is kept by IdP id and never
+// deleted, so an IdP created again under the same id (a config seed) does not revive old sessions.
+type idpRecord struct {
+	IdP           string    `json:"idp"`
+	RevokedBefore time.Time `json:"revoked_before,omitzero"`
+	RevokedSeq    uint64    `json:"revoked_seq,omitempty"`
+	SubResetAt    time.Time `json:"sub_reset_at,omitzero"`
+}
+
+// boundSub returns the sub bound to u that still holds against the IdP's resets, or "".
+func boundSub(u *userRecord, ir *idpRecord) string {
+	if u == nil || u.Sub == "" || !u.SubBoundAt.After(u.SubResetAt) {
+		return ""
+	}
+	if ir != nil && !u.SubBoundAt.After(ir.SubResetAt) {
+		return ""
+	}
+	return u.Sub
 }
 
 // revState is the in-memory mirror of the projection that the hot path reads. It is written only
@@ -53,10 +83,12 @@ type revState struct {
 	emails    map[string]string
 	loggedOut map[string]time.Time
 	marks     map[string]uint64 // idp → highest commit applied from the IDENTITY stream
+	idps      map[string]*idpRecord
 }
 
 func newRevState() *revState {
-	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{}, marks: map[string]uint64{}}
+	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{},
+		idps: map[string]*idpRecord{}, marks: map[string]uint64{}}
 }
 
 // locked reports whether u may not log in or hold a session: locked by the registry, or fenced by a
@@ -73,6 +105,19 @@ func (s *revState) putMark(idp string, c uint64) {
 	if c > s.marks[idp] {
 		s.marks[idp] = c
 	}
+}
+
+// boundSub returns the OIDC sub bound to user id (of idp), if a binding holds.
+func (s *revState) boundSub(id, idp string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return boundSub(s.users[id], s.idps[idp])
+}
+
+func (s *revState) putIdP(r idpRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idps[r.IdP] = &r
 }
 
 func emailKey(idp, email string) string {
@@ -103,17 +148,25 @@ func (s *revState) userIDByEmail(idp, email string) (string, bool) {
 // or "" if it is. The user is looked up by id and, if the registry maps the session's (idp, email)
 // to another id (the id was learnt after the login), by that id too, so a revocation addressed to
 // either reaches the session.
-func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) string {
+//
+// The session's IdP (idp) is checked too: a session the IdP authenticated before its deletion was
+// applied is revoked, and a session whose OIDC sub (oidcSub; empty in old tokens) is not the sub now
+// bound to the person belongs to another account at the IdP.
+func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq *uint64) string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if _, out := s.loggedOut[h]; out {
 		return "logged_out"
 	}
-	if why := userCheck(s.users[id], s.marks, issued, seq); why != "" {
+	ir := s.idps[idp]
+	if ir != nil && (!ir.RevokedBefore.IsZero() && !issued.After(ir.RevokedBefore) || seq != nil && ir.RevokedSeq > *seq) {
+		return "idp_revoked"
+	}
+	if why := userCheck(s.users[id], ir, s.marks, oidcSub, issued, seq); why != "" {
 		return why
 	}
 	if other, ok := s.emails[ekey]; ok && other != id {
-		return userCheck(s.users[other], s.marks, issued, seq)
+		return userCheck(s.users[other], ir, s.marks, oidcSub, issued, seq)
 	}
 	return ""
 }
@@ -123,11 +176,13 @@ func (s *revState) check(id, ekey, h string, issued time.Time, seq *uint64) stri
 // session was built (RevokedSeq beyond the session's sequence): that session read the state from
 // before the revocation, so it existed before it, even if its login came later in wall time than
 // the change that caused the revocation (a login racing a SCIM change).
-// A priority-lane fence counts as a lock (marks: the IdPs' commit marks).
-func userCheck(u *userRecord, marks map[string]uint64, issued time.Time, seq *uint64) string {
+// A priority-lane fence counts as a lock (marks: the IdPs' commit marks, priority.go).
+func userCheck(u *userRecord, ir *idpRecord, marks map[string]uint64, oidcSub string, issued time.Time, seq *uint64) string {
 	switch {
 	case u == nil:
 		return ""
+	case oidcSub != "" && boundSub(u, ir) != "" && boundSub(u, ir) != oidcSub:
+		return "sub_mismatch"
 	case u.Locked || fenced(u, marks[u.IdP]):
 		return "locked"
 	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
@@ -192,12 +247,42 @@ func (s *revState) load(tx *bolt.Tx) error {
 	}); err != nil {
 		return err
 	}
+	if err := tx.Bucket([]byte(bucketIdPs)).ForEach(func(k, v []byte) error {
+		var r idpRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("idp %s: %w", k, err)
+		}
+		s.idps[r.IdP] = &r
+		return nil
+	}); err != nil {
+		return err
+	}
 	return tx.Bucket([]byte(bucketLoggedOut)).ForEach(func(k, v []byte) error {
 		if len(v) == 8 {
 			s.loggedOut[string(k)] = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 		}
 		return nil
 	})
+}
+
+func getIdPRecord(tx *bolt.Tx, idp string) (idpRecord, error) {
+	r := idpRecord{IdP: idp}
+	v := tx.Bucket([]byte(bucketIdPs)).Get([]byte(idp))
+	if v == nil {
+		return r, nil
+	}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return r, fmt.Errorf("idp %s: %w", idp, err)
+	}
+	return r, nil
+}
+
+func putIdPRecord(tx *bolt.Tx, r idpRecord) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketIdPs)).Put([]byte(r.IdP), v)
 }
 
 func getUser(tx *bolt.Tx, id string) (userRecord, bool, error) {

@@ -52,6 +52,9 @@ type sessionClaims struct {
 	// (see ordering in projection.go). Sequences are the stream's, so every replica compares alike.
 	// Nil in tokens minted before it existed: those fall back to comparing event times.
 	IdentitySeq *uint64 `json:"id_seq,omitempty"`
+	// Trimmed marks a session whose groups and oidc_fields were left out because the cookie would be
+	// too large: it has no identity of its own, so it follows the registry snapshot in every mode.
+	Trimmed bool `json:"trim,omitempty"`
 }
 
 func (c *sessionClaims) issued() time.Time  { return time.Unix(0, c.IssuedNano) }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
@@ -130,5 +131,161 @@ func TestLogoutCrossSite(t *testing.T) {
 		if got := verify(t, h.r, tok, nil).StatusCode; got != http.StatusUnauthorized {
 			t.Errorf("after GET /logout %v: verify = %d, want 401", hdr, got)
 		}
+	}
+}
+
+// TestSubBinding (issue 12, finding 9): once identity-store has bound Alice's first-login sub, another
+// account at the same IdP presenting the verified email alice@example.com is refused with
+// sub_mismatch (and a login_denied event); a session such an account got before the binding reached
+// this replica stops verifying, and identity-store's session_revoked ends it too. After an admin reset
+// of the binding (for the person, or for the whole IdP) the other account may log in.
+func TestSubBinding(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	uid := events.UserID("idp-a", aliceEmail)
+	if err := h.op.AddUser(oidctest.User{Sub: "mallory-sub", Email: aliceEmail, Name: "Mallory"}); err != nil {
+		t.Fatal(err)
+	}
+	// Mallory's account logs in before any binding is known (a login racing Alice's first on another
+	// replica): it gets a session for now.
+	if err := h.op.SetDefaultUser("mallory-sub"); err != nil {
+		t.Fatal(err)
+	}
+	bm := newBrowser()
+	tokM := h.mustLogin(bm, h.r, "idp-a")
+	if err := h.op.SetDefaultUser(alice); err != nil {
+		t.Fatal(err)
+	}
+	tokA := h.mustLogin(newBrowser(), h.r, "idp-a")
+
+	// identity-store applied Alice's login first: it binds alice-sub and revokes Mallory's session.
+	at := h.clock.Now()
+	h.n.publish(t, events.New("idp-a", at, "login-1", "", events.SubBound{UserID: uid, Email: aliceEmail, Sub: alice}))
+	waitFor(t, "binding applied", 10*time.Second, func() error {
+		if h.r.srv.state.boundSub(uid, "idp-a") != alice {
+			return errNotYet
+		}
+		return nil
+	})
+	if got := verify(t, h.r, tokM, nil).StatusCode; got != http.StatusUnauthorized {
+		t.Errorf("the other account's session after the binding: verify = %d, want 401", got)
+	}
+	if got := verify(t, h.r, tokA, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("Alice's session after the binding: verify = %d, want 200", got)
+	}
+
+	// The other account is refused at login, with a reason.
+	if err := h.op.SetDefaultUser("mallory-sub"); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser()
+	resp, body := h.login(b, h.r, "idp-a", "")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, events.ReasonSubMismatch) {
+		t.Errorf("login with another sub = %d %s, want 403 %s", resp.StatusCode, body, events.ReasonSubMismatch)
+	}
+	if b.cookie(h.r.url, h.r.srv.sessionName) != "" {
+		t.Error("login with another sub set a session cookie")
+	}
+	waitFor(t, "login_denied sub_mismatch", 10*time.Second, func() error {
+		for _, e := range h.n.streamEvents(t, events.StreamAuth) {
+			if d, ok := e.Data.(events.LoginDenied); ok && d.Reason == events.ReasonSubMismatch && d.Sub == "mallory-sub" && d.UserID == uid {
+				return nil
+			}
+		}
+		return errNotYet
+	})
+	// Alice herself still logs in.
+	if err := h.op.SetDefaultUser(alice); err != nil {
+		t.Fatal(err)
+	}
+	h.mustLogin(newBrowser(), h.r, "idp-a")
+
+	// An admin resets the IdP's bindings (app registration replaced): the next login binds afresh, so
+	// the other account is let in by auth (identity-store will bind its sub).
+	h.clock.Advance(time.Second)
+	h.n.publish(t, events.New("idp-a", h.clock.Now(), "admin-r1", "", events.IdPSubBindingsReset{Reason: events.ReasonAdmin}))
+	waitFor(t, "reset applied", 10*time.Second, func() error {
+		if h.r.srv.state.boundSub(uid, "idp-a") != "" {
+			return errNotYet
+		}
+		return nil
+	})
+	if err := h.op.SetDefaultUser("mallory-sub"); err != nil {
+		t.Fatal(err)
+	}
+	h.mustLogin(newBrowser(), h.r, "idp-a")
+
+	// identity-store binds the new sub; a per-person reset voids that one as well.
+	h.clock.Advance(time.Second)
+	h.n.publish(t, events.New("idp-a", h.clock.Now(), "login-3", "", events.SubBound{UserID: uid, Email: aliceEmail, Sub: "mallory-sub"}))
+	h.clock.Advance(time.Second)
+	h.n.publish(t, events.New("idp-a", h.clock.Now(), "admin-r2", "", events.SubReset{UserID: uid, Email: aliceEmail, Reason: events.ReasonAdmin}))
+	waitFor(t, "person reset applied", 10*time.Second, func() error {
+		if u, _ := h.r.srv.state.user(uid); u.Sub != "mallory-sub" || h.r.srv.state.boundSub(uid, "idp-a") != "" {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+// TestSessionRevokedEndsOneSession: identity-store's session_revoked (a login refused after the fact)
+// ends that session on every replica and leaves the person's other sessions alone.
+func TestSessionRevokedEndsOneSession(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	r2 := h.secondReplica()
+	uid := events.UserID("idp-a", aliceEmail)
+	tok1 := h.mustLogin(newBrowser(), h.r, "idp-a")
+	tok2 := h.mustLogin(newBrowser(), h.r, "idp-a")
+	cs, _, err := h.r.srv.verifySession(t.Context(), tok1, h.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.n.publish(t, events.New("idp-a", h.clock.Now(), "login-x", "", events.SessionRevoked{UserID: uid, Email: aliceEmail,
+		SessionIDHash: hashSID(cs.SID), ExpiresAt: cs.expires(), Reason: events.ReasonSubMismatch}))
+	waitVerify(t, h.r, tok1, http.StatusUnauthorized)
+	waitVerify(t, r2, tok1, http.StatusUnauthorized)
+	if got := verify(t, h.r, tok2, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("the other session: verify = %d, want 200", got)
+	}
+}
+
+// TestIdPDeletionRevokesSessions (issue 12, finding 6, auth's side): identity-store's
+// sessions_revoked for a deleted IdP ends every session that IdP authenticated, on every replica and
+// on a replica that replays the stream later; the IdP created again under the same id (a config
+// seed at start) does not revive them, and a new login through it works.
+func TestIdPDeletionRevokesSessions(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	opB := newOP(t, h.clock, "idp-b", nil)
+	h.n.putIdP(t, opB.idp)
+	waitFor(t, "idp-b known", 10*time.Second, func() error {
+		if _, ok := h.r.srv.idps.get("idp-b"); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	tokA := h.mustLogin(newBrowser(), h.r, "idp-a")
+	tokB := h.mustLogin(newBrowser(), h.r, "idp-b")
+
+	h.n.publish(t, events.New("idp-a", h.clock.Now(), "admin-del", "", events.IdPSessionsRevoked{RevokedBefore: h.clock.Now(), Reason: events.ReasonIdPDeleted}))
+	waitVerify(t, h.r, tokA, http.StatusUnauthorized)
+	if got := verify(t, h.r, tokB, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("another IdP's session: verify = %d, want 200", got)
+	}
+	// Seeded again (same id, same config): the old session stays dead, here and on a replica that
+	// starts afterwards and learns everything from the stream.
+	h.n.putIdP(t, h.op.idp)
+	r2 := h.secondReplica()
+	waitVerify(t, r2, tokB, http.StatusOK)
+	for _, r := range []*replica{h.r, r2} {
+		if got := verify(t, r, tokA, nil).StatusCode; got != http.StatusUnauthorized {
+			t.Errorf("replica %s: deleted IdP's old session after the IdP came back: verify = %d, want 401", r.srv.cfg.ReplicaID, got)
+		}
+	}
+	h.clock.Advance(time.Second)
+	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
+	if got := verify(t, h.r, tok, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("a new login through the re-created IdP: verify = %d, want 200", got)
 	}
 }

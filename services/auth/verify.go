@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"hash/maphash"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scimflow/scimflow/access"
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
 // Identity headers /verify sets on success; reverse proxies copy them to the upstream request.
@@ -53,6 +56,7 @@ type cachedSession struct {
 	kid    string // the key that signed it: once retired, the cached entry is void too
 	ekey   string // emailKey(idp, email) of the login
 	app    atomic.Pointer[appTokenCache]
+	acc    atomic.Pointer[accessIdentCache]
 }
 
 type appTokenCache struct {
@@ -142,20 +146,17 @@ func (s *server) session(ctx context.Context, r *http.Request, now time.Time) (*
 		s.cache.drop(c.Value)
 		return nil, sessionInvalid, "expired"
 	}
-	if why := s.state.check(cs.claims.Subject, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
+	if why := s.state.check(cs.claims.Subject, cs.claims.IdP, cs.claims.OIDCSub, cs.ekey, cs.hash, cs.claims.issued(), cs.claims.IdentitySeq); why != "" {
 		return nil, sessionInvalid, why
 	}
 	return cs, sessionValid, ""
 }
 
-// identity is the identity a session stands for right now: the registry snapshot if it is newer
-// than the session (automatic updates apply at once), else what the login computed. "Newer" is
-// stream order (projection.go, Ordering): the snapshot was applied after the session was built.
-// The snapshot is identity-store's registry identity, which already follows the IdP's mode: in
-// automatic mode its groups are the current SCIM groups; in reauth and no_action they are what the
-// latest login read (rebuilt by identity-store from the latest SCIM state it had), so a session
-// converges on the registry in every mode. In reauth a membership change also revokes the session
-// (userCheck), so its groups are never read after that change.
+// identity is the identity a session stands for right now. In automatic mode it is the registry
+// snapshot if that is newer than the session (registry changes apply to live sessions at once),
+// else what the login computed; in every other mode (and with SCIM off) always what the login
+// computed. "Newer" is stream order (projection.go, Ordering): the snapshot was applied after the
+// session was built. In reauth a membership change revokes the session instead (userCheck).
 type identity struct {
 	UserID     string
 	Email      string
@@ -174,6 +175,14 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		return id
 	}
 	id.version = u.Version
+	// Outside automatic mode each session keeps the identity it was issued with until it
+	// re-authenticates (docs/design.md §4): a later snapshot — another browser's login, a SCIM change
+	// in no_action or reauth, a login with SCIM off — must not leak into it. Only revocations and locks
+	// reach it (session()). A session whose groups did not fit its cookie (Trimmed) has no copy of its
+	// own and follows the registry.
+	if !s.automatic(c.IdP) && !c.Trimmed {
+		return id
+	}
 	if u.Identity != nil && snapshotNewer(&u, c) {
 		snap := u.Identity
 		id.fromSnap = true
@@ -189,6 +198,14 @@ func (s *server) identityOf(c *sessionClaims) identity {
 		}
 	}
 	return id
+}
+
+// automatic reports whether idp is in automatic mode now: SCIM enabled with identity_update_behavior
+// automatic, the one mode in which registry changes reach live sessions (a deliberate departure from
+// the product scimflow mirrors; docs/auth.md, "Sessions").
+func (s *server) automatic(idp string) bool {
+	e, ok := s.idps.get(idp)
+	return ok && e.cfg.SCIMConfig.Enabled && e.cfg.SCIMConfig.IdentityUpdateBehavior == events.UpdateAutomatic
 }
 
 // snapshotNewer reports whether u's snapshot was applied after the session c was built. Tokens
@@ -255,41 +272,48 @@ func (s *server) appToken(cs *cachedSession, id identity, aud string, now time.T
 	return tok, nil
 }
 
-// originalURL rebuilds the URL the browser asked the reverse proxy for: X-Original-URL (nginx
-// snippet), else X-Forwarded-Proto/Host/Uri (Traefik, Caddy). Empty if unknown.
-func originalURL(r *http.Request) string {
-	if u := r.Header.Get("X-Original-Url"); u != "" {
-		return u
+// forwarded is the request the browser made to the reverse proxy: X-Forwarded-Host, -Uri and -Proto
+// when X-Forwarded-Host is present (Traefik, Caddy, and the nginx snippet sets them), else nginx's
+// X-Original-URL. One source serves the app match, the audience and the login redirect, so they can
+// never disagree about which application a request is for.
+type forwarded struct {
+	proto, host, uri string // host as sent (any case, maybe a port); uri with its query
+}
+
+func forwardedOf(r *http.Request) forwarded {
+	if host := r.Header.Get("X-Forwarded-Host"); host != "" {
+		if i := strings.IndexByte(host, ','); i >= 0 {
+			host = host[:i]
+		}
+		f := forwarded{proto: r.Header.Get("X-Forwarded-Proto"), host: strings.TrimSpace(host), uri: r.Header.Get("X-Forwarded-Uri")}
+		if f.proto != "http" && f.proto != "https" {
+			f.proto = "https"
+		}
+		if f.uri == "" || f.uri[0] != '/' {
+			f.uri = "/"
+		}
+		return f
 	}
-	host := r.Header.Get("X-Forwarded-Host")
-	if host == "" {
+	if u, err := url.Parse(r.Header.Get("X-Original-Url")); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+		return forwarded{proto: u.Scheme, host: u.Host, uri: u.RequestURI()}
+	}
+	return forwarded{}
+}
+
+// url is the original URL, or "" when the proxy did not say.
+func (f forwarded) url() string {
+	if f.host == "" {
 		return ""
 	}
-	proto := r.Header.Get("X-Forwarded-Proto")
-	if proto != "http" && proto != "https" {
-		proto = "https"
-	}
-	uri := r.Header.Get("X-Forwarded-Uri")
-	if uri == "" || uri[0] != '/' {
-		uri = "/"
-	}
-	return proto + "://" + host + uri
+	return f.proto + "://" + f.host + f.uri
 }
 
-// forwardedHost is the protected application's host, for picking its audience.
-func forwardedHost(r *http.Request) string {
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
-		return strings.ToLower(h)
-	}
-	if u, err := url.Parse(r.Header.Get("X-Original-Url")); err == nil {
-		return strings.ToLower(u.Host)
-	}
-	return ""
-}
+// originalURL rebuilds the URL the browser asked the reverse proxy for. Empty if unknown.
+func originalURL(r *http.Request) string { return forwardedOf(r).url() }
 
-func (s *server) audienceFor(r *http.Request) string {
+func (s *server) audienceFor(f forwarded) string {
 	if len(s.cfg.AppAudiences) > 0 {
-		if a, ok := s.cfg.AppAudiences[forwardedHost(r)]; ok {
+		if a, ok := s.cfg.AppAudiences[strings.ToLower(f.host)]; ok {
 			return a
 		}
 	}
@@ -306,46 +330,221 @@ func isBrowser(r *http.Request) bool {
 }
 
 // handleVerify is the forward-auth endpoint for nginx auth_request, Traefik ForwardAuth and Caddy
-// forward_auth.
+// forward_auth. Without access applications every valid session passes; with them, the request's
+// application decides (verifyApp).
 func (s *server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	now := s.now()
-	cs, res, _ := s.session(r.Context(), r, now)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	switch res {
-	case sessionValid:
-		id := s.identityOf(cs.claims)
-		tok, err := s.appToken(cs, id, s.audienceFor(r), now)
-		if err != nil {
-			s.log.Error("mint app token", "err", err)
-			http.Error(w, "internal error", http.StatusInternalServerError)
-			return
-		}
-		h.Set(HeaderUserID, id.UserID)
-		h.Set(HeaderIdP, id.IdP)
-		h.Set(HeaderEmail, id.Email)
-		h.Set(HeaderGroups, groupsHeader(id.Groups))
-		h.Set(HeaderJWTAssertion, tok)
-		w.WriteHeader(http.StatusOK)
-		s.metrics.verifyOK.Inc()
-	case sessionStale:
+	fw := forwardedOf(r)
+	set := s.apps.cur.Load()
+	switch {
+	case set == nil || !s.apps.synced.Load():
+		// Until the access_apps bucket was read, this replica cannot know whether a request is
+		// allowed: fail closed, like a stale revocation state.
 		s.metrics.failClosed.WithLabelValues("verify").Inc()
 		s.metrics.verify.WithLabelValues("fail_closed").Inc()
 		h.Set("Retry-After", "1")
-		http.Error(w, "revocation state unavailable", http.StatusServiceUnavailable)
+		http.Error(w, "access applications not loaded yet", http.StatusServiceUnavailable)
+	case set.reg.Len() > 0:
+		s.verifyApp(w, r, fw, set, now)
 	default:
-		if isBrowser(r) {
-			s.metrics.verify.WithLabelValues("redirect").Inc()
-			http.Redirect(w, r, s.loginURL("", originalURL(r)), http.StatusFound)
-		} else {
-			s.metrics.verify.WithLabelValues("unauthenticated").Inc()
-			h.Set("WWW-Authenticate", `Cookie realm="scimflow"`)
-			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		cs, res, _ := s.session(r.Context(), r, now)
+		switch res {
+		case sessionValid:
+			s.allow(w, r, cs, s.identityOf(cs.claims), fw, now)
+		case sessionStale:
+			s.failClosed(w)
+		default:
+			s.toLogin(w, r, fw, "")
 		}
 	}
 	s.metrics.verifyLatency.Observe(time.Since(start).Seconds())
 }
+
+// allow answers 200 with the identity headers and the app token.
+func (s *server) allow(w http.ResponseWriter, r *http.Request, cs *cachedSession, id identity, fw forwarded, now time.Time) {
+	tok, err := s.appToken(cs, id, s.audienceFor(fw), now)
+	if err != nil {
+		s.log.Error("mint app token", "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	if _, ok := h[HeaderApp]; !ok {
+		h[HeaderApp] = []string{""} // no access applications: present and empty, so the proxy clears it
+	}
+	h.Set(HeaderUserID, id.UserID)
+	h.Set(HeaderIdP, id.IdP)
+	h.Set(HeaderEmail, id.Email)
+	h.Set(HeaderGroups, groupsHeader(id.Groups))
+	h.Set(HeaderJWTAssertion, tok)
+	w.WriteHeader(http.StatusOK)
+	s.metrics.verifyOK.Inc()
+}
+
+func (s *server) failClosed(w http.ResponseWriter) {
+	s.metrics.failClosed.WithLabelValues("verify").Inc()
+	s.metrics.verify.WithLabelValues("fail_closed").Inc()
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "revocation state unavailable", http.StatusServiceUnavailable)
+}
+
+// toLogin answers a request without a usable session: 302 to the login page (of idp, when the app
+// allows only some IdPs) for browsers, 401 for API callers.
+func (s *server) toLogin(w http.ResponseWriter, r *http.Request, fw forwarded, idp string) {
+	if isBrowser(r) {
+		s.metrics.verify.WithLabelValues("redirect").Inc()
+		http.Redirect(w, r, s.loginURL(idp, fw.url()), http.StatusFound)
+		return
+	}
+	s.metrics.verify.WithLabelValues("unauthenticated").Inc()
+	w.Header().Set("WWW-Authenticate", `Cookie realm="scimflow"`)
+	http.Error(w, "unauthenticated", http.StatusUnauthorized)
+}
+
+// verifyApp enforces the request's application (docs/access-policies.md, "Evaluation"): no app →
+// 403 no_application; a bypass policy → 200 without identity; no session, or one older than the
+// app's session_duration → login; a session from an IdP the app does not allow → login with an
+// allowed IdP (browsers) or 403; then the allow and deny policies decide.
+func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded, set *appSet, now time.Time) {
+	path := access.NormalizePath(fw.uri)
+	ip := s.clientAddr(r)
+	rec := events.AccessDecided{Host: strings.ToLower(fw.host), Path: path}
+	if ip.IsValid() {
+		rec.ClientIP = ip.String()
+	}
+	c := set.reg.Match(fw.host, path)
+	if c == nil {
+		set.noApp.Inc()
+		rec.AppID, rec.Decision, rec.Reason = events.NoApp, access.Deny, access.ReasonNoApplication
+		s.record(r, now, "ip:"+rec.ClientIP, rec)
+		s.forbid(w, r, access.ReasonNoApplication, nil, nil)
+		return
+	}
+	ac := &set.perApp[c.Index]
+	rec.AppID, rec.AppName = c.App.ID, c.App.Name
+	w.Header().Set(HeaderApp, c.App.ID)
+	if b := c.BypassFor(path, ip); b != nil {
+		ac.policy[b.Index].Inc()
+		rec.Decision, rec.Reason = access.Bypass, b.Reason
+		s.record(r, now, "ip:"+rec.ClientIP, rec)
+		// No identity on a bypass: the identity headers are sent empty so every proxy snippet
+		// clears whatever the client put in them.
+		h := w.Header()
+		for _, k := range []string{HeaderUserID, HeaderIdP, HeaderEmail, HeaderGroups, HeaderJWTAssertion} {
+			h[k] = []string{""}
+		}
+		w.WriteHeader(http.StatusOK)
+		s.metrics.verify.WithLabelValues("bypass").Inc()
+		return
+	}
+	firstIdP := ""
+	if len(c.App.AllowedIdPs) > 0 {
+		firstIdP = c.App.AllowedIdPs[0]
+	}
+	cs, res, _ := s.session(r.Context(), r, now)
+	switch res {
+	case sessionValid:
+	case sessionStale:
+		s.failClosed(w)
+		return
+	default:
+		ac.noSession.Inc()
+		s.toLogin(w, r, fw, firstIdP)
+		return
+	}
+	if c.SessionDuration > 0 && now.Sub(cs.claims.issued()) > c.SessionDuration {
+		ac.sessionTooOld.Inc()
+		s.toLogin(w, r, fw, firstIdP)
+		return
+	}
+	id := s.identityOf(cs.claims)
+	rec.UserID, rec.Email, rec.UserIdP = id.UserID, id.Email, id.IdP
+	if !c.IdPAllowed(id.IdP) {
+		ac.idpNotAllow.Inc()
+		rec.Decision, rec.Reason = access.Deny, access.ReasonIdPNotAllowed
+		s.record(r, now, cs.hash, rec)
+		if isBrowser(r) {
+			s.metrics.verify.WithLabelValues("redirect").Inc()
+			http.Redirect(w, r, s.loginURL(firstIdP, fw.url()), http.StatusFound)
+			return
+		}
+		s.forbid(w, r, access.ReasonIdPNotAllowed, &id, c)
+		return
+	}
+	d := c.Decide(path, ip, s.accessIdentity(cs, id))
+	if d.Policy != nil {
+		ac.policy[d.Index].Inc()
+	} else {
+		ac.noPolicy.Inc()
+	}
+	rec.Decision, rec.Reason = d.Decision, d.Reason
+	s.record(r, now, cs.hash, rec)
+	if d.Decision != access.Allow {
+		s.forbid(w, r, d.Reason, &id, c)
+		return
+	}
+	s.allow(w, r, cs, id, fw, now)
+}
+
+// accessIdentity is the session's identity prepared for policy evaluation, cached on the session
+// until the identity it was built from changes (a new snapshot version, or a switch between the
+// token's and the snapshot's identity).
+func (s *server) accessIdentity(cs *cachedSession, id identity) *access.Identity {
+	if a := cs.acc.Load(); a != nil && a.version == id.version && a.fromSnap == id.fromSnap {
+		return a.id
+	}
+	ai := access.NewIdentity(id.Email, id.IdP, groupNames(id.Groups), id.OIDCFields)
+	cs.acc.Store(&accessIdentCache{version: id.version, fromSnap: id.fromSnap, id: ai})
+	return ai
+}
+
+type accessIdentCache struct {
+	version  uint64
+	fromSnap bool
+	id       *access.Identity
+}
+
+// forbid answers 403 with the reason in X-Scimflow-Deny-Reason; browsers get a small page naming
+// the signed-in person and offering to switch account.
+func (s *server) forbid(w http.ResponseWriter, r *http.Request, reason string, id *identity, c *access.Compiled) {
+	s.metrics.verify.WithLabelValues("forbidden").Inc()
+	h := w.Header()
+	h.Set(HeaderDenyReason, reason)
+	if !isBrowser(r) {
+		http.Error(w, "forbidden: "+reason, http.StatusForbidden)
+		return
+	}
+	page := forbiddenPage{Reason: reason}
+	if c != nil {
+		page.App = c.App.Name
+	}
+	if id != nil {
+		page.Email, page.IdP = id.Email, id.IdP
+		if e, ok := s.idps.get(id.IdP); ok && e.cfg.Name != "" {
+			page.IdP = e.cfg.Name
+		}
+		page.SwitchURL = s.issuer + "/logout?" + url.Values{"redirect_url": {s.loginURL("", originalURL(r))}}.Encode()
+	}
+	writePage(w, http.StatusForbidden, forbiddenTmpl, page)
+}
+
+type forbiddenPage struct {
+	App, Email, IdP, Reason, SwitchURL string
+}
+
+var forbiddenTmpl = template.Must(template.New("forbidden").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>Access denied</title></head>
+<body>
+<h1>Access denied</h1>
+{{if .Email}}<p>You are signed in as <strong>{{.Email}}</strong> via <strong>{{.IdP}}</strong>, which is not allowed to reach {{if .App}}<strong>{{.App}}</strong>{{else}}this application{{end}}.</p>
+<p><a href="{{.SwitchURL}}">Switch account</a></p>
+{{else}}<p>No application is configured for this address.</p>{{end}}
+<p>Reason code: <code>{{.Reason}}</code></p>
+</body></html>
+`))
 
 // loginURL is auth's /login for idp (empty: the only IdP, or a chooser) returning to target.
 func (s *server) loginURL(idp, target string) string {

@@ -79,7 +79,7 @@ type resultInfo struct {
 	Page       int `json:"page,omitempty"`
 	PerPage    int `json:"per_page,omitempty"`
 	Count      int `json:"count"`
-	TotalCount int `json:"total_count,omitempty"`
+	TotalCount int `json:"total_count"` // every list sets it; 0 is an answer
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -313,11 +313,33 @@ func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Its sessions are revoked first, through IDENTITY (every auth replica, and a replay, see it): if
+	// that fails nothing changed, and if the deletion then fails the revocation stands and the
+	// DELETE can be retried. auth keeps the revocation per IdP id, so the same id created again (a
+	// config seed at the next start) does not bring the old sessions back.
+	revoke := func() ([]string, bool, error) {
+		return s.publishFacts(r, p.ID, events.IdPSessionsRevoked{RevokedBefore: s.now().UTC(), Reason: events.ReasonIdPDeleted,
+			Cause: "admin API request " + httpserv.RequestIDFrom(r.Context())})
+	}
+	ids, _, err := revoke()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := kv.Delete(r.Context(), p.ID); err != nil {
 		s.fail(w, r, unavailable(err))
 		return
 	}
-	writeResult(w, http.StatusOK, map[string]string{"id": p.ID}, nil)
+	// A login already past /login when the first revocation was applied could still finish before
+	// auth's idp_config watch drops the IdP. A second revocation, once the IdP is gone from the
+	// bucket, covers it (auth revokes every session built before it applies one). Its failure leaves
+	// only that narrow window open, so it is logged, not reported as a failed deletion.
+	more, applied, err := revoke()
+	if err != nil {
+		s.d.Log().Error("identity provider deleted; second revocation of its sessions not published", "idp_id", p.ID, "err", err,
+			"request_id", httpserv.RequestIDFrom(r.Context()))
+	}
+	writeResult(w, http.StatusOK, idpActionResult{ID: p.ID, EventIDs: append(ids, more...), Applied: applied}, nil)
 }
 
 // refreshSecret issues a new SCIM secret. The previous digest and the rotation time are kept so that
@@ -413,24 +435,35 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if strings.TrimSpace(qs) != "" {
 			// Prefix search over the email and name indexes (search.go), then the other filters.
-			ids, err := searchUsers(tx, qs, idp)
+			hits, err := searchUsers(tx, qs, idp)
 			if err != nil {
 				return err
 			}
-			for _, id := range ids {
-				if status == "" && email == "" {
-					total++
-					if total <= skip || len(out) >= perPage {
-						continue
-					}
-					total--
+			for _, h := range hits {
+				if status != "" && !hasStatus(tx, h, status) {
+					continue
 				}
-				u, err := getUser(tx, id)
+				if email != "" {
+					// Rare with q: the exact email filter needs the record.
+					u, err := getUser(tx, h.id)
+					if err != nil {
+						return err
+					}
+					if u != nil {
+						match(u)
+					}
+					continue
+				}
+				total++
+				if total <= skip || len(out) >= perPage {
+					continue
+				}
+				u, err := getUser(tx, h.id)
 				if err != nil {
 					return err
 				}
 				if u != nil {
-					match(u)
+					out = append(out, summary(u))
 				}
 			}
 			return nil
@@ -466,6 +499,24 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 			match(u)
 			return nil
 		}
+		if status != "" {
+			// The status index (search.go): only the page's users are decoded.
+			p := key(status, "")
+			if idp != "" {
+				p = key(status, idp, "")
+			}
+			return prefixScan(tx, bkStatus, p, func(k, _ []byte) error {
+				total++
+				if total <= skip || len(out) >= perPage {
+					return nil
+				}
+				u, err := getUser(tx, lastPart(k))
+				if err == nil && u != nil {
+					out = append(out, summary(u))
+				}
+				return err
+			})
+		}
 		if idp != "" {
 			return prefixScan(tx, bkIdPUsers, key(idp, ""), func(k, _ []byte) error { return visit([]byte(lastPart(k))) })
 		}
@@ -489,14 +540,20 @@ type sessionView struct {
 
 // activeSessions lists the user's valid sessions: unexpired at now, issued after revoked_before, not
 // logged out (logged-out sessions are deleted), and the user not locked (docs/design.md §4).
+//
+// Sessions of an IdP that was deleted (up to its deletion) are not valid either.
 func activeSessions(tx *bolt.Tx, u *user, now time.Time) ([]sessionView, error) {
 	out := []sessionView{}
-	err := prefixScan(tx, bkSessions, key(u.ID, ""), func(k, v []byte) error {
+	ip, err := getIdPState(tx, u.IdPID)
+	if err != nil {
+		return nil, err
+	}
+	err = prefixScan(tx, bkSessions, key(u.ID, ""), func(k, v []byte) error {
 		var ss session
 		if err := json.Unmarshal(v, &ss); err != nil {
 			return err
 		}
-		if ss.ExpiresAt.After(now) && ss.IssuedAt.After(u.RevokedBefore) && !u.Locked {
+		if ss.ExpiresAt.After(now) && ss.IssuedAt.After(u.RevokedBefore) && ss.IssuedAt.After(ip.SessionsRevokedBefore) && !u.Locked {
 			out = append(out, sessionView{SessionIDHash: lastPart(k), IssuedAt: ss.IssuedAt, ExpiresAt: ss.ExpiresAt})
 		}
 		return nil
@@ -513,13 +570,17 @@ type seatView struct {
 
 type userDetail struct {
 	userSummary
-	Identity       events.Identity  `json:"identity"`
-	Seat           seatView         `json:"seat"`
-	RevokedBefore  *time.Time       `json:"revoked_before,omitempty"`
-	SCIM           *scimState       `json:"scim,omitempty"`
-	ActiveSessions []sessionView    `json:"active_sessions"`
-	History        []historyEntry   `json:"history"`
-	IdentityAt     *events.Identity `json:"identity_at,omitempty"`
+	Identity       events.Identity `json:"identity"`
+	Seat           seatView        `json:"seat"`
+	RevokedBefore  *time.Time      `json:"revoked_before,omitempty"`
+	SCIM           *scimState      `json:"scim,omitempty"`
+	ActiveSessions []sessionView   `json:"active_sessions"`
+	History        []historyEntry  `json:"history"`
+	// OIDCSub is the OIDC sub bound to the person (only a login with it is let in), with the time of
+	// the login that bound it; absent when no binding holds (never logged in, or reset).
+	OIDCSub    string           `json:"oidc_sub,omitempty"`
+	SubBoundAt time.Time        `json:"oidc_sub_bound_at,omitzero"`
+	IdentityAt *events.Identity `json:"identity_at,omitempty"`
 }
 
 // getUser returns a user's registry identity, seat, status, active sessions and history (newest
@@ -555,6 +616,13 @@ func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 		}
 		if d.ActiveSessions, err = activeSessions(tx, u, now); err != nil {
 			return err
+		}
+		ip, err := getIdPState(tx, u.IdPID)
+		if err != nil {
+			return err
+		}
+		if d.OIDCSub = u.boundSub(ip); d.OIDCSub != "" {
+			d.SubBoundAt = u.SubBoundAt
 		}
 		c := tx.Bucket([]byte(bkHistory)).Cursor()
 		p := key(u.ID, "")
@@ -629,28 +697,12 @@ type adminActionResult struct {
 // publishAdmin publishes admin facts to IDENTITY (they are applied from there by the identitystore-
 // identity consumer, so a replay sees them) and waits briefly for them to be applied.
 func (s *service) publishAdmin(w http.ResponseWriter, r *http.Request, u *user, ps ...events.Payload) {
-	corr := adminCorrelationPrefix + httpserv.RequestIDFrom(r.Context())
-	now := s.now().UTC()
-	res := adminActionResult{UserID: u.ID, EventIDs: []string{}}
-	var last uint64
-	for _, p := range ps {
-		e := events.New(u.IdPID, now, corr, "", p)
-		data, err := events.Marshal(e)
-		if err != nil {
-			s.fail(w, r, internal(err))
-			return
-		}
-		ack, err := s.d.JS.Publish(r.Context(), e.Subject, data, jetstream.WithMsgID(e.ID))
-		if err != nil {
-			s.fail(w, r, unavailable(err))
-			return
-		}
-		last = ack.Sequence
-		res.EventIDs = append(res.EventIDs, e.ID)
+	res := adminActionResult{UserID: u.ID}
+	var err error
+	if res.EventIDs, res.Applied, err = s.publishFacts(r, u.IdPID, ps...); err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	res.Applied = waitCursor(ctx, s.ident.Cursor, last)
 	status := http.StatusAccepted
 	if res.Applied {
 		status = http.StatusOK
@@ -662,6 +714,85 @@ func (s *service) publishAdmin(w http.ResponseWriter, r *http.Request, u *user, 
 		}
 	}
 	writeResult(w, status, res, nil)
+}
+
+// publishFacts publishes admin facts of IdP idp to IDENTITY, correlated with the request, and waits
+// up to 5 s for this service to apply them (applied false: published, not yet applied here).
+func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload) (ids []string, applied bool, err error) {
+	corr := adminCorrelationPrefix + httpserv.RequestIDFrom(r.Context())
+	now := s.now().UTC()
+	ids = []string{}
+	var last uint64
+	for _, p := range ps {
+		e := events.New(idp, now, corr, "", p)
+		data, err := events.Marshal(e)
+		if err != nil {
+			return nil, false, internal(err)
+		}
+		ack, err := s.d.JS.Publish(r.Context(), e.Subject, data, jetstream.WithMsgID(e.ID))
+		if err != nil {
+			return nil, false, unavailable(err)
+		}
+		last = ack.Sequence
+		ids = append(ids, e.ID)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	return ids, waitCursor(ctx, s.ident.Cursor, last), nil
+}
+
+// idpActionResult is the answer of an action on a whole IdP.
+type idpActionResult struct {
+	ID       string   `json:"id"`
+	EventIDs []string `json:"event_ids"`
+	Applied  bool     `json:"applied"` // false: published, not yet applied here
+}
+
+// unlockUser lifts the user's lock (a deprovisioning lock, or one an admin wants gone after fixing
+// the IdP's data). Sessions issued before the lock stay invalid: the lock moved revoked_before. The
+// SCIM state is not touched: while the IdP still sends active=false the user shows inactive, and the
+// IdP's next deactivation locks again. Unlocking a user that is not locked changes nothing.
+func (s *service) unlockUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.loadUser(w, r)
+	if !ok {
+		return
+	}
+	if !u.Locked {
+		sum := summary(u)
+		writeResult(w, http.StatusOK, adminActionResult{UserID: u.ID, EventIDs: []string{}, Applied: true, User: &sum}, nil)
+		return
+	}
+	s.publishAdmin(w, r, u, events.UserUnlocked{UserID: u.ID, Email: u.Email, Reason: events.ReasonUnlocked})
+}
+
+// resetSub voids the user's OIDC sub binding: the next login binds its sub afresh (an account
+// replaced at the IdP on purpose). Sessions stay as they are.
+func (s *service) resetSub(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.loadUser(w, r)
+	if !ok {
+		return
+	}
+	s.publishAdmin(w, r, u, events.SubReset{UserID: u.ID, Email: u.Email, Reason: events.ReasonAdmin})
+}
+
+// resetSubBindings voids every sub binding of the IdP (its app registration was replaced, which
+// changes every sub at Entra ID): each person's next login binds afresh.
+func (s *service) resetSubBindings(w http.ResponseWriter, r *http.Request) {
+	_, p, _, ok := s.loadIdP(w, r)
+	if !ok {
+		return
+	}
+	ids, applied, err := s.publishFacts(r, p.ID, events.IdPSubBindingsReset{Reason: events.ReasonAdmin,
+		Cause: "admin API request " + httpserv.RequestIDFrom(r.Context())})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if !applied {
+		status = http.StatusAccepted
+	}
+	writeResult(w, status, idpActionResult{ID: p.ID, EventIDs: ids, Applied: applied}, nil)
 }
 
 func waitCursor(ctx context.Context, cursor func() uint64, seq uint64) bool {
@@ -708,43 +839,91 @@ func (s *service) removeSeat(w http.ResponseWriter, r *http.Request) {
 
 // --- SCIM provisioning logs ---
 
-// logView is a log row as Cloudflare returns it: request_body is a JSON-encoded string.
+// logView is a log row as Cloudflare returns it: request_body is a JSON-encoded string. idp names
+// the IdP (id and its current name; the name is empty for an IdP deleted since).
 type logView struct {
 	logRow
+	IdP         logIdP `json:"idp"`
 	RequestBody string `json:"request_body,omitempty"`
+}
+
+type logIdP struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// scimLogParams are the query parameters of GET /api/v1/logs/scim; any other name is refused, so a
+// typo never silently returns every row (or none).
+var scimLogParams = []string{"idp_id", "status", "resource_type", "request_method", "resource_user_email", "resource_group_name",
+	"cf_resource_id", "idp_resource_id", "since", "until", "direction", "page", "per_page", "limit"}
+
+// scimLogValues are the values each enumerated filter accepts (any case): what scim-ingest records.
+var scimLogValues = map[string][]string{
+	"status":         {events.LogSuccess, events.LogError},
+	"resource_type":  {"USER", "GROUP"},
+	"request_method": {http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
 }
 
 func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	multi := func(name string) map[string]bool {
-		var m map[string]bool
+	var probs []string
+	for name := range q {
+		if !slices.Contains(scimLogParams, name) {
+			probs = append(probs, fmt.Sprintf("%s: unknown parameter (known: %s)", name, strings.Join(scimLogParams, ", ")))
+		}
+	}
+	list := func(name string) []string {
+		var out []string
 		for _, v := range q[name] {
 			for _, p := range strings.Split(v, ",") {
 				if p = strings.TrimSpace(p); p != "" {
-					if m == nil {
-						m = map[string]bool{}
-					}
-					m[strings.ToUpper(p)] = true
+					out = append(out, p)
 				}
 			}
+		}
+		return out
+	}
+	enum := func(name string) map[string]bool {
+		var m map[string]bool
+		for _, p := range list(name) {
+			p = strings.ToUpper(p)
+			if !slices.Contains(scimLogValues[name], p) {
+				probs = append(probs, fmt.Sprintf("%s: %q is not one of %s", name, p, strings.Join(scimLogValues[name], ", ")))
+				continue
+			}
+			if m == nil {
+				m = map[string]bool{}
+			}
+			m[p] = true
 		}
 		return m
 	}
 	idps := map[string]bool{}
-	for _, v := range q["idp_id"] {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				idps[p] = true
-			}
-		}
+	for _, p := range list("idp_id") {
+		idps[p] = true
 	}
-	statuses, types, methods := multi("status"), multi("resource_type"), multi("request_method")
+	statuses, types, methods := enum("status"), enum("resource_type"), enum("request_method")
 	userEmail, groupName := normEmail(q.Get("resource_user_email")), q.Get("resource_group_name")
 	cfID, idpResID := q.Get("cf_resource_id"), q.Get("idp_resource_id")
-	var probs []string
-	limit, err := intParam(r, "limit", 100, 1, 1000)
+	page, err := intParam(r, "page", 1, 1, 1<<30)
 	if err != nil {
 		probs = append(probs, err.Error())
+	}
+	// limit is the older name of per_page; both may be given only with the same value.
+	perPage, err := intParam(r, "per_page", 100, 1, 1000)
+	if err != nil {
+		probs = append(probs, err.Error())
+	}
+	if q.Has("limit") {
+		limit, err := intParam(r, "limit", 100, 1, 1000)
+		switch {
+		case err != nil:
+			probs = append(probs, err.Error())
+		case q.Has("per_page") && limit != perPage:
+			probs = append(probs, "limit: an alias of per_page; give one, or both with the same value")
+		default:
+			perPage = limit
+		}
 	}
 	parseT := func(name string) time.Time {
 		v := q.Get(name)
@@ -758,6 +937,9 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		return t
 	}
 	since, until := parseT("since"), parseT("until")
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
+		probs = append(probs, "until: before since")
+	}
 	dir := q.Get("direction")
 	if dir == "" {
 		dir = "desc"
@@ -766,10 +948,12 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		probs = append(probs, "direction: want asc or desc")
 	}
 	if len(probs) > 0 {
+		slices.Sort(probs) // map order above; a stable answer reads better
 		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
 		return
 	}
 	out := []logView{}
+	total, skip := 0, (page-1)*perPage
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(bkSCIMLog)).Cursor()
 		var k, v []byte
@@ -788,7 +972,8 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		for ; k != nil && len(out) < limit; func() {
+		// Every matching row is counted (total_count); only the page's rows are kept.
+		for ; k != nil; func() {
 			if dir == "asc" {
 				k, v = c.Next()
 			} else {
@@ -812,7 +997,11 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 				cfID != "" && row.CFResourceID != cfID || idpResID != "" && row.IdPResourceID != idpResID {
 				continue
 			}
-			lv := logView{logRow: row}
+			total++
+			if total <= skip || len(out) >= perPage {
+				continue
+			}
+			lv := logView{logRow: row, IdP: logIdP{ID: row.IdPID}}
 			if len(row.RequestBody) > 0 {
 				lv.RequestBody = string(row.RequestBody)
 			}
@@ -825,5 +1014,33 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, internal(err))
 		return
 	}
-	writeResult(w, http.StatusOK, out, &resultInfo{Count: len(out), PerPage: limit})
+	var msgs []string
+	if len(out) > 0 {
+		// Names come from idp_config; without NATS the rows are still served, and the answer says so.
+		names, err := s.idpNames(r.Context())
+		if err != nil {
+			msgs = append(msgs, "IdP names unavailable (NATS): idp.name is empty")
+		}
+		for i := range out {
+			out[i].IdP.Name = names[out[i].IdPID]
+		}
+	}
+	writeResultMessages(w, http.StatusOK, out, &resultInfo{Page: page, PerPage: perPage, Count: len(out), TotalCount: total}, msgs)
+}
+
+// idpNames maps every stored IdP's id to its name.
+func (s *service) idpNames(ctx context.Context) (map[string]string, error) {
+	kv, err := s.kv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := listIdPs(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(all))
+	for _, p := range all {
+		names[p.ID] = p.Name
+	}
+	return names, nil
 }

@@ -5,12 +5,14 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
 )
@@ -296,4 +298,39 @@ func TestConsolePages(t *testing.T) {
 	if !strings.Contains(page, "200 SUCCESS</span> PATCH") {
 		t.Errorf("overview lacks the last SCIM request:\n%s", page)
 	}
+}
+
+// TestBackfillIndexes: a registry file written before the search indexes existed gets them at open,
+// so name search, the status filter and the overview's locked count cover its old users.
+func TestBackfillIndexes(t *testing.T) {
+	t.Parallel()
+	db, err := openStore(filepath.Join(t.TempDir(), "old.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u := user{ID: "u1", IdPID: "okta", Email: "lena@example.com", Name: "Lena Schmidt", Locked: true, CreatedAt: epoch, UpdatedAt: epoch}
+	err = db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bkUsers, []byte(u.ID), u) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backfillIndexes(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := backfillIndexes(db); err != nil { // idempotent: a second open changes nothing
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		hits, err := searchUsers(tx, "schm", "")
+		if err != nil || len(hits) != 1 || hits[0] != (searchHit{"lena@example.com", "okta", "u1"}) {
+			t.Errorf("searchUsers(schm) after backfill = %v %v, want u1", hits, err)
+		}
+		if tx.Bucket([]byte(bkStatus)).Get(key(events.StatusProvisioned, "okta", "u1")) == nil {
+			t.Errorf("status index lacks u1 after backfill")
+		}
+		if v := tx.Bucket([]byte(bkStats)).Get([]byte(statLocked("okta"))); len(v) != 8 || v[7] != 1 {
+			t.Errorf("locked counter after backfill = %v, want 1", v)
+		}
+		return nil
+	})
 }

@@ -20,9 +20,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
@@ -126,6 +128,10 @@ type service struct {
 
 	scim, auth, ident, prio *consumer.Runner
 
+	appsMu          sync.Mutex    // serialises the admin API's access-app writes (validation against the set)
+	appSyncKick     chan struct{} // wakes runAppSync after an app change committed
+	appSyncFailures prometheus.Counter
+
 	// beforeApply, when set (tests only), runs before each event is applied; an error it returns is
 	// handled like an apply error (a transient one makes the runner nak and redeliver).
 	beforeApply func(events.Event) error
@@ -161,7 +167,10 @@ func newService(cfg Config, d Deps) (*service, error) {
 		return nil, fmt.Errorf("build search indexes: %w", err)
 	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
-		probe: defaultProbe}
+		probe:       defaultProbe,
+		appSyncKick: make(chan struct{}, 1),
+		appSyncFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: metricsPrefix + "_access_apps_sync_failures_total",
+			Help: "Failed attempts to mirror the access applications into the access_apps KV bucket (retried)."})}
 	fail := func(err error) (*service, error) {
 		db.Close()
 		return nil, err
@@ -188,6 +197,9 @@ func newService(cfg Config, d Deps) (*service, error) {
 		if err := d.Registry.Register(&statsCollector{db: db}); err != nil {
 			return fail(fmt.Errorf("register metrics: %w", err))
 		}
+		if err := d.Registry.Register(s.appSyncFailures); err != nil {
+			return fail(fmt.Errorf("register metrics: %w", err))
+		}
 	}
 	return s, nil
 }
@@ -203,6 +215,9 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 	out, err := s.proj.apply(tx, m.Event)
 	if err != nil {
 		return err
+	}
+	if _, ok := m.Event.Data.(events.AccessAppChanged); ok {
+		tx.OnCommit(s.kickAppSync)
 	}
 	if len(out) == 0 {
 		return nil
@@ -230,6 +245,7 @@ func (s *service) serve(ctx context.Context) error {
 			// after start: a provider that is down never delays or blocks identity-store.
 			g.Go(func() error { s.probeSeeds(ctx); return nil })
 			g.Go(func() error { return s.relay.Run(ctx) })
+			g.Go(func() error { return s.runAppSync(ctx) })
 			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident, DurableSCIMPriority: s.prio} {
 				ready.Set("consumer "+name, consumerCheck(r))
 				g.Go(func() error { return r.Run(ctx) })

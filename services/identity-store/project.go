@@ -147,6 +147,36 @@ func (p *projector) applyTo(t *txn) ([]events.Event, error) {
 		if isAdminEvent(ev) {
 			err = p.adminSeatRemoved(t, d)
 		}
+	case events.UserUnlocked:
+		if isAdminEvent(ev) {
+			err = p.adminUnlocked(t, d)
+		}
+	case events.SubReset:
+		if isAdminEvent(ev) {
+			err = p.adminSubReset(t, d)
+		}
+	case events.IdPSessionsRevoked:
+		if isAdminEvent(ev) {
+			err = p.adminIdP(t, func(st *idpState) {
+				if d.RevokedBefore.After(st.SessionsRevokedBefore) {
+					st.SessionsRevokedBefore = d.RevokedBefore.UTC()
+				}
+			})
+		}
+	case events.IdPSubBindingsReset:
+		if isAdminEvent(ev) {
+			err = p.adminIdP(t, func(st *idpState) {
+				if t.at().After(st.SubResetAt) {
+					st.SubResetAt = t.at()
+				}
+			})
+		}
+	case events.AccessAppChanged:
+		if isAdminEvent(ev) {
+			err = p.accessAppChanged(t, d)
+		}
+	case events.AccessDecided:
+		err = p.accessDecided(t, d)
 	}
 	return t.out, err
 }
@@ -275,6 +305,9 @@ func (p *projector) putUser(t *txn, c *change) error {
 		}
 	}
 	if err := indexNames(t.tx, c.before, u); err != nil {
+		return err
+	}
+	if err := indexStatus(t.tx, c.before, u); err != nil {
 		return err
 	}
 	// Counters.
@@ -909,8 +942,33 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 		}
 		u = &user{ID: uid, IdPID: idp}
 	}
+	ip, err := getIdPState(t.tx, idp)
+	if err != nil {
+		return err
+	}
 	c := t.begin(u, isNew)
 	at := t.at()
+	// The person is bound to the OIDC sub of the first login applied (issue 12, finding 9). A login
+	// with another sub that an auth replica let through (it had not yet learnt the binding: a race
+	// with the first login, or a replica behind) changes nothing here, and its session is revoked on
+	// every replica.
+	bound := u.boundSub(ip)
+	if d.Sub != "" && bound != "" && d.Sub != bound {
+		if d.SessionIDHash != "" {
+			t.publish(events.SessionRevoked{UserID: u.ID, Email: u.Email, SessionIDHash: d.SessionIDHash, ExpiresAt: d.ExpiresAt.UTC(),
+				Reason: events.ReasonSubMismatch})
+		}
+		c.note("login refused: OIDC sub %q is not the bound sub; its session is revoked", d.Sub)
+		if err := statAdd(t.tx, statRevocations(idp, events.ReasonSubMismatch), 1); err != nil {
+			return err
+		}
+		return p.finish(t, c)
+	}
+	if d.Sub != "" && bound == "" {
+		u.Sub, u.SubBoundAt = d.Sub, at
+		t.publish(events.SubBound{UserID: u.ID, Email: email, Sub: d.Sub})
+		c.note("OIDC sub %q bound", d.Sub)
+	}
 	if u.FirstLoginAt.IsZero() {
 		u.FirstLoginAt = at
 	}
@@ -927,12 +985,14 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 		c.note("seat taken")
 	}
 	// The registry identity is rebuilt from the ID token claims plus the latest SCIM state.
-	u.Email, u.Sub, u.OIDCFields = email, d.Sub, d.OIDCFields
+	u.Email, u.OIDCFields = email, d.OIDCFields
 	u.Name = d.Name
 	if u.Name == "" {
 		u.Name = u.SCIM.displayName()
 	}
-	if d.SCIMEnabled {
+	// SCIM membership replaces the claim only for a person SCIM knows (docs/design.md §4); events
+	// from before this rule carry no claim when SCIM was enabled, so a replay gives what it gave.
+	if d.SCIMEnabled && u.scimLinked() {
 		if u.Groups, err = currentSCIMGroups(t.tx, u); err != nil {
 			return err
 		}
@@ -1019,4 +1079,47 @@ func (p *projector) adminSeatRemoved(t *txn, d events.SeatRemoved) error {
 		c.note("seat removed by admin")
 	}
 	return p.finish(t, c)
+}
+
+// adminUnlocked lifts a lock (POST /api/v1/users/{id}/unlock). revoked_before stays where the lock put
+// it, so sessions issued before the lock stay invalid; the SCIM state (deprovisioned, status) is left
+// as the IdP last sent it.
+func (p *projector) adminUnlocked(t *txn, d events.UserUnlocked) error {
+	u, err := t.getUser(d.UserID)
+	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
+		return err
+	}
+	c := t.begin(u, false)
+	if u.Locked {
+		u.Locked = false
+		c.note("unlocked by admin")
+	} else {
+		c.note("unlock by admin: not locked")
+	}
+	return p.finish(t, c)
+}
+
+// adminSubReset voids the person's sub binding as of the event (DELETE /api/v1/users/{id}/sub): the
+// next login binds its sub afresh.
+func (p *projector) adminSubReset(t *txn, d events.SubReset) error {
+	u, err := t.getUser(d.UserID)
+	if err != nil || u == nil || u.IdPID != t.ev.IdPID || t.seen(u) {
+		return err
+	}
+	c := t.begin(u, false)
+	if t.at().After(u.SubResetAt) {
+		u.SubResetAt = t.at()
+	}
+	c.note("OIDC sub binding reset by admin (was %q)", u.Sub)
+	return p.finish(t, c)
+}
+
+// adminIdP applies an admin fact about a whole IdP to its idpState.
+func (p *projector) adminIdP(t *txn, f func(*idpState)) error {
+	st, err := getIdPState(t.tx, t.ev.IdPID)
+	if err != nil {
+		return err
+	}
+	f(&st)
+	return putJSON(t.tx, bkIdPs, []byte(t.ev.IdPID), st)
 }

@@ -53,21 +53,38 @@ func indexNames(tx *bolt.Tx, before, u *user) error {
 			}
 		}
 	}
+	// The value carries what a search sorts and filters by, so a search decodes no user record.
+	val := key(u.Email, u.IdPID)
 	for _, tok := range want {
-		if err := b.Put(key(tok, u.ID), []byte{}); err != nil {
+		if err := b.Put(key(tok, u.ID), val); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// backfillIndexes builds users_by_name and scimlog_last for a registry file written before they
+// indexStatus keeps users_by_status in step with a user's change (before is nil for a new user).
+func indexStatus(tx *bolt.Tx, before, u *user) error {
+	b := tx.Bucket([]byte(bkStatus))
+	now := u.status()
+	if before != nil {
+		if old := before.status(); old != now {
+			if err := b.Delete(key(old, u.IdPID, u.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Put(key(now, u.IdPID, u.ID), []byte{})
+}
+
+// backfillIndexes builds users_by_name, users_by_status and scimlog_last for a registry file written before they
 // existed (both empty while users or log rows exist). Both derive from the current state alone, so
 // the result equals what applying the streams would have built.
 func backfillIndexes(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		names := tx.Bucket([]byte(bkNames))
-		if k, _ := names.Cursor().First(); k == nil {
+		// users_by_status has an entry for every user, so it is empty only in a file that predates
+		// these indexes (or has no users): the non-idempotent locked counter is built once.
+		if k, _ := tx.Bucket([]byte(bkStatus)).Cursor().First(); k == nil {
 			err := tx.Bucket([]byte(bkUsers)).ForEach(func(k, _ []byte) error {
 				u, err := getUser(tx, string(k))
 				if err != nil || u == nil {
@@ -78,6 +95,9 @@ func backfillIndexes(db *bolt.DB) error {
 					if err := statAdd(tx, statLocked(u.IdPID), 1); err != nil {
 						return err
 					}
+				}
+				if err := indexStatus(tx, nil, u); err != nil {
+					return err
 				}
 				return indexNames(tx, nil, u)
 			})
@@ -106,57 +126,46 @@ func backfillIndexes(db *bolt.DB) error {
 	})
 }
 
-// searchUsers returns the ids of users whose email (identity or SCIM) or name starts with q
-// (case-insensitive), sorted by email then id: both indexes are prefix-scanned, so the cost is the
-// number of matches, not the registry's size. idp, when set, restricts the email scan by key.
-func searchUsers(tx *bolt.Tx, q, idp string) ([]string, error) {
+// searchHit is one user a search found: enough to sort, filter and page without decoding it.
+type searchHit struct{ email, idp, id string }
+
+// searchUsers returns the users whose email (identity or SCIM) or name starts with q
+// (case-insensitive), sorted by email then id. Both indexes are prefix-scanned and carry email and
+// IdP in the entry, so the cost grows with the number of matches, not the registry's size, and no
+// user record is decoded. idp, when set, keeps that IdP's users only.
+func searchUsers(tx *bolt.Tx, q, idp string) ([]searchHit, error) {
 	q = strings.ToLower(strings.Join(strings.Fields(q), " "))
-	type hit struct{ email, id string }
 	seen := map[string]bool{}
-	var hits []hit
-	add := func(email, id string) {
-		if !seen[id] {
-			seen[id] = true
-			hits = append(hits, hit{email, id})
+	var hits []searchHit
+	add := func(h searchHit) {
+		if (idp == "" || h.idp == idp) && !seen[h.id] {
+			seen[h.id] = true
+			hits = append(hits, h)
 		}
 	}
 	err := prefixScan(tx, bkEmail, []byte(q), func(k, v []byte) error {
-		parts := bytes.SplitN(k, []byte{0}, 2)
-		if idp != "" && (len(parts) != 2 || string(parts[1]) != idp) {
-			return nil
-		}
-		add(string(parts[0]), string(v))
+		email, kidp, _ := bytes.Cut(k, []byte{0})
+		add(searchHit{string(email), string(kidp), string(v)})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	var byName []string
-	err = prefixScan(tx, bkNames, []byte(q), func(k, _ []byte) error {
-		if id := lastPart(k); !seen[id] {
-			byName = append(byName, id)
-		}
+	err = prefixScan(tx, bkNames, []byte(q), func(k, v []byte) error {
+		email, vidp, _ := bytes.Cut(v, []byte{0})
+		add(searchHit{string(email), string(vidp), lastPart(k)})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range byName {
-		if seen[id] {
-			continue
-		}
-		u, err := getUser(tx, id)
-		if err != nil {
-			return nil, err
-		}
-		if u != nil && (idp == "" || u.IdPID == idp) {
-			add(u.Email, id)
-		}
-	}
-	slices.SortFunc(hits, func(a, b hit) int { return cmp.Or(strings.Compare(a.email, b.email), strings.Compare(a.id, b.id)) })
-	out := make([]string, len(hits))
-	for i, h := range hits {
-		out[i] = h.id
-	}
-	return out, nil
+	slices.SortFunc(hits, func(a, b searchHit) int {
+		return cmp.Or(strings.Compare(a.email, b.email), strings.Compare(a.id, b.id))
+	})
+	return hits, nil
+}
+
+// hasStatus reports whether the user of h has status st, from the status index.
+func hasStatus(tx *bolt.Tx, h searchHit, st string) bool {
+	return tx.Bucket([]byte(bkStatus)).Get(key(st, h.idp, h.id)) != nil
 }

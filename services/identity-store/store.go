@@ -38,10 +38,14 @@ const (
 	bkSCIMAttrs   = "scim_attributes" // registry id → the user's full SCIM resource (JSON), read only by the admin API
 	bkNames       = "users_by_name"   // lower-cased name or name word NUL registry id → "" (search.go)
 	bkSCIMLogLast = "scimlog_last"    // idp → key of the IdP's newest scimlog row (the console's overview)
+	bkStatus      = "users_by_status" // status NUL idp NUL registry id → "" (search.go)
+	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
+	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
+	bkIdPs        = "idps"            // idp id → idpState (JSON): facts about a whole IdP
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkIdPs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
@@ -106,9 +110,16 @@ type user struct {
 	Name       string         `json:"name,omitempty"`
 	Groups     []events.Group `json:"groups"`
 	OIDCFields map[string]any `json:"oidc_fields,omitempty"`
-	Sub        string         `json:"sub,omitempty"`
-	SCIMUserID string         `json:"scim_user_id,omitempty"`
-	SCIM       *scimState     `json:"scim,omitempty"`
+	// Sub is the OIDC sub bound to this person: the sub of the first login applied while no binding
+	// held (issue 12, finding 9). SubBoundAt is that login's event time, SubResetAt the latest admin
+	// reset for the person; the binding holds while SubBoundAt is after it and after the IdP's
+	// reset (idpState.SubResetAt). Event times, so a reset orders against a login alike in every
+	// service and in a replay.
+	Sub        string     `json:"sub,omitempty"`
+	SubBoundAt time.Time  `json:"sub_bound_at,omitzero"`
+	SubResetAt time.Time  `json:"sub_reset_at,omitzero"`
+	SCIMUserID string     `json:"scim_user_id,omitempty"`
+	SCIM       *scimState `json:"scim,omitempty"`
 	// SCIMGroups is the current SCIM membership of SCIMUserID, kept whatever the update mode (Groups
 	// follows it only in automatic mode, or at a login): what the next login reads, published so
 	// auth can build that login's session from it (finish recomputes it).
@@ -146,7 +157,7 @@ func (u *user) identity() events.Identity {
 	id := events.Identity{
 		UserID: u.ID, Email: u.Email, Name: u.Name, Groups: u.Groups, OIDCFields: u.OIDCFields,
 		Status: u.status(), SeatHeld: u.seatHeld(), Locked: u.Locked, SCIMUserID: u.SCIMUserID,
-		SCIMGroups: u.SCIMGroups,
+		SCIMGroups: u.SCIMGroups, SCIMLinked: u.scimLinked(),
 	}
 	if id.Groups == nil {
 		id.Groups = []events.Group{}
@@ -156,6 +167,12 @@ func (u *user) identity() events.Identity {
 		id.RevokedBefore = &rb
 	}
 	return id
+}
+
+// scimLinked reports whether a live SCIM resource links to u: SCIM has told scimflow about the person
+// and not deleted them since, so SCIM membership replaces the token's groups claim.
+func (u *user) scimLinked() bool {
+	return u.SCIMUserID != "" && (u.SCIM == nil || !u.SCIM.Deleted)
 }
 
 // clone copies u deeply enough for apply: maps (oidc_fields, SCIM attributes) are replaced, never
@@ -169,6 +186,28 @@ func (u *user) clone() *user {
 		c.SCIM = &s
 	}
 	return &c
+}
+
+// boundSub returns the sub bound to u that still holds against the IdP's resets, or "".
+func (u *user) boundSub(ip idpState) string {
+	if u.Sub == "" || !u.SubBoundAt.After(u.SubResetAt) || !u.SubBoundAt.After(ip.SubResetAt) {
+		return ""
+	}
+	return u.Sub
+}
+
+// idpState is what the registry knows about a whole IdP beyond its configuration (which lives in the
+// idp_config bucket): when its sessions were revoked (it was deleted) and when its sub bindings were
+// reset. Kept by id after the IdP is deleted, so an IdP created again under that id starts from it.
+type idpState struct {
+	SessionsRevokedBefore time.Time `json:"sessions_revoked_before,omitzero"`
+	SubResetAt            time.Time `json:"sub_reset_at,omitzero"`
+}
+
+func getIdPState(tx *bolt.Tx, idp string) (idpState, error) {
+	var st idpState
+	_, err := getJSON(tx, bkIdPs, []byte(idp), &st)
+	return st, err
 }
 
 // group is a SCIM group. Attribute and membership versions are tracked apart because one SCIM change

@@ -24,15 +24,25 @@ const (
 	bucketGroups     = "groups"        // idp\0gid → resourceRec
 	bucketMembers    = "members"       // idp\0gid\0uid → ""
 	bucketUserGroups = "user_groups"   // idp\0uid\0gid → ""
-	bucketUserName   = "idx_username"  // idp\0lower(userName) → uid (unique, RFC 7643 caseExact=false)
+	bucketUserName   = "idx_username"  // idp\0person.NormalizeEmail(userName) → uid (unique, RFC 7643 caseExact=false)
+	bucketPerson     = "idx_person"    // idp\0registry email → uid (unique: one live resource per person)
 	bucketUserExtID  = "idx_user_ext"  // idp\0externalId\0uid → ""
 	bucketUserEmail  = "idx_email"     // idp\0lower(email)\0uid → ""
 	bucketGroupName  = "idx_group"     // idp\0lower(displayName) → gid (unique)
 	bucketGroupExtID = "idx_group_ext" // idp\0externalId\0gid → ""
+	bucketMeta       = "meta"          // layoutKey → layout version
+)
+
+// layoutVersion is the version of the index layout above. Version 2 keys userNames by
+// person.NormalizeEmail (trimmed of Unicode white space, not only lower-cased) and adds bucketPerson;
+// a file of an older version has both rebuilt from the stored users when the store opens (migrate).
+const (
+	layoutVersion = 2
+	layoutKey     = "layout_version"
 )
 
 var allBuckets = []string{bucketUsers, bucketGroups, bucketMembers, bucketUserGroups, bucketUserName,
-	bucketUserExtID, bucketUserEmail, bucketGroupName, bucketGroupExtID}
+	bucketUserExtID, bucketUserEmail, bucketGroupName, bucketGroupExtID, bucketPerson, bucketMeta}
 
 // resourceRec is a stored user or group: the validated SCIM attributes (canonical attribute names;
 // no id, meta, schemas, members or password) and the metadata the server maintains.
@@ -138,7 +148,10 @@ func registryEmail(attrs map[string]any) string {
 func userIndexKeys(idp, uid string, attrs map[string]any) map[string][][]byte {
 	out := map[string][][]byte{}
 	if u := strAttr(attrs, "userName"); u != "" {
-		out[bucketUserName] = [][]byte{key(idp, strings.ToLower(u))}
+		out[bucketUserName] = [][]byte{key(idp, userNameKey(u))}
+	}
+	if p := personKey(attrs); p != "" {
+		out[bucketPerson] = [][]byte{key(idp, p)}
 	}
 	if x := strAttr(attrs, "externalId"); x != "" {
 		out[bucketUserExtID] = [][]byte{key(idp, x, uid)}
@@ -161,11 +174,18 @@ func groupIndexKeys(idp, gid string, attrs map[string]any) map[string][][]byte {
 }
 
 // reindex replaces the index entries old by new. Unique indexes map to the id; the others are
-// presence keys ending in the id.
+// presence keys ending in the id. A unique entry is removed or written only when it is the id's own
+// (or free): a file written before a uniqueness rule existed may hold two resources with one key, and
+// then the first one keeps it and the other's changes never take it over.
 func reindex(tx *bolt.Tx, id string, old, new map[string][][]byte) error {
 	for b, keys := range old {
 		bk := tx.Bucket([]byte(b))
 		for _, k := range keys {
+			if uniqueIndex(b) {
+				if v := bk.Get(k); v != nil && string(v) != id {
+					continue
+				}
+			}
 			if err := bk.Delete(k); err != nil {
 				return err
 			}
@@ -173,13 +193,16 @@ func reindex(tx *bolt.Tx, id string, old, new map[string][][]byte) error {
 	}
 	for b, keys := range new {
 		bk := tx.Bucket([]byte(b))
-		var v []byte
-		if b == bucketUserName || b == bucketGroupName {
+		v := []byte{}
+		if uniqueIndex(b) {
 			v = []byte(id)
-		} else {
-			v = []byte{}
 		}
 		for _, k := range keys {
+			if uniqueIndex(b) {
+				if cur := bk.Get(k); cur != nil && string(cur) != id {
+					continue
+				}
+			}
 			if err := bk.Put(k, v); err != nil {
 				return err
 			}
@@ -187,6 +210,74 @@ func reindex(tx *bolt.Tx, id string, old, new map[string][][]byte) error {
 	}
 	return nil
 }
+
+func uniqueIndex(bucket string) bool {
+	return bucket == bucketUserName || bucket == bucketGroupName || bucket == bucketPerson
+}
+
+// migrate brings an older file's indexes to layoutVersion: the userName index is rebuilt under
+// userNameKey and the person index is built, both from the stored users in key (creation) order, so
+// where two users share a key the older keeps it. It returns how many users shared a key with an
+// older one.
+func migrate(db *bolt.DB) (int, error) {
+	shared := 0
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if v := meta.Get([]byte(layoutKey)); v != nil && string(v) == fmt.Sprint(layoutVersion) {
+			return nil
+		}
+		for _, b := range []string{bucketUserName, bucketPerson} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		names, persons := tx.Bucket([]byte(bucketUserName)), tx.Bucket([]byte(bucketPerson))
+		err := tx.Bucket([]byte(bucketUsers)).ForEach(func(k, v []byte) error {
+			idp, uid, _ := strings.Cut(string(k), "\x00")
+			rec, err := decodeRec(v)
+			if err != nil {
+				return err
+			}
+			keys := userIndexKeys(idp, uid, rec.Attrs)
+			for b, bk := range map[string]*bolt.Bucket{bucketUserName: names, bucketPerson: persons} {
+				for _, ik := range keys[b] {
+					if bk.Get(ik) != nil {
+						shared++
+						continue
+					}
+					if err := bk.Put(ik, []byte(uid)); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return meta.Put([]byte(layoutKey), []byte(fmt.Sprint(layoutVersion)))
+	})
+	return shared, err
+}
+
+// personKey is the key of the person a user links to, for the one-resource-per-person rule: its
+// registry email when that is an address. A registry email without an '@' (an IdP that puts a
+// timestamp in emails) links no one a login can reach, since logins present checked addresses
+// (person.CheckEmail), so such users are not held to the rule.
+func personKey(attrs map[string]any) string {
+	if p := registryEmail(attrs); strings.Contains(p, "@") {
+		return p
+	}
+	return ""
+}
+
+// userNameKey is the form under which userNames are unique: the one normalisation of person (trimmed
+// of Unicode white space, lower-cased), so "lena@x.com", "Lena@x.com\t" and "lena@x.com" followed by
+// a no-break space are one userName.
+func userNameKey(u string) string { return person.NormalizeEmail(u) }
 
 // lookupUnique returns the id stored under the unique index key, or "".
 func lookupUnique(tx *bolt.Tx, bucket, idp, value string) string {

@@ -2,10 +2,12 @@ package scimingest
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -81,35 +83,76 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 	count = min(max(count, 0), s.cfg.MaxResults)
 	proj := parseProjection(r)
 	idp := info.idp.ID
-	bucket := bucketUsers
-	if kind == kindGroup {
-		bucket = bucketGroups
-	}
-	resp := listResponse{Schemas: []string{scimschema.ListResponse}, StartIndex: start, Resources: []any{}}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		withMembers := kind == kindGroup && proj.wants("members")
-		withGroups := kind == kindUser && proj.wants("groups")
-		emit := func(id string, rec *resourceRec) {
-			var members []string
-			switch {
-			case withMembers:
-				members = children(tx, bucketMembers, idp, id)
-				if members == nil {
-					members = []string{}
-				}
-			case withGroups:
-				members = userGroups(tx, idp, id)
-			}
-			resp.Resources = append(resp.Resources, proj.apply(s.render(idp, kind, id, rec, members)))
+	withRelated := (kind == kindGroup && proj.wants("members")) || (kind == kindUser && proj.wants("groups"))
+	q := listQuery{kind: kind, idp: idp, start: start, count: count, withRelated: withRelated,
+		scanLimit: s.cfg.FilterScanLimit, scanTimeout: s.cfg.FilterScanTimeout.D()}
+	if f != nil {
+		q.filter = f
+		q.filterRelated = (kind == kindGroup && f.mentions("members")) || (kind == kindUser && f.mentions("groups"))
+		q.match = func(id string, rec *resourceRec, related []string) bool {
+			return f.match(s.render(idp, kind, id, rec, related))
 		}
-		if f == nil {
+	}
+	total, page, err := s.store.list(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	resp := listResponse{Schemas: []string{scimschema.ListResponse}, StartIndex: start, TotalResults: total, Resources: []any{}}
+	for _, it := range page {
+		resp.Resources = append(resp.Resources, proj.apply(s.render(idp, kind, it.id, it.rec, it.related)))
+	}
+	resp.ItemsPerPage = len(resp.Resources)
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// listQuery is a list request as the store runs it.
+type listQuery struct {
+	kind, idp    string
+	start, count int
+	withRelated  bool // read each returned resource's members (group) or groups (user)
+	// filter, when set, selects resources: match is called with the resource (and its related ids
+	// when filterRelated) for every candidate.
+	filter        filter
+	filterRelated bool
+	match         func(id string, rec *resourceRec, related []string) bool
+	scanLimit     int           // resources a non-indexed filter may read
+	scanTimeout   time.Duration // how long a non-indexed filter may scan
+}
+
+// listed is one resource of a page.
+type listed struct {
+	id      string
+	rec     *resourceRec
+	related []string
+}
+
+// scanCheckEvery is how many resources a scan reads between checks of its context and time budget.
+const scanCheckEvery = 64
+
+// list returns the number of resources q selects and the page of them it asks for, in stable
+// (creation) order. An equality on an indexed attribute reads only the index's candidates; any other
+// filter scans the IdP's resources, at most scanLimit of them and for at most scanTimeout, and stops
+// when ctx ends (the client left): past either budget it answers 400 tooMany, as the scan cap does.
+func (st *store) list(ctx context.Context, q listQuery) (int, []listed, error) {
+	bucket := kindBucket(q.kind)
+	var page []listed
+	total := 0
+	err := st.db.View(func(tx *bolt.Tx) error {
+		emit := func(id string, rec *resourceRec) {
+			var related []string
+			if q.withRelated {
+				related = relatedIDs(tx, q.kind, q.idp, id)
+			}
+			page = append(page, listed{id: id, rec: rec, related: related})
+		}
+		p := prefix(q.idp)
+		if q.filter == nil {
 			// No filter: count the keys, decode only the page.
-			p := prefix(idp)
 			c := tx.Bucket([]byte(bucket)).Cursor()
-			n := 0
 			for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-				n++
-				if n >= start && len(resp.Resources) < count {
+				total++
+				if total >= q.start && len(page) < q.count {
 					rec, err := decodeRec(v)
 					if err != nil {
 						return err
@@ -117,32 +160,28 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 					emit(string(k[len(p):]), rec)
 				}
 			}
-			resp.TotalResults = n
 			return nil
 		}
-		ids, indexed := s.candidates(tx, kind, idp, f)
-		filterMembers := kind == kindGroup && f.mentions("members")
-		filterGroups := kind == kindUser && f.mentions("groups")
-		n, scanned := 0, 0
 		check := func(id string, rec *resourceRec) {
-			var members []string
-			switch {
-			case filterMembers:
-				members = children(tx, bucketMembers, idp, id)
-			case filterGroups:
-				members = userGroups(tx, idp, id)
+			var related []string
+			if q.filterRelated {
+				if q.kind == kindGroup {
+					related = children(tx, bucketMembers, q.idp, id)
+				} else {
+					related = userGroups(tx, q.idp, id)
+				}
 			}
-			if !f.match(s.render(idp, kind, id, rec, members)) {
+			if !q.match(id, rec, related) {
 				return
 			}
-			n++
-			if n >= start && len(resp.Resources) < count {
+			total++
+			if total >= q.start && len(page) < q.count {
 				emit(id, rec)
 			}
 		}
-		if indexed {
+		if ids, indexed := candidates(tx, q.kind, q.idp, q.filter); indexed {
 			for _, id := range ids {
-				rec, err := getRec(tx, bucket, idp, id)
+				rec, err := getRec(tx, bucket, q.idp, id)
 				if err != nil {
 					return err
 				}
@@ -150,35 +189,39 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 					check(id, rec)
 				}
 			}
-		} else {
-			p := prefix(idp)
-			c := tx.Bucket([]byte(bucket)).Cursor()
-			for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-				if scanned++; scanned > s.cfg.FilterScanLimit {
-					return errorf(http.StatusBadRequest, scimTooMany,
-						"the filter uses no indexed equality and would scan more than %d resources; add userName, externalId, emails or displayName eq", s.cfg.FilterScanLimit)
-				}
-				rec, err := decodeRec(v)
-				if err != nil {
+			return nil
+		}
+		start := st.now()
+		scanned := 0
+		c := tx.Bucket([]byte(bucket)).Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if scanned++; scanned > q.scanLimit {
+				return errorf(http.StatusBadRequest, scimTooMany,
+					"the filter uses no indexed equality and would scan more than %d resources; add userName, externalId, emails or displayName eq", q.scanLimit)
+			}
+			if scanned%scanCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
 					return err
 				}
-				check(string(k[len(p):]), rec)
+				if st.now().Sub(start) > q.scanTimeout {
+					return errorf(http.StatusBadRequest, scimTooMany,
+						"the filter uses no indexed equality and its scan took longer than %s; add userName, externalId, emails or displayName eq", q.scanTimeout)
+				}
 			}
+			rec, err := decodeRec(v)
+			if err != nil {
+				return err
+			}
+			check(string(k[len(p):]), rec)
 		}
-		resp.TotalResults = n
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	resp.ItemsPerPage = len(resp.Resources)
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return total, page, err
 }
 
 // candidates returns, in stable order, the ids an indexed equality of f allows; ok is false when f
 // has none.
-func (s *server) candidates(tx *bolt.Tx, kind, idp string, f filter) ([]string, bool) {
+func candidates(tx *bolt.Tx, kind, idp string, f filter) ([]string, bool) {
 	var ids []string
 	if kind == kindUser {
 		attr, v, ok := f.lookup("id", "userName", "externalId", "emails.value")
@@ -189,7 +232,7 @@ func (s *server) candidates(tx *bolt.Tx, kind, idp string, f filter) ([]string, 
 		case "id":
 			ids = []string{v}
 		case "userName":
-			if id := lookupUnique(tx, bucketUserName, idp, v); id != "" {
+			if id := lookupUnique(tx, bucketUserName, idp, userNameKey(v)); id != "" {
 				ids = []string{id}
 			}
 		case "externalId":

@@ -14,6 +14,9 @@ func (s *server) patchUser(w http.ResponseWriter, r *http.Request, uid string, i
 		return err
 	}
 	rec, err := s.store.UpdateUser(r.Context(), s.writeReq(r, info, http.StatusOK, s.noteUser), uid, func(u *User) error {
+		if err := s.checkPatchWork(ops, u.Attrs, 0); err != nil {
+			return err
+		}
 		m, err := s.applyOps(kindUser, u.Attrs, ops)
 		if err != nil {
 			return err
@@ -66,6 +69,9 @@ func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, 
 			return nil
 		}
 		if len(rest) > 0 {
+			if err := s.checkPatchWork(rest, g.Attrs, 0); err != nil {
+				return err
+			}
 			m, err := s.applyOps(kindGroup, g.Attrs, rest)
 			if err != nil {
 				return err
@@ -92,6 +98,9 @@ func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, 
 func (s *server) patchWholeGroup(g *Group, ops []patchOp) error {
 	stored, err := g.Members()
 	if err != nil {
+		return err
+	}
+	if err := s.checkPatchWork(ops, g.Attrs, len(stored)); err != nil {
 		return err
 	}
 	attrs := make(map[string]any, len(g.Attrs)+1)

@@ -3,6 +3,7 @@ package scimingest
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
@@ -76,4 +77,70 @@ func (s *server) groupPatch(ops []patchOp) (rest []patchOp, ch groupChange, ok b
 		ch.added, ch.removed = d.Add, d.Remove
 	}
 	return rest, ch, true, nil
+}
+
+// patchWork estimates what applying ops to a resource costs, in value comparisons: each operation
+// costs one, plus, when its path (or a path-less value's key) names a multi-valued attribute, the
+// number of values stored there times the values it carries (a filter or a removal by value is
+// matched against every stored value). members is the group's member count when ops are applied to
+// the whole member list (0 otherwise). The review's 135 KB PATCH (1,000 filtered operations on a user
+// with 12,000 emails) costs about 12 million; the default budget, max_patch_work, is 200,000.
+func patchWork(ops []patchOp, attrs map[string]any, members int) int {
+	stored := func(name string) int {
+		if strings.EqualFold(name, "members") {
+			return members
+		}
+		for k, v := range attrs {
+			if strings.EqualFold(k, name) {
+				if l, ok := v.([]any); ok {
+					return len(l)
+				}
+			}
+		}
+		return 0
+	}
+	carried := func(v any) int {
+		if l, ok := v.([]any); ok {
+			return max(len(l), 1)
+		}
+		return 1
+	}
+	work := 0
+	for _, op := range ops {
+		work++
+		if op.Path == "" {
+			m, _ := op.Value.(map[string]any)
+			for k, v := range m {
+				work += stored(topAttr(k)) * carried(v)
+			}
+			continue
+		}
+		work += stored(topAttr(op.Path)) * carried(op.Value)
+	}
+	return work
+}
+
+// topAttr is the top-level attribute a path names: without a core schema URN prefix, up to the
+// first '[' or '.'. An extension path names its container, which is never a list.
+func topAttr(path string) string {
+	lp := strings.ToLower(path)
+	for _, urn := range []string{scimschema.User, scimschema.Group} {
+		if strings.HasPrefix(lp, strings.ToLower(urn)+":") {
+			path = path[len(urn)+1:]
+		}
+	}
+	if i := strings.IndexAny(path, "[."); i >= 0 {
+		path = path[:i]
+	}
+	return strings.TrimSpace(path)
+}
+
+// checkPatchWork refuses a PATCH whose estimated cost is over the budget, before any of it is
+// applied.
+func (s *server) checkPatchWork(ops []patchOp, attrs map[string]any, members int) error {
+	if w := patchWork(ops, attrs, members); w > s.cfg.MaxPatchWork {
+		return errorf(http.StatusBadRequest, scimTooMany,
+			"this PATCH would cost about %d value comparisons (operations times the values they scan); the limit is %d: split it into smaller requests", w, s.cfg.MaxPatchWork)
+	}
+	return nil
 }

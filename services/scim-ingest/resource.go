@@ -11,6 +11,7 @@ import (
 
 	scimerrors "github.com/elimity-com/scim/errors"
 
+	"github.com/scimflow/scimflow/person"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
@@ -108,7 +109,34 @@ func (sc schemas) validateUser(m map[string]any) (map[string]any, error) {
 	if strings.TrimSpace(strAttr(attrs, "userName")) == "" {
 		return nil, errorf(http.StatusBadRequest, scimInvalidValue, "userName is required")
 	}
+	if err := checkEmails(attrs); err != nil {
+		return nil, err
+	}
 	return attrs, nil
+}
+
+// checkEmails refuses email addresses that cannot safely identify a person (person.CheckEmail:
+// control, format and zero-width characters, white space inside, not exactly one '@'): the userName
+// and every value of emails that looks like an address (holds an '@'). Such characters make two
+// addresses look alike to a person while differing to a program, and would reach the registry, the
+// login checks and the identity headers auth sets. Values without an '@' are not addresses and are
+// kept as sent (Microsoft's SCIM Inbound collection sends an ISO timestamp as an email value); they
+// can never equal an address a login presents.
+func checkEmails(attrs map[string]any) error {
+	if u := strAttr(attrs, "userName"); strings.Contains(u, "@") {
+		if err := person.CheckEmail(u); err != nil {
+			return errorf(http.StatusBadRequest, scimInvalidValue, "userName: %v", err)
+		}
+	}
+	for i, e := range emailValues(attrs) {
+		if !strings.Contains(e, "@") {
+			continue
+		}
+		if err := person.CheckEmail(e); err != nil {
+			return errorf(http.StatusBadRequest, scimInvalidValue, "emails[%d].value: %v", i, err)
+		}
+	}
+	return nil
 }
 
 // validateGroup validates a POST or PUT body and returns the attributes to store and the member ids

@@ -54,6 +54,8 @@ type Config struct {
 	MaxResults           int             `json:"max_results"`             // largest page (filter.maxResults); default 1,000
 	DefaultCount         int             `json:"default_count"`           // page size when count is absent; default 100
 	FilterScanLimit      int             `json:"filter_scan_limit"`       // resources a non-indexed filter may scan; 400 tooMany beyond; default 200,000
+	FilterScanTimeout    config.Duration `json:"filter_scan_timeout"`     // how long a non-indexed filter may scan; 400 tooMany beyond; default 2s
+	MaxPatchWork         int             `json:"max_patch_work"`          // value comparisons one PATCH may cost (operations × values scanned); 400 tooMany beyond; default 200,000
 	RateLimit            float64         `json:"rate_limit"`              // requests per second per IdP (token bucket); 0 disables; default 200
 	RateBurst            int             `json:"rate_burst"`              // bucket size; default 400
 	OutboxMaxDepth       int64           `json:"outbox_max_depth"`        // unpublished events at which bulk writes get 429; default 100,000
@@ -68,6 +70,7 @@ func DefaultConfig() Config {
 		Listen: ":8080", BaseURL: "http://localhost:8080",
 		MaxBodyBytes: 1 << 20, MaxPatchOps: 1000, MaxMembersPerRequest: 10000, MaxFilterLength: 4096,
 		MaxResults: 1000, DefaultCount: 100, FilterScanLimit: 200000,
+		FilterScanTimeout: config.Duration(2 * time.Second), MaxPatchWork: 200000,
 		RateLimit: 200, RateBurst: 400, OutboxMaxDepth: 100000, MaxCommitBatch: 256,
 		AdmissionMaxLag: config.Duration(time.Second),
 	}
@@ -96,6 +99,8 @@ func (c Config) Validate() error {
 	positive("max_results", int64(c.MaxResults))
 	positive("default_count", int64(c.DefaultCount))
 	positive("filter_scan_limit", int64(c.FilterScanLimit))
+	positive("filter_scan_timeout", int64(c.FilterScanTimeout))
+	positive("max_patch_work", int64(c.MaxPatchWork))
 	positive("outbox_max_depth", c.OutboxMaxDepth)
 	positive("max_commit_batch", int64(c.MaxCommitBatch))
 	positive("admission_max_lag", int64(c.AdmissionMaxLag))

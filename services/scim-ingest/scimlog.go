@@ -15,6 +15,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/outbox"
+	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
 // maxEventBytes bounds one encoded event. JetStream refuses messages over 1 MB (max_payload), and a
@@ -83,18 +84,49 @@ func securityFact(ev events.Event) bool {
 	return false
 }
 
-const redacted = "[REDACTED]"
+const (
+	redacted = "[REDACTED]"
+	dropped  = "[NOT LOGGED: unknown extension]"
+)
 
-// sensitiveKey reports whether an attribute name holds a secret: password (RFC 7643 returned:never)
-// and anything named like a secret or token.
+// secretWords are the parts of an attribute name that mark a secret; any key holding one, in any
+// letter case, is redacted wherever it appears (the schema's password attribute included).
+var secretWords = []string{"password", "passwd", "pwd", "secret", "credential", "token"}
+
+// sensitiveKey reports whether an attribute name or path holds a secret.
 func sensitiveKey(k string) bool {
 	k = strings.ToLower(k)
-	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
+	for _, w := range secretWords {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// unknownExtension reports whether a key or path names an attribute of a schema extension scimflow
+// does not know. scimflow cannot tell what such values hold (a badge number, a credential under
+// any name), so the log keeps the key and drops the value.
+func unknownExtension(k string) bool {
+	lk := strings.ToLower(k)
+	if !strings.HasPrefix(lk, "urn:") {
+		return false
+	}
+	for _, urn := range []string{scimschema.User, scimschema.Group, scimschema.Enterprise} {
+		if strings.HasPrefix(lk, strings.ToLower(urn)) {
+			return false
+		}
+	}
+	if _, ok := legacyURN(k); ok {
+		return false
+	}
+	return true
 }
 
 // redactBody returns the request body for the provisioning log with secrets replaced: every
-// sensitive key at any depth, and the value of a PATCH operation whose path names one. A body that is
-// not JSON is not logged (it might be anything).
+// sensitive key at any depth, the value of a PATCH operation whose path names one, and every value
+// under an unknown extension (a resource's extension container, an operation's path or a path-less
+// operation's key). A body that is not JSON is not logged (it might be anything).
 func redactBody(body []byte) json.RawMessage {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
@@ -105,6 +137,38 @@ func redactBody(body []byte) json.RawMessage {
 	if err := d.Decode(&v); err != nil {
 		return json.RawMessage(`{"unparsable_body_bytes":` + itoa(len(body)) + `}`)
 	}
+	if m, ok := v.(map[string]any); ok {
+		dropExtensions(m)
+		for k, ops := range m {
+			if !strings.EqualFold(k, "Operations") {
+				continue
+			}
+			list, _ := ops.([]any)
+			for _, op := range list {
+				om, ok := op.(map[string]any)
+				if !ok {
+					continue
+				}
+				unknownPath := false
+				for opKey, ov := range om {
+					if strings.EqualFold(opKey, "path") {
+						p, _ := ov.(string)
+						unknownPath = unknownExtension(strings.TrimSpace(p))
+					}
+				}
+				for opKey, ov := range om {
+					if !strings.EqualFold(opKey, "value") {
+						continue
+					}
+					if unknownPath {
+						om[opKey] = dropped
+					} else if vm, isMap := ov.(map[string]any); isMap {
+						dropExtensions(vm)
+					}
+				}
+			}
+		}
+	}
 	out, err := json.Marshal(redact(v))
 	if err != nil {
 		return nil
@@ -113,6 +177,15 @@ func redactBody(body []byte) json.RawMessage {
 		return json.RawMessage(`{"truncated_body_bytes":` + itoa(len(body)) + `}`)
 	}
 	return out
+}
+
+// dropExtensions replaces the values of m's unknown-extension keys.
+func dropExtensions(m map[string]any) {
+	for k := range m {
+		if unknownExtension(k) {
+			m[k] = dropped
+		}
+	}
 }
 
 func itoa(n int) string {

@@ -52,6 +52,14 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 		log: d.Log(), now: d.Clock(), sc: newSchemas(),
 		idps: map[string]events.IdP{}, limiters: map[string]*rate.Limiter{},
 	}
+	shared, err := migrate(db)
+	if err != nil {
+		return nil, fmt.Errorf("migrate %s indexes: %w", Name, err)
+	}
+	if shared > 0 {
+		s.log.Warn("users share a userName or a linked person with an older user of their IdP; the older keeps it, the others cannot move onto another taken one",
+			"users", shared)
+	}
 	s.m = newMetrics()
 	s.adm = newAdmission(cfg, relay, d.JS, s.now)
 	if d.Registry != nil {

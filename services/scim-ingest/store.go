@@ -169,7 +169,7 @@ func (st *store) CreateUser(ctx context.Context, w writeReq, attrs map[string]an
 	uid := st.ids.next(now)
 	rec := &resourceRec{Attrs: attrs, Version: 1, Created: now, Modified: now}
 	err := st.write(ctx, now, func(tx *bolt.Tx) ([]events.Event, error) {
-		if err := checkUserUnique(tx, w.idp.ID, uid, attrs); err != nil {
+		if err := checkUserUnique(tx, w.idp.ID, uid, nil, attrs); err != nil {
 			return nil, err
 		}
 		if err := putRec(tx, bucketUsers, w.idp.ID, uid, rec); err != nil {
@@ -233,7 +233,7 @@ func (st *store) UpdateUser(ctx context.Context, w writeReq, uid string, fn func
 				out = cur
 				return w.logRecord(uid, attrs), nil
 			}
-			if err := checkUserUnique(tx, idp, uid, attrs); err != nil {
+			if err := checkUserUnique(tx, idp, uid, cur.Attrs, attrs); err != nil {
 				return nil, err
 			}
 			rec := &resourceRec{Attrs: attrs, Version: cur.Version + 1, Created: cur.Created, Modified: now}
@@ -259,10 +259,26 @@ func (st *store) UpdateUser(ctx context.Context, w writeReq, uid string, fn func
 	}
 }
 
-// checkUserUnique refuses a userName another user of the IdP has (case-insensitively).
-func checkUserUnique(tx *bolt.Tx, idp, uid string, attrs map[string]any) error {
-	if other := lookupUnique(tx, bucketUserName, idp, strAttr(attrs, "userName")); other != "" && other != uid {
+// checkUserUnique refuses a userName another user of the IdP has (case-insensitively, ignoring
+// surrounding white space), and a user that would link to a person another live resource of the IdP
+// links to (its registry email: the userName if it is an email, else the primary, work or first
+// email). Without the second rule a new resource naming a deactivated person's email would reopen
+// that person's login; once the linked resource is deleted, a new one may link (rehires, IdPs that
+// re-create accounts).
+//
+// old is the stored user for an update (nil for a create): a key the user had before is not checked
+// again, so a file written before these rules, which may hold two users with one key, still accepts
+// changes to both (reindex leaves the key with its first owner).
+func checkUserUnique(tx *bolt.Tx, idp, uid string, old, attrs map[string]any) error {
+	u := userNameKey(strAttr(attrs, "userName"))
+	if other := lookupUnique(tx, bucketUserName, idp, u); other != "" && other != uid && (old == nil || userNameKey(strAttr(old, "userName")) != u) {
 		return errorf(http.StatusConflict, scimUniqueness, "userName is already taken (case-insensitively)")
+	}
+	if p := personKey(attrs); p != "" && (old == nil || personKey(old) != p) {
+		if other := lookupUnique(tx, bucketPerson, idp, p); other != "" && other != uid {
+			return errorf(http.StatusConflict, scimUniqueness,
+				"another resource of this IdP (%s) already links to the person with this email; delete it first", other)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -264,5 +265,92 @@ func TestStoreStaleSnapshotRecomputes(t *testing.T) {
 	}
 	if calls.Load() != 2 || rec.Version != 3 || rec.Attrs["title"] != "first" || rec.Attrs["nickName"] != "second" {
 		t.Errorf("calls %d, record %+v; want 2 calls, version 3 with both changes", calls.Load(), rec)
+	}
+}
+
+// TestStoreScanBudget: a non-indexed scan stops when its request's context ends and answers 400
+// tooMany once it has run longer than its time budget; an indexed equality is not a scan.
+func TestStoreScanBudget(t *testing.T) {
+	t.Parallel()
+	st := newTestStore(t)
+	ctx := context.Background()
+	for i := range 2 * scanCheckEvery {
+		mustCreateUser(t, st, testIdP, fmt.Sprintf("user%d@x.test", i))
+	}
+	f, err := parseFilter(`title co "x"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := listQuery{kind: kindUser, idp: testIdP.ID, start: 1, count: 10, filter: f, scanLimit: 1 << 20, scanTimeout: time.Hour,
+		match: func(string, *resourceRec, []string) bool { return true }}
+	if total, _, err := st.list(ctx, q); err != nil || total != 2*scanCheckEvery {
+		t.Fatalf("list = %d, %v; want every user", total, err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := st.list(cancelled, q); !errors.Is(err, context.Canceled) {
+		t.Errorf("list(cancelled) = %v, want context.Canceled", err)
+	}
+	// A clock that moves a second per reading: the scan is over its one-second budget at its first check.
+	var tick atomic.Int64
+	st.now = func() time.Time { return time.Unix(tick.Add(1), 0) }
+	q.scanTimeout = time.Second
+	_, _, err = st.list(ctx, q)
+	wantStatus(t, err, http.StatusBadRequest, scimTooMany)
+	eq, _ := parseFilter(`userName eq "user3@x.test"`)
+	q.filter = eq
+	if total, _, err := st.list(ctx, q); err != nil || total != 1 {
+		t.Errorf("indexed list = %d, %v; want 1", total, err)
+	}
+}
+
+// TestStoreMigratesOldIndexes: a file written before layout version 2 (userNames keyed only
+// lower-cased, no person index) has both rebuilt when the store opens; where two users share a key
+// (possible before the rules existed) the older keeps it and both can still be changed.
+func TestStoreMigratesOldIndexes(t *testing.T) {
+	t.Parallel()
+	st := newTestStore(t)
+	now := time.Now()
+	old := map[string]map[string]any{
+		"01-lena":       {"userName": "lena@x.com", "active": false},
+		"02-contractor": {"userName": "contractor-7731", "emails": []any{map[string]any{"value": "LENA@x.com", "primary": true}}},
+		"03-tab":        {"userName": "Bob@x.com\t"},
+	}
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		for uid, attrs := range old {
+			if err := putRec(tx, bucketUsers, testIdP.ID, uid, &resourceRec{Attrs: attrs, Version: 1, Created: now, Modified: now}); err != nil {
+				return err
+			}
+			// The version 1 layout: lower-cased userName, nothing else.
+			if err := tx.Bucket([]byte(bucketUserName)).Put(key(testIdP.ID, strings.ToLower(strAttr(attrs, "userName"))), []byte(uid)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte(bucketMeta)).Delete([]byte(layoutKey))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := migrate(st.db)
+	if err != nil || shared != 1 {
+		t.Fatalf("migrate = %d, %v; want 1 user sharing a key", shared, err)
+	}
+	ctx := context.Background()
+	_, _, err = st.CreateUser(ctx, wr(testIdP), map[string]any{"userName": "bob@x.com"})
+	wantStatus(t, err, http.StatusConflict, scimUniqueness) // "Bob@x.com\t" is keyed as bob@x.com now
+	_, _, err = st.CreateUser(ctx, wr(testIdP), map[string]any{"userName": "someone", "emails": []any{map[string]any{"value": "lena@x.com"}}})
+	wantStatus(t, err, http.StatusConflict, scimUniqueness)
+	// The contractor shares Lena's person from before the rule: it can still be changed (deactivated).
+	if _, err := st.UpdateUser(ctx, wr(testIdP), "02-contractor", func(u *User) error { u.Attrs["active"] = false; return nil }); err != nil {
+		t.Errorf("UpdateUser(contractor) = %v", err)
+	}
+	// Deleting the contractor leaves Lena's link in place.
+	if err := st.DeleteUser(ctx, wr(testIdP), "02-contractor"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = st.CreateUser(ctx, wr(testIdP), map[string]any{"userName": "lena@X.com "})
+	wantStatus(t, err, http.StatusConflict, scimUniqueness)
+	if shared, err := migrate(st.db); err != nil || shared != 0 {
+		t.Errorf("second migrate = %d, %v; want nothing to do", shared, err)
 	}
 }

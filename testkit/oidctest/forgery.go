@@ -1,12 +1,19 @@
 package oidctest
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
+
+	"github.com/scimflow/scimflow/internal/devidp"
 )
 
 // Forgery names one way to make an ID token bad. Forge applies it to the next token the
@@ -252,7 +259,7 @@ const otherClient = "another-client"
 // (slow for RSA) runs without it.
 type signState struct {
 	alg          string
-	keys         map[string]*keyPair
+	keys         map[string]*devidp.KeyPair
 	issuer       string
 	clientID     string
 	clientSecret string
@@ -286,7 +293,7 @@ func (p *Provider) mint(claims map[string]any, f Forgery, accessToken string) (s
 		return "", err
 	}
 	if accessToken != "" {
-		claims["at_hash"] = atHash(s.hashAlg, accessToken)
+		claims["at_hash"] = devidp.ATHash(s.hashAlg, accessToken)
 	}
 	forgeClaims(claims, f, st, s)
 	payload, err := json.Marshal(claims)
@@ -311,29 +318,31 @@ func (p *Provider) mint(claims map[string]any, f Forgery, accessToken string) (s
 
 // signState snapshots the provider for mint.
 func (p *Provider) signState() signState {
+	o := p.Options()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	peer := p.peer
+	p.mu.Unlock()
 	return signState{
-		alg:          p.alg,
-		keys:         p.keys,
-		issuer:       p.issuer,
-		clientID:     p.opts.ClientID,
-		clientSecret: p.opts.ClientSecret,
-		ttl:          p.opts.TokenTTL,
-		now:          p.opts.Now(),
-		peer:         p.peer,
+		alg:          p.Alg(),
+		keys:         p.Keys(),
+		issuer:       p.Issuer(),
+		clientID:     o.ClientID,
+		clientSecret: o.ClientSecret,
+		ttl:          o.TokenTTL,
+		now:          o.Now(),
+		peer:         peer,
 	}
 }
 
 func (p *Provider) chooseSigner(st signState, f Forgery) (signer, error) {
 	header := func(alg string) map[string]any { return map[string]any{"alg": alg, "typ": "JWT"} }
 	genuine := st.keys[st.alg]
-	withKey := func(k *keyPair, kid string) signer {
-		h := header(k.alg)
+	withKey := func(k *devidp.KeyPair, kid string) signer {
+		h := header(k.Alg)
 		if kid != "" {
 			h["kid"] = kid
 		}
-		return signer{alg: k.alg, key: k.priv, header: h, hashAlg: k.alg}
+		return signer{alg: k.Alg, key: k.Private, header: h, hashAlg: k.Alg}
 	}
 	switch f {
 	case ForgeryAlgNone:
@@ -347,17 +356,17 @@ func (p *Provider) chooseSigner(st signState, f Forgery) (signer, error) {
 			return signer{}, err
 		}
 		h := header("HS256")
-		h["kid"] = rsaKey.kid
+		h["kid"] = rsaKey.Kid
 		return signer{alg: "HS256", key: pemBytes, header: h, hashAlg: "HS256"}, nil
 	case ForgeryAlgRS384:
-		return withKey(st.keys["RS384"], st.keys["RS384"].kid), nil
+		return withKey(st.keys["RS384"], st.keys["RS384"].Kid), nil
 	case ForgeryAlgPS256:
-		return withKey(st.keys["PS256"], st.keys["PS256"].kid), nil
+		return withKey(st.keys["PS256"], st.keys["PS256"].Kid), nil
 	case ForgeryNoKid:
 		return withKey(genuine, ""), nil
 	case ForgeryForeignKey, ForgeryMixUp:
-		k := st.peer.currentKey()
-		return withKey(k, k.kid), nil
+		k := st.peer.CurrentKey()
+		return withKey(k, k.Kid), nil
 	case ForgeryUnknownKeySameKid, ForgeryUnknownKid, ForgeryEmbeddedJWK, ForgeryJKU, ForgeryX5U, ForgeryX5C:
 		ak, cert, err := p.attackerKey(st.alg)
 		if err != nil {
@@ -367,22 +376,22 @@ func (p *Provider) chooseSigner(st signState, f Forgery) (signer, error) {
 		base := strings.TrimSuffix(st.issuer, "/")
 		switch f {
 		case ForgeryUnknownKeySameKid:
-			s.header["kid"] = genuine.kid
+			s.header["kid"] = genuine.Kid
 		case ForgeryUnknownKid:
 			s.header["kid"] = "unknown-" + strings.ToLower(rand.Text()[:12])
 		case ForgeryEmbeddedJWK:
-			s.header["jwk"] = ak.jwk()
+			s.header["jwk"] = ak.JWK()
 		case ForgeryJKU:
-			s.header["kid"] = ak.kid
+			s.header["kid"] = ak.Kid
 			s.header["jku"] = base + "/attacker/jwks"
 		case ForgeryX5U:
-			s.header["x5u"] = base + "/attacker/x5u/" + ak.alg
+			s.header["x5u"] = base + "/attacker/x5u/" + ak.Alg
 		case ForgeryX5C:
 			s.header["x5c"] = []string{base64.StdEncoding.EncodeToString(cert)}
 		}
 		return s, nil
 	}
-	return withKey(genuine, genuine.kid), nil
+	return withKey(genuine, genuine.Kid), nil
 }
 
 // forgeClaims applies the claim-level part of f.
@@ -438,7 +447,7 @@ func forgeClaims(c map[string]any, f Forgery, st signState, s signer) {
 	case ForgeryNonceMissing:
 		delete(c, "nonce")
 	case ForgeryBadAtHash:
-		c["at_hash"] = atHash(s.hashAlg, "not-the-access-token")
+		c["at_hash"] = devidp.ATHash(s.hashAlg, "not-the-access-token")
 	case ForgeryOversized:
 		c["x_padding"] = strings.Repeat("A", 1<<20)
 	case ForgeryEmailUnverified:
@@ -448,7 +457,7 @@ func forgeClaims(c map[string]any, f Forgery, st signState, s signer) {
 	case ForgeryPeerIssuer:
 		c["iss"] = st.peer.Issuer()
 	case ForgeryMixUp:
-		c["iss"], c["aud"] = st.peer.Issuer(), st.peer.opts.ClientID
+		c["iss"], c["aud"] = st.peer.Issuer(), st.peer.Options().ClientID
 	}
 }
 
@@ -483,20 +492,62 @@ func forgeSerialization(token string, f Forgery, claims map[string]any) (string,
 	return strings.Join(parts, "."), nil
 }
 
-// claimsFor builds the genuine claim set of an ID token for u.
-func claimsFor(u *user, st signState, nonce string, authTime time.Time) (map[string]any, error) {
-	c, err := u.identityClaims()
+// compactJWS serialises header and payload and signs them with alg and key: "none" and HS* (which
+// only forgeries use) here, every genuine algorithm through devidp.
+func compactJWS(header map[string]any, payload []byte, alg string, key any) (string, error) {
+	if alg != "none" && !strings.HasPrefix(alg, "HS") {
+		return devidp.SignCompact(header, payload, alg, key)
+	}
+	h, err := json.Marshal(header)
 	if err != nil {
-		return nil, err
+		return "", fmt.Errorf("encode header: %w", err)
 	}
-	c["iss"] = st.issuer
-	c["sub"] = u.sub
-	c["aud"] = st.clientID
-	c["iat"] = st.now.Unix()
-	c["exp"] = st.now.Add(st.ttl).Unix()
-	c["auth_time"] = authTime.Unix()
-	if nonce != "" {
-		c["nonce"] = nonce
+	input := b64(h) + "." + b64(payload)
+	if alg == "none" {
+		return input + ".", nil
 	}
-	return c, nil
+	secret, ok := key.([]byte)
+	if !ok {
+		return "", fmt.Errorf("%s needs a byte key, got %T", alg, key)
+	}
+	mac := hmac.New(devidp.HashFor(alg).New, secret)
+	mac.Write([]byte(input))
+	return input + "." + b64(mac.Sum(nil)), nil
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// publicKeyPEM is the PKIX PEM encoding of k's public key: the bytes a naive HS256 verifier
+// would use as MAC secret in the classic RS/HS confusion attack (case O3).
+func publicKeyPEM(k *devidp.KeyPair) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(k.Private.Public())
+	if err != nil {
+		return nil, fmt.Errorf("marshal public key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// selfSignedCert makes a certificate for an attacker key, for the x5c and x5u forgeries (O16).
+func selfSignedCert(k *devidp.KeyPair, now time.Time) ([]byte, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()),
+		Subject:      pkix.Name{CommonName: "oidctest attacker " + k.Kid},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Private.Public(), k.Private)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate: %w", err)
+	}
+	return der, nil
+}
+
+// copyClaims deep-copies claims through JSON, which also proves they are valid JSON.
+func copyClaims(claims map[string]any) (map[string]any, error) {
+	raw, err := json.Marshal(claims)
+	if err != nil {
+		return nil, fmt.Errorf("encode claims: %w", err)
+	}
+	return devidp.DecodeClaims(raw)
 }

@@ -17,6 +17,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/oauth2"
+
+	"github.com/scimflow/scimflow/internal/devidp"
 )
 
 func getJSON(t *testing.T, u string, v any) {
@@ -278,7 +280,10 @@ func TestAuthorizeRejects(t *testing.T) {
 		"code_challenge_method": {"S256"},
 	}
 	with := func(k, v string) url.Values {
-		q := cloneValues(valid)
+		q := url.Values{}
+		for k, vs := range valid {
+			q[k] = append([]string(nil), vs...)
+		}
 		if v == "" {
 			q.Del(k)
 		} else {
@@ -475,7 +480,7 @@ func TestExpiredCode(t *testing.T) {
 	p := newTestProvider(t, opts)
 	r := newRP(t, p, testClientID, testSecret)
 	l := r.authorize(t)
-	clock.Advance(codeTTL + time.Second)
+	clock.Advance(devidp.CodeTTL + time.Second)
 	if _, err := r.exchange(t, l); oauthErrorCode(err) != "invalid_grant" {
 		t.Errorf("Exchange of an expired code = %v, want invalid_grant", err)
 	}

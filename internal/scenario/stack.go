@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scimflow/scimflow/testkit/oidctest"
+	"github.com/scimflow/scimflow/internal/devidp"
 )
 
 // Endpoints are the public listeners of a running scimflow (all-in-one or separate services).
@@ -51,15 +51,25 @@ const ClientID = "scimflow"
 
 // StartProvider starts the test OpenID provider on loopback with ClientID and a random client
 // secret, which it returns; it accepts any redirect URI (auth's port is chosen after it starts).
-func StartProvider() (*oidctest.Provider, string, error) {
+func StartProvider() (*devidp.Provider, string, error) {
 	secret := RandomString(24)
-	p, err := oidctest.Start(oidctest.Options{ClientID: ClientID, ClientSecret: secret})
+	p, err := devidp.Start(devidp.Options{ClientID: ClientID, ClientSecret: secret})
 	return p, secret, err
+}
+
+// OP is what the scenarios need of an OpenID provider: its endpoints and its accounts. Both the
+// honest devidp.Provider and the test kit's forging oidctest.Provider are one.
+type OP interface {
+	Issuer() string
+	AuthURL() string
+	TokenURL() string
+	JWKSURL() string
+	AddUser(devidp.User) error
 }
 
 // NewIdPSpec returns the create body of an IdP that logs in at provider p (secret: p's client
 // secret) with the given SCIM policy. SCIM is enabled.
-func NewIdPSpec(name string, p *oidctest.Provider, clientSecret string, behavior string, userDeprov, seatDeprov bool) IdPSpec {
+func NewIdPSpec(name string, p OP, clientSecret string, behavior string, userDeprov, seatDeprov bool) IdPSpec {
 	return IdPSpec{
 		Name: name, Type: "oidc",
 		Config: OIDCConfig{
@@ -80,9 +90,9 @@ type Person struct {
 
 // NewPerson registers an account at p for email and returns the person with an active SCIM user.
 // The provider sends no groups claim: with SCIM enabled, groups come from SCIM.
-func NewPerson(p *oidctest.Provider, email, given, family string) (*Person, error) {
+func NewPerson(p OP, email, given, family string) (*Person, error) {
 	sub := "sub-" + strings.ToLower(email)
-	if err := p.AddUser(oidctest.User{Sub: sub, Email: email, Name: given + " " + family}); err != nil {
+	if err := p.AddUser(devidp.User{Sub: sub, Email: email, Name: given + " " + family}); err != nil {
 		return nil, err
 	}
 	return &Person{Sub: sub, User: &SCIMUser{UserName: email, GivenName: given, FamilyName: family, Active: true}}, nil

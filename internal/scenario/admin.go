@@ -133,6 +133,9 @@ type User struct {
 	RevokedBefore  *time.Time     `json:"revoked_before"`
 	ActiveSessions []Session      `json:"active_sessions"`
 	History        []HistoryEntry `json:"history"`
+	// OIDCSub is the OIDC sub bound to the person (the sub of their first login); empty when no
+	// binding holds.
+	OIDCSub string `json:"oidc_sub"`
 	// IdentityAt is the identity at the time asked for with UserAt.
 	IdentityAt *Identity `json:"identity_at"`
 }
@@ -325,4 +328,84 @@ func (a *Admin) RefreshSCIMSecret(ctx context.Context, id string) (IdP, error) {
 // DeleteIdP deletes an identity provider.
 func (a *Admin) DeleteIdP(ctx context.Context, id string) error {
 	return a.do(ctx, http.MethodDelete, "/api/v1/identity_providers/"+url.PathEscape(id), nil, nil)
+}
+
+// UnlockUser lifts a user's lock (sessions from before the lock stay invalid).
+func (a *Admin) UnlockUser(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodPost, "/api/v1/users/"+url.PathEscape(id)+"/unlock", nil, nil)
+}
+
+// ResetSub voids the user's OIDC sub binding: the next login binds its sub.
+func (a *Admin) ResetSub(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(id)+"/sub", nil, nil)
+}
+
+// ResetSubBindings voids every OIDC sub binding of the IdP (its app registration was replaced).
+func (a *Admin) ResetSubBindings(ctx context.Context, idpID string) error {
+	return a.do(ctx, http.MethodPost, "/api/v1/identity_providers/"+url.PathEscape(idpID)+"/reset_sub_bindings", nil, nil)
+}
+
+// AccessApp is an access application as the admin API returns it (docs/access-policies.md); the
+// policies are kept as JSON, since tests write them literally.
+type AccessApp struct {
+	ID              string            `json:"id,omitempty"`
+	Name            string            `json:"name"`
+	Domain          string            `json:"domain"`
+	SessionDuration string            `json:"session_duration,omitempty"`
+	AllowedIdPs     []string          `json:"allowed_idps,omitempty"`
+	Policies        []json.RawMessage `json:"policies"`
+}
+
+// AccessTestResult is one person's decision from the policy tester.
+type AccessTestResult struct {
+	UserID   string `json:"user_id"`
+	Email    string `json:"email"`
+	Found    bool   `json:"found"`
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
+}
+
+// AccessTestReport is the policy tester's answer.
+type AccessTestReport struct {
+	Summary struct {
+		Users, Allowed, Denied int
+		ByReason               map[string]int `json:"by_reason"`
+	} `json:"summary"`
+	Users []AccessTestResult `json:"users"`
+}
+
+// AccessLogRow is one row of GET /api/v1/logs/access.
+type AccessLogRow struct {
+	AppID    string `json:"app_id"`
+	Email    string `json:"email"`
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
+	Host     string `json:"host"`
+}
+
+// CreateAccessApp creates an access application.
+func (a *Admin) CreateAccessApp(ctx context.Context, app AccessApp) (AccessApp, error) {
+	var out AccessApp
+	err := a.do(ctx, http.MethodPost, "/api/v1/access/apps", app, &out)
+	return out, err
+}
+
+// DeleteAccessApp deletes an access application.
+func (a *Admin) DeleteAccessApp(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, "/api/v1/access/apps/"+url.PathEscape(id), nil, nil)
+}
+
+// TestAccessApp runs the policy tester on a saved app, for the listed emails (none: the whole
+// registry, summary only).
+func (a *Admin) TestAccessApp(ctx context.Context, id string, emails ...string) (AccessTestReport, error) {
+	var out AccessTestReport
+	err := a.do(ctx, http.MethodPost, "/api/v1/access/apps/"+url.PathEscape(id)+"/test", map[string]any{"emails": emails}, &out)
+	return out, err
+}
+
+// AccessLogs queries the access log.
+func (a *Admin) AccessLogs(ctx context.Context, q url.Values) ([]AccessLogRow, error) {
+	var out []AccessLogRow
+	err := a.do(ctx, http.MethodGet, "/api/v1/logs/access?"+q.Encode(), nil, &out)
+	return out, err
 }

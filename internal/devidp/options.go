@@ -1,4 +1,4 @@
-package oidctest
+package devidp
 
 import (
 	"encoding/json"
@@ -30,7 +30,7 @@ type Options struct {
 	Addr string
 	// ClientID is the one client the provider knows. Required.
 	ClientID string
-	// ClientSecret is that client's secret. Required; also the HS256 key of ForgeryHS256ClientSecret.
+	// ClientSecret is that client's secret. Required.
 	ClientSecret string
 	// RedirectURIs, when set, are the only redirect URIs /authorize accepts (exact string
 	// match, RFC 9700 §2.1). Empty accepts any absolute http(s) URL, because end-to-end
@@ -43,6 +43,9 @@ type Options struct {
 	ClientAuthMethods []string
 	// TokenTTL is the lifetime of ID and access tokens. Default one hour.
 	TokenTTL time.Duration
+	// ExtraKeyAlgs are algorithms whose keys are generated and published in the JWKS but never sign
+	// a genuine token (a test kit signs with them to check that a relying party refuses the alg).
+	ExtraKeyAlgs []string
 	// Now is the provider's clock; tests inject it to mint tokens at exact boundaries.
 	// Default time.Now.
 	Now func() time.Time
@@ -53,12 +56,6 @@ type Options struct {
 // so no caller can change the list for everyone else.
 func SupportedAlgs() []string {
 	return []string{"RS256", "RS512", "PS512", "ES256", "ES384", "ES512"}
-}
-
-// forgeryOnlyAlgs are algorithms go-oidc supports but scimflow does not allow (case O5).
-// Their keys are published in the JWKS so that the only defect of such a token is its alg.
-func forgeryOnlyAlgs() []string {
-	return []string{"RS384", "PS256"}
 }
 
 // Validate reports every problem with o at once, so a test author fixes them in one pass.
@@ -151,7 +148,7 @@ type User struct {
 	Groups []string
 	// Claims are extra claims of any JSON shape (strings, arrays, nested objects). They
 	// override email, email_verified, name and groups. Protocol claims (iss, sub, aud, exp,
-	// iat, nbf, nonce, at_hash, c_hash, azp, auth_time) are refused: forge those with a Forgery.
+	// iat, nbf, nonce, at_hash, c_hash, azp, auth_time) are refused: the provider sets them.
 	Claims map[string]any
 }
 
@@ -177,7 +174,7 @@ func newUser(u User) (*user, error) {
 	}
 	for _, c := range protocolClaims() {
 		if _, ok := u.Claims[c]; ok {
-			return nil, fmt.Errorf("user %s: claim %q is set by the provider; use a Forgery to change it", u.Sub, c)
+			return nil, fmt.Errorf("user %s: claim %q is set by the provider", u.Sub, c)
 		}
 	}
 	raw, err := json.Marshal(u.Claims)
@@ -204,7 +201,7 @@ func (u *user) identityClaims() (map[string]any, error) {
 	if u.groups != nil {
 		c["groups"] = slices.Clone(u.groups)
 	}
-	extra, err := decodeClaims(u.claims)
+	extra, err := DecodeClaims(u.claims)
 	if err != nil {
 		return nil, fmt.Errorf("user %s claims: %w", u.sub, err)
 	}

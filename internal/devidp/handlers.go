@@ -1,11 +1,10 @@
-package oidctest
+package devidp
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 // a path ("http://host/realms/a") serves "/realms/a/token" and so on.
 func (p *Provider) routes() http.Handler {
 	mux := http.NewServeMux()
+	p.mux = mux
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.handleDiscovery)
 	mux.HandleFunc("GET /jwks", p.handleJWKS)
 	mux.HandleFunc("GET /authorize", p.handleAuthorize)
@@ -29,17 +29,15 @@ func (p *Provider) routes() http.Handler {
 	mux.HandleFunc("POST /token", p.handleToken)
 	mux.HandleFunc("GET /userinfo", p.handleUserinfo)
 	mux.HandleFunc("POST /userinfo", p.handleUserinfo)
-	mux.HandleFunc("GET /attacker/jwks", p.handleAttackerJWKS)
-	mux.HandleFunc("GET /attacker/x5u/{alg}", p.handleAttackerX5U)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		issuer := p.Issuer()
 		if issuer == "" {
-			http.Error(w, "oidctest: issuer not set: call SetIssuer or use Start", http.StatusInternalServerError)
+			http.Error(w, "devidp: issuer not set: call SetIssuer or use Start", http.StatusInternalServerError)
 			return
 		}
 		u, err := url.Parse(issuer)
 		if err != nil {
-			http.Error(w, "oidctest: bad issuer", http.StatusInternalServerError)
+			http.Error(w, "devidp: bad issuer", http.StatusInternalServerError)
 			return
 		}
 		if prefix := strings.TrimSuffix(u.Path, "/"); prefix != "" {
@@ -95,14 +93,14 @@ func (p *Provider) handleJWKS(w http.ResponseWriter, r *http.Request) {
 	keys := p.keys
 	p.mu.Unlock()
 	w.Header().Set("Cache-Control", "no-cache")
-	writeJSON(w, http.StatusOK, jwks(keys))
+	writeJSON(w, http.StatusOK, JWKS(keys))
 }
 
-// jwks publishes keys sorted by alg, so the document is stable for a given key set.
-func jwks(keys map[string]*keyPair) jose.JSONWebKeySet {
+// JWKS publishes keys sorted by alg, so the document is stable for a given key set.
+func JWKS(keys map[string]*KeyPair) jose.JSONWebKeySet {
 	var set jose.JSONWebKeySet
 	for _, k := range keys {
-		set.Keys = append(set.Keys, k.jwk())
+		set.Keys = append(set.Keys, k.JWK())
 	}
 	sort.Slice(set.Keys, func(i, j int) bool { return set.Keys[i].Algorithm < set.Keys[j].Algorithm })
 	return set
@@ -167,7 +165,7 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if flow.AuthorizeError != "" {
-		fail(flow.AuthorizeError, "forced by oidctest Flow.AuthorizeError")
+		fail(flow.AuthorizeError, "forced by Flow.AuthorizeError")
 		return
 	}
 	if rt := q.Get("response_type"); rt != "code" {
@@ -211,7 +209,7 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		sub:         sub,
 		nonce:       q.Get("nonce"),
 		challenge:   challenge,
-		expires:     now.Add(codeTTL),
+		expires:     now.Add(CodeTTL),
 		authTime:    now,
 	}
 	p.mu.Unlock()
@@ -237,7 +235,7 @@ func (e *oauthError) Error() string { return e.code + ": " + e.desc }
 
 func writeOAuthError(w http.ResponseWriter, e *oauthError) {
 	if e.status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Basic realm="oidctest"`)
+		w.Header().Set("WWW-Authenticate", `Basic realm="devidp"`)
 	}
 	writeJSON(w, e.status, map[string]string{"error": e.code, "error_description": e.desc})
 }
@@ -318,7 +316,7 @@ func (p *Provider) exchange(form url.Values, method string) (*tokenResponse, *oa
 	flow := p.flow
 	if flow.TokenError != "" {
 		p.mu.Unlock()
-		return nil, &oauthError{http.StatusBadRequest, flow.TokenError, "forced by oidctest Flow.TokenError"}
+		return nil, &oauthError{http.StatusBadRequest, flow.TokenError, "forced by Flow.TokenError"}
 	}
 	if gt := form.Get("grant_type"); gt != "authorization_code" {
 		p.mu.Unlock()
@@ -348,10 +346,7 @@ func (p *Provider) exchange(form url.Values, method string) (*tokenResponse, *oa
 	at := rand.Text() + rand.Text()
 	p.accessTokens[at] = &accessToken{sub: c.sub, expires: now.Add(p.opts.TokenTTL)}
 	c.accessToken = at
-	forgery := p.forgery
-	if !flow.OmitIDToken {
-		p.forgery = NoForgery
-	}
+	minter := p.minter
 	p.lastAuthMethod = method
 	p.mu.Unlock()
 
@@ -364,9 +359,12 @@ func (p *Provider) exchange(form url.Values, method string) (*tokenResponse, *oa
 	if flow.OmitIDToken {
 		return resp, nil
 	}
-	claims, err := claimsFor(u, p.signState(), c.nonce, c.authTime)
+	claims, err := p.claimsFor(u, c.nonce, now, c.authTime)
 	if err == nil {
-		resp.IDToken, err = p.mint(claims, forgery, at)
+		if minter == nil {
+			minter = p.MintGenuine
+		}
+		resp.IDToken, err = minter(claims, at)
 	}
 	if err != nil {
 		return nil, &oauthError{http.StatusInternalServerError, "server_error", err.Error()}
@@ -424,31 +422,4 @@ func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		claims["sub"] = flow.UserinfoSub
 	}
 	writeJSON(w, http.StatusOK, claims)
-}
-
-// handleAttackerJWKS serves the attacker keys a jku header points at. Only a relying party
-// that trusts header-supplied key URLs ever asks for it.
-func (p *Provider) handleAttackerJWKS(w http.ResponseWriter, r *http.Request) {
-	p.attackerFetches.Add(1)
-	p.attackerMu.Lock()
-	keys := make(map[string]*keyPair, len(p.attackerKeys))
-	for alg, k := range p.attackerKeys {
-		keys[alg] = k
-	}
-	p.attackerMu.Unlock()
-	writeJSON(w, http.StatusOK, jwks(keys))
-}
-
-// handleAttackerX5U serves the attacker certificate an x5u header points at.
-func (p *Provider) handleAttackerX5U(w http.ResponseWriter, r *http.Request) {
-	p.attackerFetches.Add(1)
-	p.attackerMu.Lock()
-	cert, ok := p.attackerCerts[r.PathValue("alg")]
-	p.attackerMu.Unlock()
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", "application/pem-certificate-chain")
-	_, _ = w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}))
 }

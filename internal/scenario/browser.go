@@ -80,7 +80,7 @@ func (b *Browser) get(ctx context.Context, u string, hdr http.Header) (*http.Res
 }
 
 // StartLogin opens /login for idpID and follows the redirect to the provider, where the person
-// picks the account sub (oidctest's login_hint). It returns the provider's redirect back to
+// picks the account sub (devidp's login_hint). It returns the provider's redirect back to
 // /callback, not yet followed, so a test can interleave other actions with the callback.
 func (b *Browser) StartLogin(ctx context.Context, idpID, sub string) (string, error) {
 	q := url.Values{"idp_id": {idpID}}
@@ -221,7 +221,7 @@ const (
 // docs/reverse-proxies.md and docs/getting-started.md copies onto the request to the application —
 // overwriting whatever the client sent, so a client can forge none of them.
 func IdentityHeaders() []string {
-	return []string{"X-Scimflow-User-Id", "X-Scimflow-Idp", "X-Scimflow-Email", "X-Scimflow-Groups", "X-Scimflow-Jwt-Assertion"}
+	return []string{"X-Scimflow-User-Id", "X-Scimflow-Idp", "X-Scimflow-Email", "X-Scimflow-Groups", "X-Scimflow-Jwt-Assertion", "X-Scimflow-App"}
 }
 
 // VerifyResult is /verify's answer.
