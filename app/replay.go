@@ -11,16 +11,17 @@ import (
 
 	"github.com/scimflow/scimflow/internal/broker"
 	identitystore "github.com/scimflow/scimflow/services/identity-store"
+	scimingest "github.com/scimflow/scimflow/services/scim-ingest"
 )
 
 // ReplayTargets names the projections `scimflow replay` can rebuild.
-var ReplayTargets = []string{identitystore.Name}
+var ReplayTargets = []string{identitystore.Name, scimingest.Name}
 
 // Replay rebuilds the projection of target from the streams into a fresh bbolt file at out. With
 // nats.url empty it opens the embedded JetStream store under data_dir, refusing while a serve holds
 // the data dir. Nothing is published.
 func Replay(ctx context.Context, f File, target, out string) error {
-	if target != identitystore.Name {
+	if target != identitystore.Name && target != scimingest.Name {
 		return fmt.Errorf("unknown replay target %q", target)
 	}
 	nc, cleanup, err := operatorConn(f)
@@ -32,12 +33,20 @@ func Replay(ctx context.Context, f File, target, out string) error {
 	if err != nil {
 		return err
 	}
+	if target == scimingest.Name {
+		return scimingest.Replay(ctx, js, out)
+	}
 	return identitystore.ReplayWith(ctx, js, out, identitystore.ReplayOptions{SCIMLogRetention: f.IdentityStore.SCIMLogRetention.D()})
 }
 
-// Dump writes the canonical dump of an identity-store bbolt file: the replay oracle compares a live
-// file's dump with a rebuilt one's.
-func Dump(path string, w io.Writer) error { return identitystore.DumpFile(path, w) }
+// Dump writes the canonical dump of an identity-store or scim-ingest bbolt file (told apart by their
+// buckets): the replay oracle compares a live file's dump with a rebuilt one's.
+func Dump(path string, w io.Writer) error {
+	if scimingest.IsDataFile(path) {
+		return scimingest.DumpFile(path, w)
+	}
+	return identitystore.DumpFile(path, w)
+}
 
 // operatorConn is the connection of the operator commands (replay, streams): nats.url, or the embedded
 // store of data_dir opened in this process (refusing while a serve holds the data dir).

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // TestAdminActions checks the operator's levers: revoking a user's sessions (seat kept, next login

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // TestIdentityEdges covers what the §4 table implies beyond its cells, in automatic mode: users are

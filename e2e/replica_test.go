@@ -5,8 +5,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/proctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/proctest"
 )
 
 // TestSecondAuthReplica runs a second auth replica (`scimflow auth`, its own data dir and durable

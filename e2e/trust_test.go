@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // TestSubBindingUnlockAndIdPDeletion runs issue 12's identity findings against `scimflow serve`

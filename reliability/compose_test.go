@@ -31,8 +31,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimflow/scimflow/events"
-	"github.com/scimflow/scimflow/testkit/oidctest"
 	"github.com/scimflow/scimflow/internal/scenario"
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // repoRoot is the repository root relative to this package.
@@ -78,14 +78,10 @@ func doBuildImages(t *testing.T) error {
 		}
 	}
 	start := time.Now()
-	for _, b := range []struct{ out, pkg string }{
-		{filepath.Join(sdir, "scimflow"), "github.com/scimflow/scimflow/cmd/scimflow"},
-		{filepath.Join(ndir, "nats-server"), "github.com/nats-io/nats-server/v2"},
-	} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+	// TestMain built both binaries statically.
+	for _, b := range []struct{ from, to string }{{scimflowBin, filepath.Join(sdir, "scimflow")}, {natsBin, filepath.Join(ndir, "nats-server")}} {
+		if out, err := exec.Command("cp", b.from, b.to).CombinedOutput(); err != nil {
+			return fmt.Errorf("cp %s: %v %s", b.from, err, out)
 		}
 	}
 	// The nats image's healthcheck runs wget, which the official alpine image has from busybox;
@@ -173,13 +169,17 @@ func newComposeProject(t *testing.T, extraFiles ...string) *composeProject {
 	p := &composeProject{t: t, name: fmt.Sprintf("scimflowtest%d", rand.IntN(1<<30)), dir: dir, ports: map[string]int{}}
 	p.files = []string{filepath.Join(dir, "compose.yaml")}
 	for _, f := range extraFiles {
+		if !strings.Contains(f, string(filepath.Separator)) {
+			f = filepath.Join(dir, f) // a file of deploy/compose
+		}
 		abs, err := filepath.Abs(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.files = append(p.files, abs)
 	}
-	for _, v := range []string{"SCIMFLOW_PORT_SCIM", "SCIMFLOW_PORT_ADMIN", "SCIMFLOW_PORT_AUTH", "SCIMFLOW_TEST_NATS_PORT"} {
+	for _, v := range []string{"SCIMFLOW_PORT_SCIM", "SCIMFLOW_PORT_ADMIN", "SCIMFLOW_PORT_AUTH", "SCIMFLOW_TEST_NATS_PORT",
+		"SCIMFLOW_PORT_AUTH_2", "SCIMFLOW_TEST_NATS_2_PORT", "SCIMFLOW_TEST_NATS_3_PORT"} {
 		p.ports[v] = freePort(t)
 		p.env = append(p.env, fmt.Sprintf("%s=%d", v, p.ports[v]))
 	}
@@ -191,7 +191,7 @@ func newComposeProject(t *testing.T, extraFiles ...string) *composeProject {
 	t.Cleanup(func() {
 		if t.Failed() {
 			keep := keepDir(t)
-			out, _ := p.composeOut("logs", "--no-color", "--tail", "300")
+			out, _ := p.composeOut("logs", "--no-color")
 			os.WriteFile(filepath.Join(keep, "compose.log"), []byte(out), 0o600)
 			t.Logf("container logs kept in %s", keep)
 		}
@@ -464,7 +464,7 @@ func TestComposeStack(t *testing.T) {
 
 	// Paced: the kills take minutes (waiting for healthy), and the oracle reads back every user.
 	w := newWorkload(s.scim(), "compose", 3)
-	w.pace = 100 * time.Millisecond
+	w.pace = 300 * time.Millisecond
 	w.start(1 << 20)
 	// docker kill is an operator's stop: the restart policy does not apply, so the test starts
 	// the container again as an operator would, a second after the kill, in the middle of the
@@ -606,4 +606,210 @@ func composeLifecycle(t *testing.T, s *stack) {
 		t.Fatalf("/verify after the SCIM deprovision: %v, want 401", err)
 	}
 	t.Logf("FIGURES compose lifecycle: /verify 401 %s after the deprovisioning PATCH was sent", time.Since(deprovisioned).Round(time.Millisecond))
+}
+
+// TestComposeCluster is the cluster variant (compose.cluster.yaml): three NATS servers, R3 streams,
+// two auth replicas. Under a SCIM workload it SIGKILLs (docker kill) the SCIM stream's leader and
+// cuts auth-2 from the back network. auth-2 must fail closed (503) once its revocation state is
+// older than revocation_max_staleness, catch up on reconnect (a person deprovisioned meanwhile
+// gets 401 there), and no acknowledged write may be lost or applied twice.
+func TestComposeCluster(t *testing.T) {
+	p := newComposeProject(t, "compose.cluster.yaml", filepath.Join("testdata", "compose.test.yaml"), filepath.Join("testdata", "compose.cluster.test.yaml"))
+	all := []string{"nats", "nats-2", "nats-3", "scim-ingest", "identity-store", "auth", "auth-2"}
+	start := time.Now()
+	p.compose(append([]string{"up", "-d"}, all...)...)
+	p.waitHealthy(5*time.Minute, all...)
+	t.Logf("FIGURES compose cluster up: every container healthy %s after `up -d` was called", time.Since(start).Round(time.Millisecond))
+
+	s := p.composeStack(p.gateway("front") + ":0")
+	s.opts.natsURL = fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+		p.ports["SCIMFLOW_TEST_NATS_PORT"], p.ports["SCIMFLOW_TEST_NATS_2_PORT"], p.ports["SCIMFLOW_TEST_NATS_3_PORT"])
+	s.adminToken = p.envValue("SCIMFLOW_ADMIN_TOKEN")
+	s.createIdP()
+	closeProvider(t, s)
+	nc, js := jsConnect(t, s.opts.natsURL)
+	defer nc.Close()
+	ctx := t.Context()
+	if err := waitReplicasCurrent(ctx, js, 2*time.Minute); err != nil {
+		t.Fatalf("streams not R3 with current replicas: %v", err)
+	}
+
+	// A person logged in, whose session auth-2 (the same service behind the balancer) honours.
+	const email = "grace.cluster@example.com"
+	if err := s.provider.AddUser(oidctest.User{Sub: "grace", Email: email, Name: "Grace Cluster"}); err != nil {
+		t.Fatal(err)
+	}
+	sc := s.scim()
+	r := sc.do(ctx, http.MethodPost, "/Users", userBody(email, "Grace"))
+	if r.status != http.StatusCreated {
+		t.Fatalf("SCIM POST /Users = %d %v %s", r.status, r.err, r.body)
+	}
+	var created struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(r.body, &created)
+	b := scenario.NewBrowser(s.auth.baseURL(), nil)
+	if err := b.WaitIdP(ctx, s.idp.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b.Login(ctx, s.idp.ID, "grace"); err != nil || !res.OK() {
+		t.Fatalf("login: %+v %v", res, err)
+	}
+	auth2 := fmt.Sprintf("http://127.0.0.1:%d", p.ports["SCIMFLOW_PORT_AUTH_2"])
+	const app = "http://app.test:3000/"
+	verify2 := func() int {
+		v, err := scenario.Verify(ctx, nil, auth2, b.Session(), "", scenario.Nginx, app)
+		if err != nil {
+			return 0
+		}
+		return v.Status
+	}
+	if err := poll(ctx, time.Minute, func() error {
+		if c := verify2(); c != http.StatusOK {
+			return fmt.Errorf("auth-2 /verify = %d", c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("auth-2 does not honour the session: %v", err)
+	}
+
+	w := newWorkload(sc, "cluster", 3)
+	w.pace = 300 * time.Millisecond
+	// Grace is the oracle's user too (same IdP): her last acknowledged state is the create.
+	w.mu.Lock()
+	w.users[email] = &userModel{UserName: email, ID: created.ID, Given: "Grace"}
+	w.order = append(w.order, email)
+	w.mu.Unlock()
+	w.start(1 << 20)
+	waitUsers(t, w, 20)
+
+	// Kill the SCIM stream's leader.
+	info, err := streamLeader(ctx, js, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := info.Cluster.Leader
+	victim := map[string]string{"nats-1": "nats", "nats-2": "nats-2", "nats-3": "nats-3"}[old]
+	if victim == "" {
+		t.Fatalf("SCIM leader %q is not a compose NATS node", old)
+	}
+	docker(t, "kill", p.container(victim))
+	killed := time.Now()
+	var leader string
+	if err := poll(ctx, time.Minute, func() error {
+		info, err := streamLeader(ctx, js, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		if leader = info.Cluster.Leader; leader == old {
+			return fmt.Errorf("still %s", old)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no new SCIM leader after docker kill of %s: %v", old, err)
+	}
+	election := time.Since(killed)
+	t.Logf("FIGURES compose cluster: SCIM leader %s killed; %s leads %s later (%d users so far)", old, leader, election.Round(time.Millisecond), w.count())
+	waitUsers(t, w, w.count()+20)
+
+	// Cut auth-2 from NATS; the test still reaches it on the front network.
+	a2 := p.container("auth-2")
+	docker(t, "network", "disconnect", p.name+"_back", a2)
+	cut := time.Now()
+	staleness := 10 * time.Second // auth's default revocation_max_staleness, which compose keeps
+	if err := poll(ctx, staleness+20*time.Second, func() error {
+		if c := verify2(); c != http.StatusServiceUnavailable {
+			return fmt.Errorf("auth-2 /verify = %d", c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("auth-2 cut from NATS does not fail closed: %v", err)
+	}
+	failClosed := time.Since(cut)
+	t.Logf("FIGURES compose cluster: auth-2 cut from NATS answers 503 %s after the cut (revocation_max_staleness %s)", failClosed.Round(time.Millisecond), staleness)
+	if failClosed > staleness+5*time.Second {
+		t.Errorf("auth-2 failed closed %s after the cut; revocation_max_staleness is %s", failClosed, staleness)
+	}
+	// While it is cut off, the person is deprovisioned; auth-1 revokes at once.
+	r = sc.do(ctx, http.MethodPatch, "/Users/"+created.ID, patchBody("active", false))
+	if r.status/100 != 2 {
+		t.Fatalf("SCIM PATCH active=false = %d %v %s", r.status, r.err, r.body)
+	}
+	if err := poll(ctx, time.Minute, func() error {
+		v, err := b.Verify(ctx, scenario.Nginx, app)
+		if err != nil || v.Status != http.StatusUnauthorized {
+			return fmt.Errorf("auth-1 /verify = %d %v", v.Status, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("auth-1 after the deprovision: %v", err)
+	}
+	if c := verify2(); c != http.StatusServiceUnavailable {
+		t.Errorf("auth-2, still cut off, answers %d for the deprovisioned session, want 503", c)
+	}
+	docker(t, "network", "connect", p.name+"_back", a2)
+	reconnected := time.Now()
+	if err := poll(ctx, 2*time.Minute, func() error {
+		if c := verify2(); c != http.StatusUnauthorized {
+			return fmt.Errorf("auth-2 /verify = %d", c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("auth-2 after reconnecting: %v, want 401 for the session deprovisioned meanwhile", err)
+	}
+	t.Logf("FIGURES compose cluster: auth-2 caught up (401 for the deprovisioned session) %s after reconnecting", time.Since(reconnected).Round(time.Millisecond))
+
+	p.compose("start", victim)
+	if err := waitReplicasCurrent(ctx, js, 3*time.Minute); err != nil {
+		t.Fatalf("replicas not current after %s restarted: %v", victim, err)
+	}
+	waitUsers(t, w, w.count()+20)
+	w.finish()
+	f := p.verify(s, js, w)
+	// A relay retry across a leader change may be stored twice (figures.StoredTwice); consumers
+	// skip it by event id, so it is reported, not failed.
+	if f.Lost+f.Duplicated+f.Unexpected > 0 {
+		t.Errorf("compose cluster: %s", f)
+	}
+}
+
+// TestComposeBuildContext: the classic builder (docker-compose v1 builds with it) honours the
+// repository's .dockerignore: the context of deploy/Dockerfile carries the sources but not .git,
+// local data, the compose directory or a locally built binary.
+func TestComposeBuildContext(t *testing.T) {
+	if out, err := exec.Command("docker", "version", "-f", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Fatalf("no Docker engine (make compose-test starts one; see .ci/run): %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	df := filepath.Join(dir, "Dockerfile")
+	if err := os.WriteFile(df, []byte("FROM scratch\nCOPY . /ctx\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("scimflow-context-check:%d", rand.IntN(1<<30))
+	cmd := exec.Command("docker", "build", "-q", "-f", df, "-t", tag, repoRoot)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker build of the repository context: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	id := docker(t, "create", tag, "/none")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+	out, err := exec.Command("sh", "-c", "docker export "+id+" | tar -t").Output()
+	if err != nil {
+		t.Fatalf("docker export | tar -t: %v", err)
+	}
+	files := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		files[strings.TrimSuffix(l, "/")] = true
+	}
+	for _, want := range []string{"ctx/go.mod", "ctx/cmd/scimflow/main.go", "ctx/deploy/Dockerfile"} {
+		if !files[want] {
+			t.Errorf("build context lacks %s", want)
+		}
+	}
+	for _, not := range []string{"ctx/.git", "ctx/deploy/compose", "ctx/data", "ctx/scimflow"} {
+		if files[not] {
+			t.Errorf("build context has %s, which .dockerignore excludes", not)
+		}
+	}
 }

@@ -40,7 +40,11 @@ func TestMain(m *testing.M) {
 		{"go", "build", "-o", scimflowBin, "github.com/scimflow/scimflow/cmd/scimflow"},
 		{"go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2"},
 	} {
-		if out, err := exec.Command(b[0], b[1:]...).CombinedOutput(); err != nil {
+		// Static (CGO_ENABLED=0), so the compose tests (compose_test.go) put the same binaries
+		// into FROM scratch images instead of compiling a third variant.
+		cmd := exec.Command(b[0], b[1:]...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n%s", strings.Join(b, " "), err, out)
 			os.Exit(1)
 		}

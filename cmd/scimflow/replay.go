@@ -16,8 +16,13 @@ import (
 const replayUsage = `Usage:
   scimflow replay identity-store -out FILE [-config FILE]
       rebuild the registry from the SCIM, AUTH and IDENTITY streams into a fresh bbolt file
+  scimflow replay scim-ingest -out FILE [-config FILE]
+      rebuild scim-ingest's resources from the SCIM stream into a fresh bbolt file
   scimflow replay dump FILE
-      print the canonical dump of an identity-store file (compare a live file with a rebuilt one)
+      print the canonical dump of an identity-store or scim-ingest file (compare a live file with
+      a rebuilt one)
+
+Rebuilds need the streams complete from their first event (nats.max_age: 0).
 
 With nats.url empty, replay opens the embedded JetStream store under data_dir/nats, so the
 scimflow serve that owns that data dir must be stopped first. Nothing is published.
@@ -35,25 +40,26 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dump":
 		return runReplayDump(args[1:], stdout, stderr)
-	case "identity-store":
+	case "identity-store", "scim-ingest":
 	default:
 		fmt.Fprintf(stderr, "scimflow replay: unknown target %q\n\n%s", args[0], replayUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("replay identity-store", flag.ContinueOnError)
+	target := args[0]
+	fs := flag.NewFlagSet("replay "+target, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", defaultConfig, "config file (YAML); the default is used only if it exists")
 	out := fs.String("out", "", "path of the fresh bbolt file to build (must not exist)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: scimflow replay identity-store -out FILE [-config FILE]
+		fmt.Fprintf(stderr, `Usage: scimflow replay %s -out FILE [-config FILE]
 
-Rebuilds identity-store's registry from the SCIM, AUTH and IDENTITY streams into a fresh bbolt
-file, reading nats.url (or the embedded store under data_dir/nats, whose scimflow serve must be
-stopped) from the config. Nothing is published. Compare the result with the live file using
-scimflow replay dump.
+Rebuilds identity-store's registry from the SCIM, AUTH and IDENTITY streams, or scim-ingest's
+resources from the SCIM stream, into a fresh bbolt file, reading nats.url (or the embedded store
+under data_dir/nats, whose scimflow serve must be stopped) from the config. Nothing is published.
+Compare the result with the live file using scimflow replay dump.
 
 Flags:
-`)
+`, target)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -62,11 +68,11 @@ Flags:
 		}
 		return 2
 	}
-	if !noArgs(fs, "replay identity-store", stderr) {
+	if !noArgs(fs, "replay "+target, stderr) {
 		return 2
 	}
 	if *out == "" {
-		fmt.Fprintln(stderr, "scimflow replay identity-store: -out is required")
+		fmt.Fprintf(stderr, "scimflow replay %s: -out is required\n", target)
 		return 2
 	}
 	f, _, err := loadConfig(fs, *configPath)
@@ -79,7 +85,7 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.Replay(ctx, f, args[0], *out); err != nil {
+	if err := app.Replay(ctx, f, target, *out); err != nil {
 		fmt.Fprintf(stderr, "scimflow replay: %v\n", err)
 		return 1
 	}
@@ -94,8 +100,8 @@ func runReplayDump(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: scimflow replay dump FILE
 
-Prints the canonical dump of an identity-store bbolt file (one line per record, in key order),
-so that a live file and one rebuilt by scimflow replay identity-store can be compared with diff.
+Prints the canonical dump of an identity-store or scim-ingest bbolt file (one line per record, in
+key order), so that a live file and one rebuilt by scimflow replay can be compared with diff.
 The file is opened read-only; stop the service that owns it first.
 `)
 	}

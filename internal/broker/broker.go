@@ -133,6 +133,13 @@ func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// A connection that dies without a FIN or RST (a host or container cut from the network:
+		// reliability/compose_test.go's TestComposeCluster disconnects auth-2 from NATS's network)
+		// is noticed only when pings go unanswered. The client default (every 2 min, 2
+		// outstanding) kept such a replica cut off, failing closed, for minutes after the network
+		// came back; 5 s and 2 notice it within about 15 s.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if logger != nil {
 				logger.Warn("nats disconnected", "err", err)

@@ -80,7 +80,7 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{
-		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(),
+		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(db),
 		ready:      &httpserv.Ready{},
 		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
 		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),

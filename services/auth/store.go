@@ -20,8 +20,8 @@ const (
 	bucketEmails       = "emails"         // idp \x00 lower(email) → user id
 	bucketLoggedOut    = "logged_out"     // session id hash → expiry (8 bytes, unix nanos)
 	bucketLoggedOutExp = "logged_out_exp" // expiry (8 bytes) ‖ hash → empty; prunes logged_out
-	bucketCommitMarks  = "commit_marks"   // idp → highest commit number applied from the IDENTITY stream (8 bytes)
 	bucketIdPs         = "idps"           // idp id → idpRecord JSON
+	bucketCommitMarks  = "commit_marks"   // idp → highest commit number applied from the IDENTITY stream (8 bytes)
 )
 
 // userRecord is what auth knows about one registry user. It changes only by applying IDENTITY
@@ -40,10 +40,6 @@ type userRecord struct {
 	// auth applied them: the snapshot is newer than the session and the revocation covers it.
 	IdentitySeq uint64 `json:"identity_seq,omitempty"`
 	RevokedSeq  uint64 `json:"revoked_seq,omitempty"`
-	// OrderedCommit is the highest commit number of the IDENTITY events applied to this user,
-	// FenceCommit that of the priority-lane locks (see priority.go). Both only grow.
-	OrderedCommit uint64 `json:"ordered_commit,omitempty"`
-	FenceCommit   uint64 `json:"fence_commit,omitempty"`
 	// Sub is the OIDC sub identity-store bound to this person at the first login it applied
 	// (sub_bound), SubBoundAt that login's event time; SubResetAt is the latest admin reset of the
 	// binding (sub_reset). The binding holds while SubBoundAt is after every reset, for the person
@@ -52,6 +48,10 @@ type userRecord struct {
 	Sub        string    `json:"sub,omitempty"`
 	SubBoundAt time.Time `json:"sub_bound_at,omitzero"`
 	SubResetAt time.Time `json:"sub_reset_at,omitzero"`
+	// OrderedCommit is the highest commit number of the IDENTITY events applied to this user,
+	// FenceCommit that of the priority-lane locks (see priority.go). Both only grow.
+	OrderedCommit uint64 `json:"ordered_commit,omitempty"`
+	FenceCommit   uint64 `json:"fence_commit,omitempty"`
 }
 
 // idpRecord is what auth knows about a whole IdP from the IDENTITY stream: when its sessions were
@@ -75,19 +75,32 @@ func boundSub(u *userRecord, ir *idpRecord) string {
 	return u.Sub
 }
 
-// revState is the in-memory mirror of the projection that the hot path reads. It is written only
-// from bbolt OnCommit hooks (and at start from the file), so it never shows uncommitted state.
+// revState is what the hot path reads: the projection in the bbolt file, read through a bounded
+// cache of user records. Nothing is loaded at start but the logged-out sessions and the per-IdP
+// records (few, and checked on every request), so a replica listens at once and holds memory in
+// proportion to the people who are active, not to everyone the registry knows.
+//
+// The cache is written from bbolt OnCommit hooks, so it never shows uncommitted state. A reader that
+// missed the cache fills it with what its read transaction saw only when no commit hook ran since it
+// looked (gen), so a read racing a commit can never leave a stale record behind — not even after the
+// fresh record was evicted again.
 type revState struct {
+	db       *bolt.DB
+	maxCache int
+
 	mu        sync.RWMutex // guards the following
+	gen       uint64       // incremented by every commit hook that changes a user
 	users     map[string]*userRecord
-	emails    map[string]string
 	loggedOut map[string]time.Time
-	marks     map[string]uint64 // idp → highest commit applied from the IDENTITY stream
 	idps      map[string]*idpRecord
+	marks     map[string]uint64 // idp → highest commit applied from the IDENTITY stream
 }
 
-func newRevState() *revState {
-	return &revState{users: map[string]*userRecord{}, emails: map[string]string{}, loggedOut: map[string]time.Time{},
+// defaultUserCache bounds the cached user records: ~1 KB each, so about 100 MB at most.
+const defaultUserCache = 100_000
+
+func newRevState(db *bolt.DB) *revState {
+	return &revState{db: db, maxCache: defaultUserCache, users: map[string]*userRecord{}, loggedOut: map[string]time.Time{},
 		idps: map[string]*idpRecord{}, marks: map[string]uint64{}}
 }
 
@@ -107,11 +120,63 @@ func (s *revState) putMark(idp string, c uint64) {
 	}
 }
 
-// boundSub returns the OIDC sub bound to user id (of idp), if a binding holds.
-func (s *revState) boundSub(id, idp string) string {
+// lookup returns the record of id from the cache, else from the file (then cached), or nil.
+func (s *revState) lookup(id string) *userRecord {
+	s.mu.RLock()
+	u, hit := s.users[id]
+	gen := s.gen
+	s.mu.RUnlock()
+	if hit {
+		return u
+	}
+	var rec *userRecord
+	if s.db != nil {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			r, ok, err := getUser(tx, id)
+			if err == nil && ok {
+				rec = &r
+			}
+			return nil
+		})
+	}
+	if rec == nil {
+		return nil // absent records are not cached: they cost one B+tree lookup
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.users[id]; ok {
+		return cur // a commit hook put a newer record meanwhile
+	}
+	if s.gen == gen {
+		s.evictLocked()
+		s.users[id] = rec
+	}
+	return rec
+}
+
+// evictLocked makes room for one record, dropping arbitrary ones (map order) when the cache is full.
+func (s *revState) evictLocked() {
+	if len(s.users) < s.maxCache {
+		return
+	}
+	n := len(s.users)/16 + 1
+	for k := range s.users {
+		delete(s.users, k)
+		if n--; n == 0 {
+			return
+		}
+	}
+}
+
+func (s *revState) idp(id string) *idpRecord {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return boundSub(s.users[id], s.idps[idp])
+	return s.idps[id]
+}
+
+// boundSub returns the OIDC sub bound to user id (of idp), if a binding holds.
+func (s *revState) boundSub(id, idp string) string {
+	return boundSub(s.lookup(id), s.idp(idp))
 }
 
 func (s *revState) putIdP(r idpRecord) {
@@ -126,10 +191,8 @@ func emailKey(idp, email string) string {
 
 // user returns a copy of the record of id.
 func (s *revState) user(id string) (userRecord, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	u, ok := s.users[id]
-	if !ok {
+	u := s.lookup(id)
+	if u == nil {
 		return userRecord{}, false
 	}
 	return *u, true
@@ -137,10 +200,18 @@ func (s *revState) user(id string) (userRecord, bool) {
 
 // userIDByEmail returns the registry id of (idp, email), if the projection knows it.
 func (s *revState) userIDByEmail(idp, email string) (string, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	id, ok := s.emails[emailKey(idp, email)]
-	return id, ok
+	return s.userIDByEmailKey(emailKey(idp, email))
+}
+
+func (s *revState) userIDByEmailKey(ekey string) (string, bool) {
+	var id string
+	if s.db != nil {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			id = string(tx.Bucket([]byte(bucketEmails)).Get([]byte(ekey)))
+			return nil
+		})
+	}
+	return id, id != ""
 }
 
 // check returns why a session issued at issued, built from the projection up to sequence seq (nil:
@@ -154,19 +225,21 @@ func (s *revState) userIDByEmail(idp, email string) (string, bool) {
 // bound to the person belongs to another account at the IdP.
 func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq *uint64) string {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if _, out := s.loggedOut[h]; out {
+	_, out := s.loggedOut[h]
+	ir := s.idps[idp]
+	mark := s.marks[idp]
+	s.mu.RUnlock()
+	if out {
 		return "logged_out"
 	}
-	ir := s.idps[idp]
 	if ir != nil && (!ir.RevokedBefore.IsZero() && !issued.After(ir.RevokedBefore) || seq != nil && ir.RevokedSeq > *seq) {
 		return "idp_revoked"
 	}
-	if why := userCheck(s.users[id], ir, s.marks, oidcSub, issued, seq); why != "" {
+	if why := userCheck(s.lookup(id), ir, mark, oidcSub, issued, seq); why != "" {
 		return why
 	}
-	if other, ok := s.emails[ekey]; ok && other != id {
-		return userCheck(s.users[other], ir, s.marks, oidcSub, issued, seq)
+	if other, ok := s.userIDByEmailKey(ekey); ok && other != id {
+		return userCheck(s.lookup(other), ir, mark, oidcSub, issued, seq)
 	}
 	return ""
 }
@@ -176,14 +249,15 @@ func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq
 // session was built (RevokedSeq beyond the session's sequence): that session read the state from
 // before the revocation, so it existed before it, even if its login came later in wall time than
 // the change that caused the revocation (a login racing a SCIM change).
-// A priority-lane fence counts as a lock (marks: the IdPs' commit marks, priority.go).
-func userCheck(u *userRecord, ir *idpRecord, marks map[string]uint64, oidcSub string, issued time.Time, seq *uint64) string {
+//
+// A priority-lane fence counts as a lock (mark: the IdP's commit mark, priority.go).
+func userCheck(u *userRecord, ir *idpRecord, mark uint64, oidcSub string, issued time.Time, seq *uint64) string {
 	switch {
 	case u == nil:
 		return ""
 	case oidcSub != "" && boundSub(u, ir) != "" && boundSub(u, ir) != oidcSub:
 		return "sub_mismatch"
-	case u.Locked || fenced(u, marks[u.IdP]):
+	case u.Locked || fenced(u, mark):
 		return "locked"
 	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
 		return "revoked"
@@ -193,16 +267,15 @@ func userCheck(u *userRecord, ir *idpRecord, marks map[string]uint64, oidcSub st
 	return ""
 }
 
-func (s *revState) putUser(u userRecord, oldEmailKey string) {
+// putUser records a committed change of u (the email index lives in the file only).
+func (s *revState) putUser(u userRecord, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if oldEmailKey != "" && s.emails[oldEmailKey] == u.UserID {
-		delete(s.emails, oldEmailKey)
+	s.gen++
+	if _, ok := s.users[u.UserID]; !ok {
+		s.evictLocked()
 	}
 	s.users[u.UserID] = &u
-	if u.Email != "" {
-		s.emails[emailKey(u.IdP, u.Email)] = u.UserID
-	}
 }
 
 func (s *revState) putLoggedOut(h string, exp time.Time) {
@@ -219,26 +292,11 @@ func (s *revState) dropLoggedOut(hs []string) {
 	}
 }
 
-// load fills the mirror from the file at start.
+// load reads the per-IdP records and the logged-out sessions at start; user records are read on
+// demand (lookup).
 func (s *revState) load(tx *bolt.Tx) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := tx.Bucket([]byte(bucketUsers)).ForEach(func(k, v []byte) error {
-		var u userRecord
-		if err := json.Unmarshal(v, &u); err != nil {
-			return fmt.Errorf("user %s: %w", k, err)
-		}
-		s.users[u.UserID] = &u
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := tx.Bucket([]byte(bucketEmails)).ForEach(func(k, v []byte) error {
-		s.emails[string(k)] = string(v)
-		return nil
-	}); err != nil {
-		return err
-	}
 	if err := tx.Bucket([]byte(bucketCommitMarks)).ForEach(func(k, v []byte) error {
 		if len(v) == 8 {
 			s.marks[string(k)] = binary.BigEndian.Uint64(v)

@@ -334,3 +334,46 @@ func TestBackfillIndexes(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConsoleAccess edits an access application through the console: a policy the API refuses shows
+// its message next to the policies field, "Test" evaluates the unsaved application against the
+// registry, "Save" creates it, and the access page lists it.
+func TestConsoleAccess(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("okta")
+	p := pol(events.UpdateNoAction, true, false)
+	h.publish(g.ev(scimUser("u1", "lena@example.com", "Lena Schmidt", true, 1, p)), g.login("lena@example.com", "Lena Schmidt", "s1", true, "Engineering"))
+	h.caughtUp()
+	b := newBrowser(t, "http://"+h.addr)
+	b.signIn(testToken)
+	_, page := b.do("GET", "/ui/access/new", nil)
+	form := url.Values{"csrf": {csrfOf(t, page)}, "name": {"Grafana"}, "domain": {"grafana.corp.example"},
+		"policies": {`[{"name":"eng","decision":"allow","precedence":1,"include":[{"groop":{"name":"Engineering"}}]}]`}, "action": {"save"}}
+	res, page := b.do("POST", "/ui/access", form)
+	if res.StatusCode != http.StatusBadRequest || !regexp.MustCompile(`id="policies-err"><ul class="field-errors"><li>policies\[0\]`).MatchString(page) {
+		t.Fatalf("bad policy = %d, want 400 with the message next to policies:\n%s", res.StatusCode, page)
+	}
+	form.Set("policies", `[{"name":"eng","decision":"allow","precedence":1,"include":[{"email":{"email":"lena@example.com"}}]}]`)
+	form.Set("action", "test")
+	form.Set("test_emails", "lena@example.com, nobody@example.com")
+	res, page = b.do("POST", "/ui/access", form)
+	if res.StatusCode != 200 || !strings.Contains(page, "Test result (not saved)") || !strings.Contains(page, `<th scope="row">lena@example.com</th><td class="ok">allow</td>`) {
+		t.Fatalf("test = %d, want Lena allowed:\n%s", res.StatusCode, page)
+	}
+	if _, page := b.do("GET", "/ui/access", nil); strings.Contains(page, "Grafana") {
+		t.Fatalf("testing saved the application")
+	}
+	form.Set("action", "save")
+	res, _ = b.do("POST", "/ui/access", form)
+	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/ui/access/") {
+		t.Fatalf("save = %d %q, want 303 to the application", res.StatusCode, res.Header.Get("Location"))
+	}
+	if _, page := b.do("GET", "/ui/access", nil); !strings.Contains(page, "grafana.corp.example") {
+		t.Errorf("access page lacks the saved application:\n%s", page)
+	}
+	if res, _ := b.do("GET", "/ui/access/log", nil); res.StatusCode != 200 {
+		t.Errorf("access log page = %d", res.StatusCode)
+	}
+}

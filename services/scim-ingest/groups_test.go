@@ -215,3 +215,33 @@ func TestGroupMembersChunked(t *testing.T) {
 		t.Errorf("added %d ids, want %d", len(added), len(want))
 	}
 }
+
+// TestPatchAddBareStringMember: Microsoft's SCIM reference collection adds a member with a bare
+// string value, {"op":"add","path":"members","value":"<user id>"}: it is one member, added as a
+// delta like any other; a bare string naming no user of the IdP is 400 invalidValue.
+func TestPatchAddBareStringMember(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	u1, u2 := h.createUser("bare1@x.test"), h.createUser("bare2@x.test")
+	g := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "bare",
+		"members": []any{map[string]any{"value": u1}}})
+	if g.status != http.StatusCreated {
+		t.Fatalf("POST group = %d %s", g.status, g.raw)
+	}
+	gid := str(g.body["id"])
+	r := h.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "add", "path": "members", "value": u2}))
+	if r.status != http.StatusNoContent {
+		t.Fatalf("PATCH add bare string = %d %s, want 204", r.status, r.raw)
+	}
+	added, removed, replace := memberDelta(t, h.eventsOf(r))
+	if !slices.Equal(added, []string{u2}) || removed != nil || replace {
+		t.Errorf("delta = +%v -%v replace %v, want +[%s]", added, removed, replace, u2)
+	}
+	if got := h.members(gid); !slices.Equal(got, sorted(u1, u2)) {
+		t.Errorf("members = %v, want %v", got, sorted(u1, u2))
+	}
+	r = h.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "add", "path": "members", "value": "not-a-user"}))
+	if r.status != http.StatusBadRequest || r.body["scimType"] != scimInvalidValue {
+		t.Errorf("PATCH add unknown bare string = %d %s, want 400 invalidValue", r.status, r.raw)
+	}
+}

@@ -34,7 +34,10 @@ type store struct {
 }
 
 func newStore(db *bolt.DB, commits *committer, now func() time.Time) *store {
-	return &store{db: db, commits: commits, now: now, ids: &idGen{}}
+	// Times are stored in UTC, as events carry them, so a file rebuilt from the stream (replay.go) is
+	// byte for byte the live one.
+	utc := func() time.Time { return now().UTC() }
+	return &store{db: db, commits: commits, now: utc, ids: &idGen{}}
 }
 
 // writeReq says who writes: the IdP (its id and policy go into the events), the request (its id is
