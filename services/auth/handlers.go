@@ -195,6 +195,12 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.loginFailed(w, r, txn.IdP, "txn_store_unavailable", http.StatusServiceUnavailable, err)
 		return
 	}
+	// Every SCIM write of this IdP acknowledged before now must shape the session (read-your-writes
+	// end to end; catchup.go): ask scim-ingest and identity-store while the code is exchanged.
+	var barrier <-chan barrierResult
+	if e, ok := s.idps.get(txn.IdP); ok && e.cfg.SCIMConfig.Enabled && !s.cfg.noSCIMBarrier {
+		barrier = s.startSCIMBarrier(r.Context(), txn.IdP)
+	}
 	// What the IDENTITY stream holds as the callback begins: the session is built only once this
 	// replica's projection has applied it (read-your-writes; see catchup.go).
 	head, err := s.identityHead(r.Context())
@@ -243,6 +249,14 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.loginFailed(w, r, txn.IdP, "error", http.StatusBadGateway, lerr)
 		}
 		return
+	}
+	if barrier != nil {
+		res := <-barrier
+		if res.err != nil {
+			s.catchUpFailed(w, r, txn.IdP, res.cause, res.err)
+			return
+		}
+		head = max(head, res.seq)
 	}
 	s.completeLogin(w, r, rp, txn, claims, sub, now, head)
 }

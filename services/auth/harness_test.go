@@ -216,6 +216,7 @@ func (h *harness) startReplicaWait(id string, mut func(*Config), ready bool) *re
 	cfg.ReplicaID = id
 	cfg.AllowedRedirectOrigins = []string{"https://app.example.com"}
 	cfg.RevocationMaxStaleness = config.Duration(10 * time.Second)
+	cfg.noSCIMBarrier = true // no scim-ingest or identity-store here; e2e tests the barrier
 	if mut != nil {
 		mut(&cfg)
 	}

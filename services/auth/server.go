@@ -280,6 +280,7 @@ type metrics struct {
 	revocationLatency prometheus.Histogram
 	jwksFetches       *prometheus.CounterVec
 	catchUpWait       prometheus.Histogram
+	barrierWait       prometheus.Histogram
 	catchUpRefused    *prometheus.CounterVec
 	accessDecisions   *prometheus.CounterVec
 	accessLogDropped  prometheus.Counter
@@ -310,6 +311,9 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
 		priorityRevocations: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_priority_revocations_total",
 			Help: "Revocations applied from the IDENTITY_PRIORITY lane before the IDENTITY stream delivered them."}),
+		barrierWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_login_scim_barrier_seconds",
+			Help:    "Time a login callback's read-your-writes barrier took (scim-ingest outbox, then identity-store), running alongside the code exchange.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
 		catchUpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_login_catch_up_refused_total",
 			Help: "Logins refused with 503 because the IDENTITY projection could not catch up (timeout) or the stream could not be read (unavailable)."}, []string{"reason"}),
 		accessDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimflow_auth_access_decisions_total",
@@ -334,7 +338,7 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
 		Help: "Seconds since the revocation projection (IDENTITY, IDENTITY_PRIORITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, m.priorityRevocations, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.barrierWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, m.priorityRevocations, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

@@ -166,6 +166,10 @@ func newService(cfg Config, d Deps) (*service, error) {
 		db.Close()
 		return nil, fmt.Errorf("build search indexes: %w", err)
 	}
+	if err := backfillAccessIdent(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("build access identity index: %w", err)
+	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
 		probe:       defaultProbe,
 		appSyncKick: make(chan struct{}, 1),
@@ -244,6 +248,9 @@ func (s *service) serve(ctx context.Context) error {
 			// Seeded IdPs are checked against their providers like saved ones, but only warn, and
 			// after start: a provider that is down never delays or blocks identity-store.
 			g.Go(func() error { s.probeSeeds(ctx); return nil })
+			if s.d.NC != nil {
+				g.Go(func() error { return s.serveBarrier(ctx, s.d.NC) })
+			}
 			g.Go(func() error { return s.relay.Run(ctx) })
 			g.Go(func() error { return s.runAppSync(ctx) })
 			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident, DurableSCIMPriority: s.prio} {

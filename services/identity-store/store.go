@@ -41,11 +41,12 @@ const (
 	bkStatus      = "users_by_status" // status NUL idp NUL registry id → "" (search.go)
 	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
 	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
+	bkAccessIdent = "access_identity" // registry id → what access policies read of the user (access_index.go)
 	bkIdPs        = "idps"            // idp id → idpState (JSON): facts about a whole IdP
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkIdPs, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkAccessIdent, bkIdPs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the

@@ -82,7 +82,8 @@ type reqInfo struct {
 	groupName  string
 	errDetail  string
 	body       []byte
-	logged     bool // the log record was committed with the change
+	logged     bool   // the log record was committed with the change
+	failedIdP  string // the configured IdP whose secret the request failed; "" for no such IdP
 }
 
 type infoKey struct{}
@@ -146,9 +147,11 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	s.m.requests.WithLabelValues(idpLabel, method, resLabel, strconv.Itoa(status)).Inc()
 	s.m.latency.WithLabelValues(method, resLabel).Observe(s.now().Sub(start).Seconds())
 	if !info.authed {
-		// Not this IdP's request (it may not even be the IdP): slog only, without the body or query.
-		s.log.Info("scim request rejected before authentication", "request_id", info.requestID,
-			"method", r.Method, "resource", resLabel, "status", status)
+		// Not this IdP's request (it may not even be the IdP): never on a stream, and logged only as
+		// one aggregated entry per IdP per minute (authfail.go). 503 while starting is no failure.
+		if status == http.StatusUnauthorized || status == http.StatusNotFound {
+			s.authErr.add(info.failedIdP)
+		}
 		return
 	}
 	if info.logged {
@@ -172,6 +175,7 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 		return errorf(http.StatusNotFound, "", "no SCIM endpoint here")
 	}
 	if !s.authenticate(r, idp) {
+		info.failedIdP = idp.ID
 		return errorf(http.StatusUnauthorized, "", "missing or invalid bearer token")
 	}
 	info.idp, info.authed = idp, true
