@@ -273,7 +273,16 @@ func TestConsolePages(t *testing.T) {
 	if u := h.userByEmail(idp, "lena@example.com"); u.RevokedBefore.IsZero() {
 		t.Errorf("revoke through the console left revoked_before unset")
 	}
+	// Reset the OIDC sub binding, also confirmed first.
+	_, page = b.do("GET", "/ui/people/"+uid+"/reset-sub", nil)
+	res, _ = b.do("POST", "/ui/people/"+uid+"/reset-sub", url.Values{"csrf": {csrfOf(t, page)}})
+	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Header.Get("Location"), "state=done") {
+		t.Fatalf("reset sub = %d %q, want 303 back to the person, done", res.StatusCode, res.Header.Get("Location"))
+	}
 	_, page = b.do("GET", "/ui/people/"+uid, nil)
+	if !strings.Contains(page, "identity.user.sub_reset") {
+		t.Errorf("person page lacks the sub reset in the history")
+	}
 	if !strings.Contains(page, "identity.user.sessions_revoked") || !strings.Contains(page, "cause: <code>admin-") {
 		t.Errorf("person page lacks the revocation in the history:\n%s", page)
 	}
@@ -287,12 +296,27 @@ func TestConsolePages(t *testing.T) {
 	h.caughtUp()
 	_, page = b.do("GET", "/ui/logs?idp_id="+idp, nil)
 	link := regexp.MustCompile(`href="(/ui/logs/caused\?[^"]+)">What it caused`).FindStringSubmatch(page)
-	if link == nil || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
+	if link == nil || !strings.Contains(page, "1–1 of 1 requests") || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
 		t.Fatalf("log page lacks the PATCH row, its body or its link:\n%s", page)
 	}
 	_, page = b.do("GET", strings.ReplaceAll(link[1], "&amp;", "&"), nil)
 	if !strings.Contains(page, "identity.user.sessions_revoked (deprovisioned)") || !strings.Contains(page, "sessions revoked: deprovisioned") {
 		t.Errorf("caused page lacks the revocation:\n%s", page)
+	}
+	// The deactivation locked Lena; the person page offers Unlock, behind a confirmation.
+	if !h.userByEmail(idp, "lena@example.com").Locked {
+		t.Fatalf("deactivation did not lock Lena")
+	}
+	_, page = b.do("GET", "/ui/people/"+uid, nil)
+	if !strings.Contains(page, `href="/ui/people/`+uid+`/unlock"`) {
+		t.Errorf("person page of a locked user lacks Unlock")
+	}
+	_, page = b.do("GET", "/ui/people/"+uid+"/unlock", nil)
+	if res, _ := b.do("POST", "/ui/people/"+uid+"/unlock", url.Values{"csrf": {csrfOf(t, page)}}); res.StatusCode != http.StatusSeeOther {
+		t.Errorf("unlock = %d, want 303", res.StatusCode)
+	}
+	if h.userByEmail(idp, "lena@example.com").Locked {
+		t.Errorf("Lena still locked after the console's unlock")
 	}
 	_, page = b.do("GET", "/ui/", nil)
 	if !strings.Contains(page, "200 SUCCESS</span> PATCH") {
