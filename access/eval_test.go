@@ -248,3 +248,39 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+// TestPreparedIdentityAgrees: an identity prepared for a registry (group selectors as bits) decides
+// exactly as one evaluated by name, including for groups no selector names and for another
+// registry's preparation.
+func TestPreparedIdentityAgrees(t *testing.T) {
+	t.Parallel()
+	a1, _ := ParseApp([]byte(issueApp))
+	a1.ID = "a1"
+	a2 := appOn("a2", "other.example")
+	a2.Policies = []Policy{
+		{Name: "ops", Decision: Allow, Precedence: 2, Include: []Selector{{Group: &GroupSel{Name: "OPS"}}, {Group: &GroupSel{Name: "sre", IdentityProviderID: "okta"}}}},
+		{Name: "no interns", Decision: Deny, Precedence: 1, Include: []Selector{{Everyone: &Everyone{}}}, Exclude: []Selector{{Group: &GroupSel{Name: "staff"}}}},
+	}
+	reg, err := Compile([]App{a1, a2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := Compile([]App{appOn("x", "x.example")})
+	for _, groups := range [][]string{nil, {"engineering"}, {"Ops", "staff"}, {"SRE", "Staff"}, {"unknown", "staff", "Engineering"}} {
+		for _, idp := range []string{"okta", "entra"} {
+			for _, c := range reg.Apps() {
+				plain := NewIdentity("ann@corp.example", idp, groups, nil)
+				prepared := NewIdentity("ann@corp.example", idp, groups, nil)
+				reg.Prepare(prepared)
+				foreign := NewIdentity("ann@corp.example", idp, groups, nil)
+				other.Prepare(foreign)
+				want := c.Decide("/", netip.Addr{}, plain)
+				for name, id := range map[string]*Identity{"prepared": prepared, "foreign": foreign} {
+					if got := c.Decide("/", netip.Addr{}, id); got.Reason != want.Reason {
+						t.Errorf("%s %v %s at %s: %s decides %s, by name %s", c.App.ID, groups, idp, c.App.ID, name, got.Reason, want.Reason)
+					}
+				}
+			}
+		}
+	}
+}

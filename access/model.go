@@ -29,11 +29,10 @@ const (
 
 // Reasons of decisions that no policy named.
 const (
-	ReasonNoPolicy       = "no_policy"        // no allow or deny policy matched: denied
-	ReasonNoApplication  = "no_application"   // applications exist but none matches the host and path
-	ReasonIdPNotAllowed  = "idp_not_allowed"  // the session's IdP is not in the app's allowed_idps
-	ReasonSessionTooOld  = "session_duration" // the session is older than the app's session_duration
-	ReasonNoApplications = "no_applications"  // no application is configured at all: today's behaviour
+	ReasonNoPolicy      = "no_policy"        // no allow or deny policy matched: denied
+	ReasonNoApplication = "no_application"   // applications exist but none matches the host and path
+	ReasonIdPNotAllowed = "idp_not_allowed"  // the session's IdP is not in the app's allowed_idps
+	ReasonSessionTooOld = "session_duration" // the session is older than the app's session_duration
 )
 
 // Limits that bound the work of one decision and the size of one app.

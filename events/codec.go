@@ -68,6 +68,7 @@ type envelope struct {
 	CorrelationID string          `json:"correlation_id,omitempty"`
 	CausationID   string          `json:"causation_id,omitempty"`
 	Commit        uint64          `json:"commit,omitempty"`
+	Actor         string          `json:"actor,omitempty"`
 	Data          json.RawMessage `json:"data"`
 }
 
@@ -82,7 +83,7 @@ func Marshal(e Event) ([]byte, error) {
 	}
 	return json.Marshal(envelope{
 		ID: e.ID, Type: e.Type, Version: e.Version, OccurredAt: e.OccurredAt.UTC(), IdPID: e.IdPID,
-		Subject: e.Subject, CorrelationID: e.CorrelationID, CausationID: e.CausationID, Commit: e.Commit, Data: data,
+		Subject: e.Subject, CorrelationID: e.CorrelationID, CausationID: e.CausationID, Commit: e.Commit, Actor: e.Actor, Data: data,
 	})
 }
 
@@ -126,7 +127,7 @@ func Decode(subject string, b []byte) (Event, error) {
 	}
 	e := Event{
 		ID: env.ID, Type: env.Type, Version: env.Version, OccurredAt: env.OccurredAt, IdPID: env.IdPID,
-		Subject: env.Subject, CorrelationID: env.CorrelationID, CausationID: env.CausationID, Commit: env.Commit, Data: p,
+		Subject: env.Subject, CorrelationID: env.CorrelationID, CausationID: env.CausationID, Commit: env.Commit, Actor: env.Actor, Data: p,
 	}
 	if err := e.validate(); err != nil {
 		return Event{}, err

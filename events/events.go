@@ -86,8 +86,16 @@ type Event struct {
 	// by every event derived from it; 0 for facts no SCIM write caused (logins, admin actions). It
 	// orders a fact against others about the same user whichever lane carried it.
 	Commit uint64
-	Data   Payload
+	// Actor says who made the fact: ActorAdmin for the admin API's facts and the events derived from
+	// them (inherited like Commit); "" otherwise. Projections branch on it, never on the correlation
+	// id's text.
+	Actor string
+	Data  Payload
 }
+
+// ActorAdmin marks a fact the admin API published (a revocation, a seat removal, an access app
+// change) on the admin's request.
+const ActorAdmin = "admin"
 
 // New builds an event with a fresh ULID minted at occurredAt. The subject, type and version come from
 // the payload.
@@ -112,6 +120,7 @@ func Derived(parent Event, index int, p Payload) Event {
 	e := New(parent.IdPID, parent.OccurredAt, parent.CorrelationID, parent.ID, p)
 	e.ID = DeriveID(parent.ID, index)
 	e.Commit = parent.Commit
+	e.Actor = parent.Actor
 	return e
 }
 

@@ -191,7 +191,7 @@ func newComposeProject(t *testing.T, extraFiles ...string) *composeProject {
 	t.Cleanup(func() {
 		if t.Failed() {
 			keep := keepDir(t)
-			out, _ := p.composeOut("logs", "--no-color", "--tail", "300")
+			out, _ := p.composeOut("logs", "--no-color")
 			os.WriteFile(filepath.Join(keep, "compose.log"), []byte(out), 0o600)
 			t.Logf("container logs kept in %s", keep)
 		}
@@ -464,7 +464,7 @@ func TestComposeStack(t *testing.T) {
 
 	// Paced: the kills take minutes (waiting for healthy), and the oracle reads back every user.
 	w := newWorkload(s.scim(), "compose", 3)
-	w.pace = 100 * time.Millisecond
+	w.pace = 300 * time.Millisecond
 	w.start(1 << 20)
 	// docker kill is an operator's stop: the restart policy does not apply, so the test starts
 	// the container again as an operator would, a second after the kill, in the middle of the
@@ -674,7 +674,7 @@ func TestComposeCluster(t *testing.T) {
 	}
 
 	w := newWorkload(sc, "cluster", 3)
-	w.pace = 100 * time.Millisecond
+	w.pace = 300 * time.Millisecond
 	// Grace is the oracle's user too (same IdP): her last acknowledged state is the create.
 	w.mu.Lock()
 	w.users[email] = &userModel{UserName: email, ID: created.ID, Given: "Grace"}

@@ -461,17 +461,17 @@ func demoAccess(ctx context.Context, n *narrator, e *embedded, m *demoMode) erro
 	n.step(time.Since(t), "POST /api/v1/access/apps: %s (Engineering) id %s, %s (Finance) id %s", app.Domain, app.ID, fin.Domain, fin.ID)
 	user := m.person.User.UserName
 	t = time.Now()
-	ok, err := waitAccess(ctx, m.browser, "https://app.example.com/dashboards", http.StatusOK)
+	ok, err := waitAccess(ctx, m.browser, "https://app.example.com/dashboards", http.StatusOK, "")
 	if err != nil {
 		return err
 	}
 	n.step(time.Since(t), "%s → app.example.com:     /verify %d  X-Scimflow-App: %s", user, ok.Status, ok.Header.Get("X-Scimflow-App"))
-	denied, err := waitAccess(ctx, m.browser, "https://finance.example.com/", http.StatusForbidden)
+	denied, err := waitAccess(ctx, m.browser, "https://finance.example.com/", http.StatusForbidden, "no_policy")
 	if err != nil {
 		return err
 	}
 	n.step(0, "%s → finance.example.com: /verify %d  X-Scimflow-Deny-Reason: %s", user, denied.Status, denied.Header.Get("X-Scimflow-Deny-Reason"))
-	other, err := waitAccess(ctx, m.browser, "https://wiki.example.com/", http.StatusForbidden)
+	other, err := waitAccess(ctx, m.browser, "https://wiki.example.com/", http.StatusForbidden, "no_application")
 	if err != nil {
 		return err
 	}
@@ -485,16 +485,17 @@ func demoAccess(ctx context.Context, n *narrator, e *embedded, m *demoMode) erro
 	return nil
 }
 
-// waitAccess polls /verify (as an API caller behind a proxy asks it) for appURL until it answers want.
-func waitAccess(ctx context.Context, b *scenario.Browser, appURL string, want int) (scenario.VerifyResult, error) {
+// waitAccess polls /verify (as an API caller behind a proxy asks it) for appURL until it answers want
+// with the deny reason reason: auth replicas learn new apps asynchronously.
+func waitAccess(ctx context.Context, b *scenario.Browser, appURL string, want int, reason string) (scenario.VerifyResult, error) {
 	var v scenario.VerifyResult
 	err := scenario.Eventually(ctx, 20*time.Second, func() error {
 		var err error
 		if v, err = b.Verify(ctx, scenario.API, appURL); err != nil {
 			return err
 		}
-		if v.Status != want {
-			return fmt.Errorf("/verify for %s = %d, want %d", appURL, v.Status, want)
+		if v.Status != want || v.Header.Get("X-Scimflow-Deny-Reason") != reason {
+			return fmt.Errorf("/verify for %s = %d %q, want %d %q", appURL, v.Status, v.Header.Get("X-Scimflow-Deny-Reason"), want, reason)
 		}
 		return nil
 	})

@@ -179,6 +179,20 @@ func loadConfig(fs *flag.FlagSet, path string) (app.File, string, error) {
 
 // noArgs reports arguments left after the flags: a command that takes none must not silently
 // ignore them ("serve -config a.yaml b.yaml" would run on a.yaml alone).
+// toolConfig loads and validates the config of an operator command (replay, streams), reporting a
+// problem on stderr; ok is false when the command must exit with status 2.
+func toolConfig(fs *flag.FlagSet, path string, stderr io.Writer) (f app.File, ok bool) {
+	f, _, err := loadConfig(fs, path)
+	if err == nil {
+		err = f.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+		return f, false
+	}
+	return f, true
+}
+
 func noArgs(fs *flag.FlagSet, cmd string, stderr io.Writer) bool {
 	if fs.NArg() == 0 {
 		return true

@@ -75,12 +75,8 @@ Flags:
 		fmt.Fprintf(stderr, "scimflow replay %s: -out is required\n", target)
 		return 2
 	}
-	f, _, err := loadConfig(fs, *configPath)
-	if err == nil {
-		err = f.Validate()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+	f, ok := toolConfig(fs, *configPath, stderr)
+	if !ok {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -54,16 +54,11 @@ func runStreams(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "scimflow streams %s: unexpected argument %q\n", sub, fs.Arg(0))
+	if !noArgs(fs, "streams "+sub, stderr) {
 		return 2
 	}
-	f, _, err := loadConfig(fs, *configPath)
-	if err == nil {
-		err = f.Validate()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "scimflow: invalid config:\n%v\n", err)
+	f, ok := toolConfig(fs, *configPath, stderr)
+	if !ok {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"net/http"
 	"net/netip"
@@ -248,29 +249,36 @@ type sampleEntry struct {
 	repeats int
 }
 
+// sampleKey identifies like decisions: the session (or, without one, the client address), the app
+// and, for denies, the reason. Its strings point at the session's and the app's own, so building a
+// key allocates nothing on the hot path.
+type sampleKey struct {
+	session string
+	client  netip.Addr
+	app     string
+	reason  string
+}
+
 type logSampler struct {
+	seed   maphash.Seed
 	shards [64]struct {
 		mu sync.Mutex // guards m
-		m  map[string]*sampleEntry
+		m  map[sampleKey]*sampleEntry
 	}
 }
 
 func newLogSampler() *logSampler {
-	l := &logSampler{}
+	l := &logSampler{seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].m = map[string]*sampleEntry{}
+		l.shards[i].m = map[sampleKey]*sampleEntry{}
 	}
 	return l
 }
 
 // admit reports whether a decision with key k is recorded now, and how many like decisions were
 // skipped since the last record.
-func (l *logSampler) admit(k string, now time.Time, every time.Duration) (bool, int) {
-	var h uint32 = 2166136261
-	for i := 0; i < len(k); i++ {
-		h = (h ^ uint32(k[i])) * 16777619
-	}
-	sh := &l.shards[h%uint32(len(l.shards))]
+func (l *logSampler) admit(k sampleKey, now time.Time, every time.Duration) (bool, int) {
+	sh := &l.shards[maphash.Comparable(l.seed, k)%uint64(len(l.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.m[k]
@@ -304,20 +312,26 @@ func newAccessLog(dropped prometheus.Counter) *accessLog {
 	return &accessLog{sampler: newLogSampler(), queue: make(chan events.Event, logQueue), dropped: dropped}
 }
 
-// record samples and queues one decision. key identifies the session (or the client address when
-// there is none).
-func (s *server) record(r *http.Request, now time.Time, key string, d events.AccessDecided) {
+// record samples and queues one decision of a session (its hash; empty without a session, when
+// the client address ip identifies the caller instead).
+func (s *server) record(r *http.Request, now time.Time, session string, ip netip.Addr, d events.AccessDecided) {
+	k := sampleKey{session: session, app: d.AppID}
+	if session == "" {
+		k.client = ip
+	}
 	every := allowLogEvery
-	k := key + "\x00" + d.AppID
 	if d.Decision == access.Deny {
 		every = denyLogEvery
-		k += "\x00" + d.Reason
+		k.reason = d.Reason
 	}
 	ok, n := s.alog.sampler.admit(k, now, every)
 	if !ok {
 		return
 	}
-	d.Repeats, d.Replica = n, s.cfg.ReplicaID
+	d.Repeats, d.Replica, d.Host = n, s.cfg.ReplicaID, strings.ToLower(d.Host)
+	if ip.IsValid() {
+		d.ClientIP = ip.String()
+	}
 	e := events.New(events.AccessScope, now, httpserv.RequestIDFrom(r.Context()), "", d)
 	select {
 	case s.alog.queue <- e:

@@ -309,11 +309,14 @@ func TestAccessIdPsAndSessionDuration(t *testing.T) {
 }
 
 // TestAccessGroupRemovalAndLog: a SCIM group removal (an identity snapshot without the group, as
-// identity-store publishes in automatic mode) turns an allow into a 403; the sampled access log
+// identity-store publishes in automatic mode) turns an allow into a 403 at once; the sampled access log
 // reaches the AUTH stream with one record per (session, app, reason) window.
 func TestAccessGroupRemovalAndLog(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) { i.SCIMConfig.Enabled = true }})
+	// automatic: only then does a snapshot reach a live session (issue 16 item 3).
+	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) {
+		i.SCIMConfig.Enabled, i.SCIMConfig.IdentityUpdateBehavior = true, events.UpdateAutomatic
+	}})
 	h.n.putApp(t, mustParseApp(t, decisionsApp), h.r)
 	uid := "registry-alice"
 	// SCIM knows alice in Engineering (eng) and ops: the session's groups are the SCIM groups.

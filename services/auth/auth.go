@@ -77,8 +77,16 @@ type Config struct {
 	// LoginCatchUpTimeout bounds how long a login callback waits for this replica's IDENTITY
 	// projection to apply everything the stream held when the callback began, so a change
 	// identity-store already published (a group removal) shapes the new session. A login that
-	// cannot catch up in time is refused with 503 (fail closed). Default 2s.
+	// cannot catch up in time is refused with 503 (fail closed). For an IdP with SCIM enabled it also
+	// bounds, from the callback's start, the read-your-writes barrier through scim-ingest and
+	// identity-store (catchup.go). Default 2s.
 	LoginCatchUpTimeout config.Duration `json:"login_catch_up_timeout"`
+
+	// noSCIMBarrier turns the login's read-your-writes barrier off: tests of auth alone, with no
+	// scim-ingest or identity-store answering on NATS, set it. Not configurable: a deployment
+	// always runs both, and a login without the barrier could miss an acknowledged SCIM write.
+	noSCIMBarrier bool
+
 	// TrustedProxies lists the addresses or CIDRs of the reverse proxies in front of /verify. When
 	// the peer of a /verify request is one of them, the client address of the ip access selector is
 	// the right-most X-Forwarded-For entry that is not; otherwise it is the peer itself.

@@ -195,6 +195,12 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.loginFailed(w, r, txn.IdP, "txn_store_unavailable", http.StatusServiceUnavailable, err)
 		return
 	}
+	// Every SCIM write of this IdP acknowledged before now must shape the session (read-your-writes
+	// end to end; catchup.go): ask scim-ingest and identity-store while the code is exchanged.
+	var barrier <-chan barrierResult
+	if e, ok := s.idps.get(txn.IdP); ok && e.cfg.SCIMConfig.Enabled && !s.cfg.noSCIMBarrier {
+		barrier = s.startSCIMBarrier(r.Context(), txn.IdP)
+	}
 	// What the IDENTITY stream holds as the callback begins: the session is built only once this
 	// replica's projection has applied it (read-your-writes; see catchup.go).
 	head, err := s.identityHead(r.Context())
@@ -243,6 +249,14 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.loginFailed(w, r, txn.IdP, "error", http.StatusBadGateway, lerr)
 		}
 		return
+	}
+	if barrier != nil {
+		res := <-barrier
+		if res.err != nil {
+			s.catchUpFailed(w, r, txn.IdP, res.cause, res.err)
+			return
+		}
+		head = max(head, res.seq)
 	}
 	s.completeLogin(w, r, rp, txn, claims, sub, now, head)
 }
@@ -396,7 +410,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		s.loginFailed(w, r, txn.IdP, "fail_closed", http.StatusServiceUnavailable, nil)
 		return
 	}
-	if u, ok := s.state.user(li.userID); ok && u.Locked {
+	if u, ok := s.state.user(li.userID); ok && s.state.locked(u) {
 		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, "locked")
 		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
 		return

@@ -3,10 +3,14 @@ package auth
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
@@ -168,4 +172,54 @@ func (n *natsEnv) lastSeq(t testing.TB, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.LastSeq
+}
+
+// TestLoginBarrierFailsClosed (issue 16 item 1): for an IdP with SCIM enabled, a login whose
+// read-your-writes barrier cannot complete — nobody answers on NATS, or scim-ingest does not answer
+// within login_catch_up_timeout — is refused with 503 identity_catching_up and no session, counted
+// by cause; an IdP with SCIM off is not held up.
+func TestLoginBarrierFailsClosed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{
+		idpMut: func(i *events.IdP) { i.SCIMConfig.Enabled = true },
+		cfg: func(c *Config) {
+			c.noSCIMBarrier = false
+			c.LoginCatchUpTimeout = config.Duration(300 * time.Millisecond)
+		},
+	})
+	b := newBrowser()
+	resp, body := h.login(b, h.r, "idp-a", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "identity_catching_up") || b.cookie(h.r.url, h.r.srv.sessionName) != "" {
+		t.Errorf("login with no barrier responder = %d %s, want 503 identity_catching_up without a session", resp.StatusCode, body)
+	}
+	if got := metricValue(t, h.r.reg, "scimflow_auth_login_catch_up_refused_total", map[string]string{"reason": "unavailable"}); got != 1 {
+		t.Errorf("catch-up refusals (unavailable) = %v, want 1", got)
+	}
+
+	// A scim-ingest that never answers: the barrier times out.
+	sub, err := h.n.nc.Subscribe(events.BarrierSCIMSubjects, func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	h.n.nc.Flush()
+	b = newBrowser()
+	resp, body = b.do(t, http.MethodGet, h.authorize(b, h.r, "idp-a", ""), http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "identity_catching_up") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("login with a silent barrier responder = %d %s, want a 503 page with Retry-After", resp.StatusCode, body)
+	}
+	if got := metricValue(t, h.r.reg, "scimflow_auth_login_catch_up_refused_total", map[string]string{"reason": "timeout"}); got != 1 {
+		t.Errorf("catch-up refusals (timeout) = %v, want 1", got)
+	}
+
+	// SCIM off: no barrier.
+	off := newOP(t, h.clock, "idp-off", nil)
+	h.n.putIdP(t, off.idp)
+	waitFor(t, "idp-off registered", 10*time.Second, func() error {
+		if _, ok := h.r.srv.idps.get("idp-off"); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	h.mustLogin(newBrowser(), h.r, "idp-off")
 }

@@ -411,15 +411,12 @@ func (s *server) toLogin(w http.ResponseWriter, r *http.Request, fw forwarded, i
 func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded, set *appSet, now time.Time) {
 	path := access.NormalizePath(fw.uri)
 	ip := s.clientAddr(r)
-	rec := events.AccessDecided{Host: strings.ToLower(fw.host), Path: path}
-	if ip.IsValid() {
-		rec.ClientIP = ip.String()
-	}
+	rec := events.AccessDecided{Host: fw.host, Path: path} // completed by record, only when sampled
 	c := set.reg.Match(fw.host, path)
 	if c == nil {
 		set.noApp.Inc()
 		rec.AppID, rec.Decision, rec.Reason = events.NoApp, access.Deny, access.ReasonNoApplication
-		s.record(r, now, "ip:"+rec.ClientIP, rec)
+		s.record(r, now, "", ip, rec)
 		s.forbid(w, r, access.ReasonNoApplication, nil, nil)
 		return
 	}
@@ -429,7 +426,7 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 	if b := c.BypassFor(path, ip); b != nil {
 		ac.policy[b.Index].Inc()
 		rec.Decision, rec.Reason = access.Bypass, b.Reason
-		s.record(r, now, "ip:"+rec.ClientIP, rec)
+		s.record(r, now, "", ip, rec)
 		// No identity on a bypass: the identity headers are sent empty so every proxy snippet
 		// clears whatever the client put in them.
 		h := w.Header()
@@ -465,7 +462,7 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 	if !c.IdPAllowed(id.IdP) {
 		ac.idpNotAllow.Inc()
 		rec.Decision, rec.Reason = access.Deny, access.ReasonIdPNotAllowed
-		s.record(r, now, cs.hash, rec)
+		s.record(r, now, cs.hash, ip, rec)
 		if isBrowser(r) {
 			s.metrics.verify.WithLabelValues("redirect").Inc()
 			http.Redirect(w, r, s.loginURL(firstIdP, fw.url()), http.StatusFound)
@@ -474,14 +471,14 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 		s.forbid(w, r, access.ReasonIdPNotAllowed, &id, c)
 		return
 	}
-	d := c.Decide(path, ip, s.accessIdentity(cs, id))
+	d := c.Decide(path, ip, s.accessIdentity(cs, id, set.reg))
 	if d.Policy != nil {
 		ac.policy[d.Index].Inc()
 	} else {
 		ac.noPolicy.Inc()
 	}
 	rec.Decision, rec.Reason = d.Decision, d.Reason
-	s.record(r, now, cs.hash, rec)
+	s.record(r, now, cs.hash, ip, rec)
 	if d.Decision != access.Allow {
 		s.forbid(w, r, d.Reason, &id, c)
 		return
@@ -491,19 +488,22 @@ func (s *server) verifyApp(w http.ResponseWriter, r *http.Request, fw forwarded,
 
 // accessIdentity is the session's identity prepared for policy evaluation, cached on the session
 // until the identity it was built from changes (a new snapshot version, or a switch between the
-// token's and the snapshot's identity).
-func (s *server) accessIdentity(cs *cachedSession, id identity) *access.Identity {
-	if a := cs.acc.Load(); a != nil && a.version == id.version && a.fromSnap == id.fromSnap {
+// token's and the snapshot's identity) or the apps change. The cached identity is never modified
+// after it is stored, so concurrent requests of one session may read it.
+func (s *server) accessIdentity(cs *cachedSession, id identity, reg *access.Registry) *access.Identity {
+	if a := cs.acc.Load(); a != nil && a.version == id.version && a.fromSnap == id.fromSnap && a.reg == reg {
 		return a.id
 	}
 	ai := access.NewIdentity(id.Email, id.IdP, groupNames(id.Groups), id.OIDCFields)
-	cs.acc.Store(&accessIdentCache{version: id.version, fromSnap: id.fromSnap, id: ai})
+	reg.Prepare(ai) // group selectors become bit tests for this generation of the apps
+	cs.acc.Store(&accessIdentCache{version: id.version, fromSnap: id.fromSnap, reg: reg, id: ai})
 	return ai
 }
 
 type accessIdentCache struct {
 	version  uint64
 	fromSnap bool
+	reg      *access.Registry // the apps the identity was prepared for
 	id       *access.Identity
 }
 

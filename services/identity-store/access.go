@@ -216,21 +216,6 @@ func (s *service) syncApps(ctx context.Context) error {
 	return nil
 }
 
-// appIdentity is the identity a registry user's next login would get, for the policy tester: the
-// registry email and IdP, the SCIM groups where SCIM knows the person (else the groups of the last
-// login's token) and the oidc_fields of the last login.
-type testUser struct {
-	ID            string         `json:"id"`
-	IdPID         string         `json:"idp_id"`
-	Email         string         `json:"email"`
-	Groups        []events.Group `json:"groups"`
-	OIDCFields    map[string]any `json:"oidc_fields,omitempty"`
-	SCIMUserID    string         `json:"scim_user_id,omitempty"`
-	SCIMGroups    []events.Group `json:"scim_groups,omitempty"`
-	Deprovisioned bool           `json:"deprovisioned,omitempty"`
-	Locked        bool           `json:"locked,omitempty"`
-}
-
 // testResult is one person's decision in the tester.
 type testResult struct {
 	UserID   string `json:"user_id,omitempty"`
@@ -249,33 +234,48 @@ const (
 	testNotInRegistry = "not_in_registry"
 )
 
-func decideFor(c *access.Compiled, u *testUser, path string, groups []string) testResult {
-	r := testResult{UserID: u.ID, Email: u.Email, IdPID: u.IdPID, Found: true, Decision: access.Deny}
+// tester evaluates one app for registry users, reusing its buffers from one person to the next.
+type tester struct {
+	c      *access.Compiled
+	path   string
+	claims bool // the app reads claims: decode them
+	ai     accessIdent
+	id     access.Identity
+}
+
+// decide evaluates the identity a user's next login would get (bkAccessIdent): the registry email
+// and IdP, the SCIM groups where SCIM knows the person (else the last login's groups), the last
+// login's oidc_fields.
+func (t *tester) decide(uid, v []byte) (testResult, error) {
+	if err := decodeAccessIdent(v, &t.ai); err != nil {
+		return testResult{}, fmt.Errorf("user %s: %w", uid, err)
+	}
+	u := &t.ai
+	r := testResult{UserID: string(uid), Email: u.email, IdPID: u.idp, Found: true, Decision: access.Deny}
 	switch {
-	case u.Deprovisioned:
+	case u.deprovisioned:
 		r.Reason = testInactive
-		return r
-	case u.Locked:
+		return r, nil
+	case u.locked:
 		r.Reason = testLocked
-		return r
-	case !c.IdPAllowed(u.IdPID):
+		return r, nil
+	case !t.c.IdPAllowed(u.idp):
 		r.Reason = access.ReasonIdPNotAllowed
-		return r
+		return r, nil
 	}
-	src := u.Groups
-	if u.SCIMUserID != "" {
-		src = u.SCIMGroups
+	var claims map[string]any
+	if t.claims && len(u.claims) > 0 {
+		if err := json.Unmarshal(u.claims, &claims); err != nil {
+			return testResult{}, fmt.Errorf("user %s: claims: %w", uid, err)
+		}
 	}
-	groups = groups[:0]
-	for _, g := range src {
-		groups = append(groups, g.Name)
-	}
-	res := c.Decide(path, noAddr, access.NewIdentity(u.Email, u.IdPID, groups, u.OIDCFields))
+	t.id.Reset(u.email, u.idp, u.groups, claims)
+	res := t.c.Decide(t.path, noAddr, &t.id)
 	r.Decision, r.Reason = res.Decision, res.Reason
 	if res.Policy != nil {
 		r.Policy = res.Policy.Name
 	}
-	return r
+	return r, nil
 }
 
 // testSummary counts the decisions of a whole-registry test.
@@ -307,18 +307,16 @@ func (s *service) testApp(c *access.Compiled, emails []string, path string) (tes
 		}
 		rep.Summary.ByReason[r.Reason]++
 	}
-	groups := make([]string, 0, 64)
+	t := &tester{c: c, path: path, claims: c.ReadsClaims()}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		users := tx.Bucket([]byte(bkUsers))
+		idents := tx.Bucket([]byte(bkAccessIdent))
 		if len(emails) == 0 {
-			var u testUser
-			return users.ForEach(func(_, v []byte) error {
-				u = testUser{}
-				if err := json.Unmarshal(v, &u); err != nil {
-					return err
+			return idents.ForEach(func(k, v []byte) error {
+				r, err := t.decide(k, v)
+				if err == nil {
+					count(r)
 				}
-				count(decideFor(c, &u, path, groups))
-				return nil
+				return err
 			})
 		}
 		rep.Users = []testResult{}
@@ -326,16 +324,15 @@ func (s *service) testApp(c *access.Compiled, emails []string, path string) (tes
 			e = normEmail(e)
 			found := false
 			err := prefixScan(tx, bkEmail, key(e, ""), func(_, uid []byte) error {
-				v := users.Get(uid)
+				v := idents.Get(uid)
 				if v == nil {
 					return nil
 				}
-				var u testUser
-				if err := json.Unmarshal(v, &u); err != nil {
+				r, err := t.decide(uid, v)
+				if err != nil {
 					return err
 				}
 				found = true
-				r := decideFor(c, &u, path, groups)
 				count(r)
 				rep.Users = append(rep.Users, r)
 				return nil

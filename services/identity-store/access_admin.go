@@ -236,6 +236,7 @@ func (s *service) deleteApp(w http.ResponseWriter, r *http.Request) {
 func (s *service) publishAppChange(w http.ResponseWriter, r *http.Request, p events.AccessAppChanged) (string, bool) {
 	p.Cause = "admin API request " + httpserv.RequestIDFrom(r.Context())
 	e := events.New(events.AccessScope, s.now().UTC(), adminCorrelationPrefix+httpserv.RequestIDFrom(r.Context()), "", p)
+	e.Actor = events.ActorAdmin
 	data, err := events.Marshal(e)
 	if err != nil {
 		s.fail(w, r, internal(err))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/access"
 	"github.com/scimflow/scimflow/events"
@@ -283,5 +284,37 @@ func TestAccessLogs(t *testing.T) {
 	r := a.call("GET", "/api/v1/logs/access?decision=maybe&limit=0&since=x", nil, 400, nil)
 	if len(r.Errors) != 3 {
 		t.Errorf("bad query: %v, want three errors", r.Errors)
+	}
+}
+
+// TestAccessIdentBackfill: a registry file written before the access-identity index existed gets it
+// built at open, equal to what the projection writes.
+func TestAccessIdentBackfill(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("okta")
+	h.publishPhased([]events.Event{g.login("eng@corp.example", "Eng", "s1", false, "Engineering"), g.login("x@corp.example", "X", "s2", false)})
+	h.caughtUp()
+	want := h.dump()
+	h.stop()
+	db, err := openStore(h.cfg.DataDir + "/" + Name + ".db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte(bkAccessIdent)); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket([]byte(bkAccessIdent))
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	if diff := cmp.Diff(readable(want), readable(h.dump())); diff != "" {
+		t.Errorf("backfilled store differs (-projected +backfilled):\n%s", diff)
 	}
 }

@@ -761,6 +761,7 @@ func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload
 	var last uint64
 	for _, p := range ps {
 		e := events.New(idp, now, corr, "", p)
+		e.Actor = events.ActorAdmin
 		data, err := events.Marshal(e)
 		if err != nil {
 			return nil, false, internal(err)

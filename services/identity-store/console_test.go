@@ -273,7 +273,16 @@ func TestConsolePages(t *testing.T) {
 	if u := h.userByEmail(idp, "lena@example.com"); u.RevokedBefore.IsZero() {
 		t.Errorf("revoke through the console left revoked_before unset")
 	}
+	// Reset the OIDC sub binding, also confirmed first.
+	_, page = b.do("GET", "/ui/people/"+uid+"/reset-sub", nil)
+	res, _ = b.do("POST", "/ui/people/"+uid+"/reset-sub", url.Values{"csrf": {csrfOf(t, page)}})
+	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Header.Get("Location"), "state=done") {
+		t.Fatalf("reset sub = %d %q, want 303 back to the person, done", res.StatusCode, res.Header.Get("Location"))
+	}
 	_, page = b.do("GET", "/ui/people/"+uid, nil)
+	if !strings.Contains(page, "identity.user.sub_reset") {
+		t.Errorf("person page lacks the sub reset in the history")
+	}
 	if !strings.Contains(page, "identity.user.sessions_revoked") || !strings.Contains(page, "cause: <code>admin-") {
 		t.Errorf("person page lacks the revocation in the history:\n%s", page)
 	}
@@ -287,12 +296,27 @@ func TestConsolePages(t *testing.T) {
 	h.caughtUp()
 	_, page = b.do("GET", "/ui/logs?idp_id="+idp, nil)
 	link := regexp.MustCompile(`href="(/ui/logs/caused\?[^"]+)">What it caused`).FindStringSubmatch(page)
-	if link == nil || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
+	if link == nil || !strings.Contains(page, "1–1 of 1 requests") || !strings.Contains(page, "PATCH <code>/Users/u1</code>") || !strings.Contains(page, "&#34;active&#34;") {
 		t.Fatalf("log page lacks the PATCH row, its body or its link:\n%s", page)
 	}
 	_, page = b.do("GET", strings.ReplaceAll(link[1], "&amp;", "&"), nil)
 	if !strings.Contains(page, "identity.user.sessions_revoked (deprovisioned)") || !strings.Contains(page, "sessions revoked: deprovisioned") {
 		t.Errorf("caused page lacks the revocation:\n%s", page)
+	}
+	// The deactivation locked Lena; the person page offers Unlock, behind a confirmation.
+	if !h.userByEmail(idp, "lena@example.com").Locked {
+		t.Fatalf("deactivation did not lock Lena")
+	}
+	_, page = b.do("GET", "/ui/people/"+uid, nil)
+	if !strings.Contains(page, `href="/ui/people/`+uid+`/unlock"`) {
+		t.Errorf("person page of a locked user lacks Unlock")
+	}
+	_, page = b.do("GET", "/ui/people/"+uid+"/unlock", nil)
+	if res, _ := b.do("POST", "/ui/people/"+uid+"/unlock", url.Values{"csrf": {csrfOf(t, page)}}); res.StatusCode != http.StatusSeeOther {
+		t.Errorf("unlock = %d, want 303", res.StatusCode)
+	}
+	if h.userByEmail(idp, "lena@example.com").Locked {
+		t.Errorf("Lena still locked after the console's unlock")
 	}
 	_, page = b.do("GET", "/ui/", nil)
 	if !strings.Contains(page, "200 SUCCESS</span> PATCH") {
@@ -333,4 +357,47 @@ func TestBackfillIndexes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestConsoleAccess edits an access application through the console: a policy the API refuses shows
+// its message next to the policies field, "Test" evaluates the unsaved application against the
+// registry, "Save" creates it, and the access page lists it.
+func TestConsoleAccess(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start()
+	g := h.gen("okta")
+	p := pol(events.UpdateNoAction, true, false)
+	h.publish(g.ev(scimUser("u1", "lena@example.com", "Lena Schmidt", true, 1, p)), g.login("lena@example.com", "Lena Schmidt", "s1", true, "Engineering"))
+	h.caughtUp()
+	b := newBrowser(t, "http://"+h.addr)
+	b.signIn(testToken)
+	_, page := b.do("GET", "/ui/access/new", nil)
+	form := url.Values{"csrf": {csrfOf(t, page)}, "name": {"Grafana"}, "domain": {"grafana.corp.example"},
+		"policies": {`[{"name":"eng","decision":"allow","precedence":1,"include":[{"groop":{"name":"Engineering"}}]}]`}, "action": {"save"}}
+	res, page := b.do("POST", "/ui/access", form)
+	if res.StatusCode != http.StatusBadRequest || !regexp.MustCompile(`id="policies-err"><ul class="field-errors"><li>policies\[0\]`).MatchString(page) {
+		t.Fatalf("bad policy = %d, want 400 with the message next to policies:\n%s", res.StatusCode, page)
+	}
+	form.Set("policies", `[{"name":"eng","decision":"allow","precedence":1,"include":[{"email":{"email":"lena@example.com"}}]}]`)
+	form.Set("action", "test")
+	form.Set("test_emails", "lena@example.com, nobody@example.com")
+	res, page = b.do("POST", "/ui/access", form)
+	if res.StatusCode != 200 || !strings.Contains(page, "Test result (not saved)") || !strings.Contains(page, `<th scope="row">lena@example.com</th><td class="ok">allow</td>`) {
+		t.Fatalf("test = %d, want Lena allowed:\n%s", res.StatusCode, page)
+	}
+	if _, page := b.do("GET", "/ui/access", nil); strings.Contains(page, "Grafana") {
+		t.Fatalf("testing saved the application")
+	}
+	form.Set("action", "save")
+	res, _ = b.do("POST", "/ui/access", form)
+	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/ui/access/") {
+		t.Fatalf("save = %d %q, want 303 to the application", res.StatusCode, res.Header.Get("Location"))
+	}
+	if _, page := b.do("GET", "/ui/access", nil); !strings.Contains(page, "grafana.corp.example") {
+		t.Errorf("access page lacks the saved application:\n%s", page)
+	}
+	if res, _ := b.do("GET", "/ui/access/log", nil); res.StatusCode != 200 {
+		t.Errorf("access log page = %d", res.StatusCode)
+	}
 }

@@ -4,7 +4,9 @@
 // Three consumers feed the projection, each with its cursor in the same bbolt transaction as the state
 // it produced: identitystore-scim (SCIM stream: users, groups, provisioning log), identitystore-auth
 // (AUTH stream: logins take seats and rebuild identities) and identitystore-identity (IDENTITY
-// stream, of which only the admin API's facts are applied). Admin actions that change a user (revoke,
+// stream, of which only the admin API's facts are applied). A fourth, identitystore-scim-priority,
+// reads the SCIM_PRIORITY lane and publishes the revocations and locks of security facts on
+// IDENTITY_PRIORITY ahead of the backlog, changing no registry state (priority.go). Admin actions that change a user (revoke,
 // remove seat) are published to IDENTITY first and applied from there, so a replay of the streams
 // rebuilds them too.
 package identitystore
@@ -124,7 +126,7 @@ type service struct {
 	token string
 	now   func() time.Time
 
-	scim, auth, ident *consumer.Runner
+	scim, auth, ident, prio *consumer.Runner
 
 	appsMu          sync.Mutex    // serialises the admin API's access-app writes (validation against the set)
 	appSyncKick     chan struct{} // wakes runAppSync after an app change committed
@@ -164,6 +166,10 @@ func newService(cfg Config, d Deps) (*service, error) {
 		db.Close()
 		return nil, fmt.Errorf("build search indexes: %w", err)
 	}
+	if err := backfillAccessIdent(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("build access identity index: %w", err)
+	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
 		probe:       defaultProbe,
 		appSyncKick: make(chan struct{}, 1),
@@ -186,6 +192,9 @@ func newService(cfg Config, d Deps) (*service, error) {
 		return fail(err)
 	}
 	if s.ident, err = mk(events.StreamIdentity, DurableIdentity); err != nil {
+		return fail(err)
+	}
+	if s.prio, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamSCIMPriority, Durable: DurableSCIMPriority, MetricsPrefix: metricsPrefix}, s.handlePriority, d.Registry, d.Log(), d.Now); err != nil {
 		return fail(err)
 	}
 	if d.Registry != nil {
@@ -239,9 +248,12 @@ func (s *service) serve(ctx context.Context) error {
 			// Seeded IdPs are checked against their providers like saved ones, but only warn, and
 			// after start: a provider that is down never delays or blocks identity-store.
 			g.Go(func() error { s.probeSeeds(ctx); return nil })
+			if s.d.NC != nil {
+				g.Go(func() error { return s.serveBarrier(ctx, s.d.NC) })
+			}
 			g.Go(func() error { return s.relay.Run(ctx) })
 			g.Go(func() error { return s.runAppSync(ctx) })
-			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident} {
+			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident, DurableSCIMPriority: s.prio} {
 				ready.Set("consumer "+name, consumerCheck(r))
 				g.Go(func() error { return r.Run(ctx) })
 			}

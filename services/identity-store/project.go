@@ -55,6 +55,9 @@ func (c *userCache) flush(tx *bolt.Tx) error {
 		if err := putJSON(tx, bkUsers, []byte(id), c.users[id]); err != nil {
 			return err
 		}
+		if err := putAccessIdent(tx, c.users[id]); err != nil {
+			return err
+		}
 	}
 	clear(c.dirty)
 	return nil
@@ -83,7 +86,10 @@ func (t *txn) userExists(uid string) bool {
 
 func (t *txn) storeUser(u *user) error {
 	if t.cache == nil {
-		return putJSON(t.tx, bkUsers, []byte(u.ID), u)
+		if err := putJSON(t.tx, bkUsers, []byte(u.ID), u); err != nil {
+			return err
+		}
+		return putAccessIdent(t.tx, u)
 	}
 	t.cache.users[u.ID], t.cache.dirty[u.ID] = u, true
 	return nil
@@ -182,12 +188,23 @@ func (p *projector) applyTo(t *txn) ([]events.Event, error) {
 }
 
 // isAdminEvent tells the admin API's facts apart from the ones this projection derived: the admin API
-// publishes with no causation and a correlation id starting with "admin-"; derived events always carry
-// the id of the event that caused them.
+// marks them with the envelope's Actor. Facts recorded before the envelope had an actor are
+// recognised as they were then (no causation, a correlation id starting with "admin-"), so streams
+// written by earlier versions replay the same.
 func isAdminEvent(ev events.Event) bool {
-	return ev.CausationID == "" && strings.HasPrefix(ev.CorrelationID, adminCorrelationPrefix)
+	return ev.CausationID == "" && adminOrigin(ev)
 }
 
+// adminOrigin reports whether ev is an admin fact or derived from one (Actor is inherited).
+func adminOrigin(ev events.Event) bool {
+	if ev.Actor != "" {
+		return ev.Actor == events.ActorAdmin
+	}
+	return strings.HasPrefix(ev.CorrelationID, adminCorrelationPrefix)
+}
+
+// adminCorrelationPrefix starts the correlation id of admin facts, so the provisioning and access
+// logs read "admin-<request id>"; projections decide by Actor, not by this text.
 const adminCorrelationPrefix = "admin-"
 
 // change accumulates what an event did to one user, for history and IDENTITY events.
@@ -411,7 +428,7 @@ func (t *txn) revoke(c *change, reason string) error {
 
 func (t *txn) cause() string {
 	switch {
-	case strings.HasPrefix(t.ev.CorrelationID, adminCorrelationPrefix):
+	case adminOrigin(t.ev):
 		return "admin API request " + strings.TrimPrefix(t.ev.CorrelationID, adminCorrelationPrefix)
 	case strings.HasPrefix(t.ev.Type, "scim."):
 		return "SCIM request " + t.ev.CorrelationID

@@ -41,17 +41,18 @@ const (
 	bkStatus      = "users_by_status" // status NUL idp NUL registry id → "" (search.go)
 	bkAccessApps  = "access_apps"     // app id → storedApp (JSON): access applications (access.go)
 	bkAccessLog   = "access_log"      // event time (8 bytes) event id → accessRow (JSON)
+	bkAccessIdent = "access_identity" // registry id → what access policies read of the user (access_index.go)
 	bkIdPs        = "idps"            // idp id → idpState (JSON): facts about a whole IdP
 )
 
 var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, bkMembers, bkMemberships, bkStaging,
-	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkIdPs, outbox.Bucket}
+	bkSessions, bkHistory, bkSCIMLog, bkStats, bkSCIMAttrs, bkNames, bkSCIMLogLast, bkStatus, bkAccessApps, bkAccessLog, bkAccessIdent, bkIdPs, outbox.Bucket}
 
 // DumpSkip lists the buckets left out of the canonical dump: the outbox is transport state (records
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
 // runner. Everything else — the projection — must be byte-identical between a live store and a
 // clean replay of the streams.
-var DumpSkip = []string{outbox.Bucket, consumer.CursorBucket, consumer.PoisonBucket, consumer.SeenBucket}
+var DumpSkip = []string{outbox.Bucket, outbox.PriorityBucket, outbox.DeadBucket, consumer.CursorBucket, consumer.PoisonBucket, consumer.SeenBucket}
 
 func key(parts ...string) []byte {
 	return []byte(strings.Join(parts, "\x00"))

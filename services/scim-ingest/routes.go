@@ -82,7 +82,8 @@ type reqInfo struct {
 	groupName  string
 	errDetail  string
 	body       []byte
-	logged     bool // the log record was committed with the change
+	logged     bool   // the log record was committed with the change
+	failedIdP  string // the configured IdP whose secret the request failed; "" for no such IdP
 }
 
 type infoKey struct{}
@@ -146,9 +147,11 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	s.m.requests.WithLabelValues(idpLabel, method, resLabel, strconv.Itoa(status)).Inc()
 	s.m.latency.WithLabelValues(method, resLabel).Observe(s.now().Sub(start).Seconds())
 	if !info.authed {
-		// Not this IdP's request (it may not even be the IdP): slog only, without the body or query.
-		s.log.Info("scim request rejected before authentication", "request_id", info.requestID,
-			"method", r.Method, "resource", resLabel, "status", status)
+		// Not this IdP's request (it may not even be the IdP): never on a stream, and logged only as
+		// one aggregated entry per IdP per minute (authfail.go). 503 while starting is no failure.
+		if status == http.StatusUnauthorized || status == http.StatusNotFound {
+			s.authErr.add(info.failedIdP)
+		}
 		return
 	}
 	if info.logged {
@@ -160,7 +163,8 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // handle applies the checks every request passes, in order: IdP exists (404), bearer secret (401),
-// rate limit (429), outbox bound for writes (503), body size (413); then dispatches.
+// rate limit (429), body size (413), admission control for writes (429 for bulk writes while the
+// pipeline lags, admission.go); then dispatches.
 func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *reqInfo) error {
 	idpID := r.PathValue("idp")
 	idp, ok, loaded := s.lookupIdP(idpID)
@@ -171,6 +175,7 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 		return errorf(http.StatusNotFound, "", "no SCIM endpoint here")
 	}
 	if !s.authenticate(r, idp) {
+		info.failedIdP = idp.ID
 		return errorf(http.StatusUnauthorized, "", "missing or invalid bearer token")
 	}
 	info.idp, info.authed = idp, true
@@ -179,16 +184,18 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 			retryAfter: int(math.Ceil(max(wait, retryAfter).Seconds()))}
 	}
 	write := r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch || r.Method == http.MethodDelete
-	if write && (rt.endpoint == "Users" || rt.endpoint == "Groups") && s.relay.Depth() > s.cfg.OutboxMaxDepth {
-		return &apiError{status: http.StatusServiceUnavailable, detail: "event backlog is full; retry later",
-			retryAfter: int(retryAfter.Seconds()) * 5}
-	}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		body, err := s.readBody(w, r)
 		if err != nil {
 			return err
 		}
 		info.body = body
+	}
+	if write && (rt.endpoint == "Users" || rt.endpoint == "Groups") {
+		reauth := events.PolicyOf(idp.SCIMConfig).IdentityUpdateBehavior == events.UpdateReauth
+		if err := s.adm.check(securityWrite(r.Method, rt.resourceKind(), rt.id != "", info.body, reauth)); err != nil {
+			return err
+		}
 	}
 	return s.dispatch(w, r, rt, info)
 }

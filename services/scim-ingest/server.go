@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -33,11 +34,14 @@ type server struct {
 	commits *committer // run by Run; the store writes through it
 	store   *store
 	js      jetstream.JetStream
+	nc      *nats.Conn // for the read-your-writes barrier (barrier.go); nil in tests without it
 	log     *slog.Logger
 	now     func() time.Time
 	sc      schemas
 	m       metrics
 	logs    logBuffer
+	adm     *admission
+	authErr *authFailures
 
 	mu       sync.RWMutex // guards the following
 	idps     map[string]events.IdP
@@ -47,7 +51,7 @@ type server struct {
 
 func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, error) {
 	s := &server{
-		cfg: cfg, baseURL: strings.TrimRight(cfg.BaseURL, "/"), db: db, relay: relay, js: d.JS,
+		cfg: cfg, baseURL: strings.TrimRight(cfg.BaseURL, "/"), db: db, relay: relay, js: d.JS, nc: d.NC,
 		log: d.Log(), now: d.Clock(), sc: newSchemas(),
 		idps: map[string]events.IdP{}, limiters: map[string]*rate.Limiter{},
 	}
@@ -60,9 +64,17 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 			"users", shared)
 	}
 	s.m = newMetrics()
+	s.adm = newAdmission(cfg, relay, d.JS, s.now)
+	s.authErr = newAuthFailures(s.log)
 	if d.Registry != nil {
 		if err := s.m.register(d.Registry); err != nil {
 			return nil, err
+		}
+		if err := s.adm.register(d.Registry); err != nil {
+			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
+		}
+		if err := d.Registry.Register(s.authErr.total); err != nil {
+			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
 		}
 	}
 	s.logs.flush = func(evs []events.Event) {
@@ -89,6 +101,10 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		}
 		w := idpwatch.New(kv, s.applyIdP, s.log)
 		g.Go(func() error { return w.Run(ctx) })
+		g.Go(func() error { return s.authErr.run(ctx) })
+		if s.nc != nil {
+			g.Go(func() error { return s.serveBarrier(ctx, s.nc) })
+		}
 		if err := w.WaitSynced(ctx); err != nil {
 			return err
 		}
@@ -96,6 +112,7 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		s.loaded = true
 		s.mu.Unlock()
 		g.Go(func() error { return relay.Run(ctx) })
+		g.Go(func() error { return s.adm.run(ctx, 250*time.Millisecond) })
 		return s.initGauges()
 	}
 }

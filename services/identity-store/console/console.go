@@ -117,6 +117,7 @@ type Console struct {
 	cfg   Config
 	b     Backend
 	pages map[string]*template.Template
+	mux   http.Handler
 	token [32]byte // SHA-256 of the admin token, compared in constant time
 	keys  *keySet  // auth's app-token keys; nil without AdminIdP/AdminGroup
 
@@ -157,6 +158,7 @@ func New(cfg Config, b Backend) (*Console, error) {
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
+	c.mux = c.routes()
 	if cfg.AdminIdP != "" && cfg.AdminGroup != "" {
 		certs := cfg.CertsURL
 		if certs == "" {
@@ -203,7 +205,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
-	c.routes().ServeHTTP(w, r)
+	c.mux.ServeHTTP(w, r)
 }
 
 func (c *Console) routes() http.Handler {
@@ -228,6 +230,14 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("POST /ui/people/{id}/{action}", c.auth(c.personAction))
 	mux.HandleFunc("GET /ui/logs", c.auth(c.logs))
 	mux.HandleFunc("GET /ui/logs/caused", c.auth(c.logCaused))
+	mux.HandleFunc("GET /ui/access", c.auth(c.accessList))
+	mux.HandleFunc("GET /ui/access/new", c.auth(c.accessNew))
+	mux.HandleFunc("GET /ui/access/log", c.auth(c.accessLog))
+	mux.HandleFunc("POST /ui/access", c.auth(c.accessSave))
+	mux.HandleFunc("GET /ui/access/{id}", c.auth(c.accessEdit))
+	mux.HandleFunc("POST /ui/access/{id}", c.auth(c.accessSave))
+	mux.HandleFunc("GET /ui/access/{id}/delete", c.auth(c.accessConfirmDelete))
+	mux.HandleFunc("POST /ui/access/{id}/delete", c.auth(c.accessDelete))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.errorPage(w, r, nil, http.StatusNotFound, "No such page.")
 	})

@@ -434,6 +434,10 @@ var personActions = map[string]struct {
 		"Every session of this person ends now, on every auth replica. The seat is kept; they can sign in again unless locked."},
 	"remove-seat": {http.MethodDelete, "/seat", "Remove seat",
 		"The seat is freed and every session ends. The person shows inactive until their next sign-in."},
+	"unlock": {http.MethodPost, "/unlock", "Unlock",
+		"The lock SCIM deprovisioning set is lifted, so the person can sign in again. Sessions issued before the lock stay invalid; while the IdP still says active: false the person shows inactive."},
+	"reset-sub": {http.MethodDelete, "/sub", "Reset OIDC sub",
+		"The binding to the person's OIDC sub is voided as of now (an account replaced at the IdP on purpose): the next login binds its own sub. Sessions are not touched."},
 }
 
 func (c *Console) personConfirm(w http.ResponseWriter, r *http.Request) {
@@ -478,7 +482,7 @@ func (c *Console) personAction(w http.ResponseWriter, r *http.Request) {
 
 // logFilters are the provisioning-log filters of GET /api/v1/logs/scim, all passed through.
 var logFilters = []string{"idp_id", "status", "resource_type", "request_method", "resource_user_email", "resource_group_name",
-	"cf_resource_id", "idp_resource_id", "since", "until", "direction", "limit"}
+	"cf_resource_id", "idp_resource_id", "since", "until", "direction", "per_page"}
 
 func (c *Console) logs(w http.ResponseWriter, r *http.Request) {
 	in := r.URL.Query()
@@ -494,18 +498,21 @@ func (c *Console) logs(w http.ResponseWriter, r *http.Request) {
 			q.Set(k, v)
 		}
 	}
-	limit, _ := strconv.Atoi(q.Get("limit"))
-	if limit <= 0 {
-		limit = 50
-		q.Set("limit", "50")
+	perPage, _ := strconv.Atoi(q.Get("per_page"))
+	if perPage <= 0 {
+		perPage = 50
+		q.Set("per_page", "50")
 	}
+	page, _ := strconv.Atoi(in.Get("page"))
+	page = max(page, 1)
+	q.Set("page", strconv.Itoa(page))
 	ps, err := c.idps(r.Context())
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	var rows []logRow
-	_, err = c.get(r.Context(), "/api/v1/logs/scim", q, &rows)
+	res, err := c.get(r.Context(), "/api/v1/logs/scim", q, &rows)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
 		c.render(w, r, sessionOf(r), http.StatusBadRequest, "logs.html", "Provisioning logs", map[string]any{"IdPs": ps, "Query": in, "Errors": ae.Messages})
@@ -515,15 +522,14 @@ func (c *Console) logs(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	data := map[string]any{"IdPs": ps, "Names": idpNames(ps), "Rows": rows, "Query": in}
-	// Keyset paging on logged_at: the next page continues just past the last row shown.
-	if len(rows) == limit {
-		last := rows[len(rows)-1].LoggedAt
-		if q.Get("direction") == "asc" {
-			data["Next"] = withQuery(in, "since", last.Add(time.Nanosecond).Format(time.RFC3339Nano))
-		} else {
-			data["Next"] = withQuery(in, "until", last.Add(-time.Nanosecond).Format(time.RFC3339Nano))
-		}
+	total := res.ResultInfo.TotalCount
+	data := map[string]any{"IdPs": ps, "Names": idpNames(ps), "Rows": rows, "Query": in, "Total": total,
+		"First": (page-1)*perPage + 1, "Last": (page-1)*perPage + len(rows)}
+	if page > 1 {
+		data["Prev"] = withQuery(in, "page", strconv.Itoa(page-1))
+	}
+	if page*perPage < total {
+		data["Next"] = withQuery(in, "page", strconv.Itoa(page+1))
 	}
 	c.render(w, r, sessionOf(r), http.StatusOK, "logs.html", "Provisioning logs", data)
 }
