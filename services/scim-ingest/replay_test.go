@@ -58,7 +58,7 @@ func TestReplayRebuildsIdenticalFile(t *testing.T) {
 		"members": []any{map[string]any{"value": uids[4]}}}), http.StatusCreated).body["id"])
 	must(h.do("DELETE", "/Groups/"+g3, nil), http.StatusNoContent)
 	read := must(h.do("GET", "/Users?filter=userName%20eq%20%22replay4@x.test%22", nil), http.StatusOK) // a read: logged only
-	h.eventsOf(read) // its log record (a log-only write, with a commit number) is in the stream
+	h.eventsOf(read)                                                                                    // its log record (a log-only write, with a commit number) is in the stream
 	h.waitDrained()
 	h.stopService()
 
