@@ -138,7 +138,8 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		for _, c := range []struct {
 			base, name string
-		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"}} {
+		}{{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_depth"},
+			{s.ingest.baseURL(), "scimflow_scim_ingest_outbox_priority_depth"}, {s.store.baseURL(), "scimflow_identity_store_outbox_priority_depth"}} {
 			v, err := metric(c.base, c.name)
 			if err != nil {
 				stable = 0
@@ -151,6 +152,7 @@ func (s *stack) waitDrained(t testing.TB, js jetstream.JetStream, d time.Duratio
 		}
 		for _, c := range []struct{ stream, durable string }{
 			{events.StreamSCIM, "identitystore-scim"}, {events.StreamAuth, "identitystore-auth"}, {events.StreamIdentity, "identitystore-identity"},
+			{events.StreamSCIMPriority, "identitystore-scim-priority"},
 		} {
 			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			last, err := lastSeq(tctx, js, c.stream)
@@ -513,6 +515,7 @@ func (s *stack) verify(t testing.TB, js jetstream.JetStream, w *workload, tag st
 	drain := time.Since(faultEnd)
 	msgs := readStream(t, js, events.StreamSCIM)
 	f := checkStream(t, w, msgs)
+	checkPriorityLane(t, msgs, readStream(t, js, events.StreamSCIMPriority))
 	s.checkRegistry(t, w, &f)
 	// The checker's own GETs are SCIM requests too, each with a provisioning-log event: let
 	// identity-store apply them before it is stopped for the replay comparison.
@@ -527,4 +530,42 @@ func keepDir(t testing.TB) string {
 	keep := filepath.Join(os.TempDir(), "scimflow-reliability-logs", strings.ReplaceAll(t.Name(), "/", "_"))
 	os.MkdirAll(keep, 0o750)
 	return keep
+}
+
+// checkPriorityLane is the lanes' oracle: a write's events on both lanes commit in one scim-ingest
+// transaction, so whatever was killed between publishing one lane and the other, every security fact
+// in SCIM (a user set inactive, a user deleted) has its copy in SCIM_PRIORITY — same id, same commit
+// number — and SCIM_PRIORITY holds nothing that SCIM does not.
+func checkPriorityLane(t testing.TB, scim, prio []streamMsg) {
+	t.Helper()
+	ordered := map[string]events.Event{}
+	for _, m := range scim {
+		if m.Err == nil {
+			ordered[m.Event.ID] = m.Event
+		}
+	}
+	copies := map[string]bool{}
+	for _, m := range prio {
+		if m.Err != nil {
+			t.Errorf("SCIM_PRIORITY seq %d does not decode: %v", m.Seq, m.Err)
+			continue
+		}
+		copies[m.Event.ID] = true
+		if o, ok := ordered[m.Event.ID]; !ok || o.Commit != m.Event.Commit {
+			t.Errorf("SCIM_PRIORITY event %s (%s, commit %d) has no identical event in SCIM", m.Event.ID, m.Event.Type, m.Event.Commit)
+		}
+	}
+	for id, e := range ordered {
+		fact := false
+		switch d := e.Data.(type) {
+		case events.SCIMUserDeleted:
+			fact = true
+		case events.SCIMUserUpserted:
+			fact = !d.Active && !d.Created
+		}
+		if fact && !copies[id] {
+			t.Errorf("security fact %s (%s) in SCIM has no copy in SCIM_PRIORITY", id, e.Type)
+		}
+	}
+	t.Logf("priority lane: %d copies, all matching SCIM", len(copies))
 }

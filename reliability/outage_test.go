@@ -8,8 +8,9 @@ import (
 
 // TestNATSOutage is P12/P26 with the outbox: nats-server is SIGKILLed under load and kept down for
 // a while (5 s; 30 s in the long run). SCIM writes keep succeeding through scim-ingest's outbox
-// until its bound (outbox_max_depth, set low here so the bound is reached) and then get 503 with
-// Retry-After — never a 2xx that is later lost. After NATS restarts on the same store everything
+// until admission control refuses bulk writes (the outbox's oldest record older than
+// admission_max_lag, or its depth at outbox_max_depth, set low here) with 429 and Retry-After —
+// never a 2xx that is later lost; deletions (security facts) are still admitted. After NATS restarts on the same store everything
 // drains and both oracles hold.
 func TestNATSOutage(t *testing.T) {
 	t.Parallel()
@@ -30,12 +31,12 @@ func TestNATSOutage(t *testing.T) {
 	if long {
 		outage = 30 * time.Second
 	}
-	ackedBefore, rejectedBefore := w.acked.Load(), w.status503.Load()
+	ackedBefore, rejectedBefore := w.acked.Load(), w.status503.Load()+w.status429.Load()
 	n.kill(t)
 	down := time.Now()
 	// The outage lasts a fixed wall-clock time; the workload keeps writing meanwhile.
 	time.Sleep(outage)
-	ackedDuring, rejectedDuring := w.acked.Load()-ackedBefore, w.status503.Load()-rejectedBefore
+	ackedDuring, rejectedDuring := w.acked.Load()-ackedBefore, w.status503.Load()+w.status429.Load()-rejectedBefore
 	n.restart(t)
 	restarted := time.Now()
 	// The backlog is gone once the oldest unpublished record is younger than a second.
@@ -49,17 +50,17 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("outbox backlog not published after NATS came back: %v", err)
 	}
 	backlog := time.Since(restarted)
-	t.Logf("NATS down for %s: %d writes acknowledged (through the outbox), %d answered 503", time.Since(down).Round(time.Millisecond), ackedDuring, rejectedDuring)
+	t.Logf("NATS down for %s: %d writes acknowledged (through the outbox), %d answered 503/429", time.Since(down).Round(time.Millisecond), ackedDuring, rejectedDuring)
 	if ackedDuring == 0 {
 		t.Errorf("no SCIM write was acknowledged while NATS was down; the outbox should absorb them")
 	}
 	if w.missingRetryAfter.Load() > 0 {
-		t.Errorf("%d 503 answers without Retry-After", w.missingRetryAfter.Load())
+		t.Errorf("%d 503/429 answers without Retry-After", w.missingRetryAfter.Load())
 	}
 	waitUsers(t, w, w.count()+8)
 	w.finish()
 	f := s.verify(t, js, w, "nats-outage", restarted)
-	t.Logf("FIGURES nats-outage: outage %s, %d writes acknowledged during it, %d answered 503 (bound 400 events), backlog published %s after NATS restarted", outage, ackedDuring, rejectedDuring, backlog.Round(time.Millisecond))
+	t.Logf("FIGURES nats-outage: outage %s, %d writes acknowledged during it, %d refused with 503/429 (admission control; bound 400 events), backlog published %s after NATS restarted", outage, ackedDuring, rejectedDuring, backlog.Round(time.Millisecond))
 	if f.Lost+f.Duplicated+f.Unexpected+f.StoredTwice > 0 {
 		t.Errorf("NATS outage: %s", f)
 	}

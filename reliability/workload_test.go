@@ -136,7 +136,7 @@ type workload struct {
 	order    []string
 	abandon  int
 
-	acked, transportErr, status5xx, status503, missingRetryAfter, status409, other atomic.Int64
+	acked, transportErr, status5xx, status503, status429, missingRetryAfter, status409, other atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -230,6 +230,12 @@ func (w *workload) record(a attempt, r scimResp) {
 		}
 	case r.status/100 == 5:
 		w.status5xx.Add(1)
+	case r.status == http.StatusTooManyRequests:
+		// Admission control (the pipeline lags) or the rate limit: retried after Retry-After.
+		w.status429.Add(1)
+		if r.retryAfter == "" {
+			w.missingRetryAfter.Add(1)
+		}
 	case r.status == http.StatusConflict:
 		w.status409.Add(1)
 	default:
@@ -343,8 +349,8 @@ func (w *workload) delete(ctx context.Context, m *userModel) bool {
 func (w *workload) summary() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return fmt.Sprintf("users=%d attempts=%d acked(2xx)=%d transport_errors=%d 5xx=%d (503=%d, without Retry-After=%d) 409=%d other=%d abandoned=%d",
-		len(w.users), len(w.attempts), w.acked.Load(), w.transportErr.Load(), w.status5xx.Load(), w.status503.Load(), w.missingRetryAfter.Load(), w.status409.Load(), w.other.Load(), w.abandon)
+	return fmt.Sprintf("users=%d attempts=%d acked(2xx)=%d transport_errors=%d 5xx=%d (503=%d) 429=%d (503/429 without Retry-After=%d) 409=%d other=%d abandoned=%d",
+		len(w.users), len(w.attempts), w.acked.Load(), w.transportErr.Load(), w.status5xx.Load(), w.status503.Load(), w.status429.Load(), w.missingRetryAfter.Load(), w.status409.Load(), w.other.Load(), w.abandon)
 }
 
 // merge adds o's users, attempts and counts to w (o must be finished).
@@ -358,7 +364,7 @@ func (w *workload) merge(o *workload) {
 	w.attempts = append(w.attempts, o.attempts...)
 	w.abandon += o.abandon
 	for _, c := range [][2]*atomic.Int64{{&w.acked, &o.acked}, {&w.transportErr, &o.transportErr}, {&w.status5xx, &o.status5xx},
-		{&w.status503, &o.status503}, {&w.missingRetryAfter, &o.missingRetryAfter}, {&w.status409, &o.status409}, {&w.other, &o.other}} {
+		{&w.status503, &o.status503}, {&w.status429, &o.status429}, {&w.missingRetryAfter, &o.missingRetryAfter}, {&w.status409, &o.status409}, {&w.other, &o.other}} {
 		c[0].Add(c[1].Load())
 	}
 }

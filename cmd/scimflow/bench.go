@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scimflow/scimflow/app"
 	"github.com/scimflow/scimflow/internal/scenario"
 )
 
@@ -33,6 +34,10 @@ var benchmarks = map[string]benchmark{
 	"revocation": {
 		summary: "time from a SCIM deprovision's response to /verify rejecting the session, under background SCIM load",
 		run:     benchRevocation,
+	},
+	"pipeline": {
+		summary: "creates per second accepted by scim-ingest and applied end to end by auth, with a plain net/http baseline",
+		run:     benchPipeline,
 	},
 }
 
@@ -83,6 +88,8 @@ type revocationConfig struct {
 	warmup        time.Duration
 	baseline      int
 	pollEvery     time.Duration
+	rateLimit     float64 // scim_ingest.rate_limit per IdP; 0 disables
+	burst         int     // members of the group PATCHed in and out during the measured phase; 0: none
 	dataDir       string
 	logLevel      string
 }
@@ -100,6 +107,8 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "background load before measuring")
 	fs.DurationVar(&c.pollEvery, "poll-interval", 500*time.Microsecond, "pause between two sweeps of /verify polls over the waiting users (0: back to back)")
 	fs.IntVar(&c.baseline, "baseline", 2000, "sequential /verify round trips measured as the baseline (under the same load)")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 200, "scim_ingest.rate_limit, requests per second per IdP (0: off); the default caps -background at 200 per background IdP")
+	fs.IntVar(&c.burst, "burst", 0, "also PATCH a group of this many members in and out (one request each way) over and over during the measured phase, from an IdP of its own (0: no burst)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	fs.StringVar(&c.logLevel, "log-level", "error", "log level of the services (stderr)")
 	fs.Usage = func() {
@@ -124,7 +133,7 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 	if c.duration > 0 {
 		c.rate = float64(c.users) / c.duration.Seconds()
 	}
-	if c.users < 1 || c.rate <= 0 || c.background < 0 || c.backgroundIdP < 1 || c.bgUsers < 1 {
+	if c.users < 1 || c.rate <= 0 || c.background < 0 || c.backgroundIdP < 1 || c.bgUsers < 1 || c.rateLimit < 0 || c.burst < 0 {
 		fmt.Fprintln(stderr, "scimflow bench revocation: -users, -rate, -background-idps and -background-users must be positive")
 		return 2
 	}
@@ -155,6 +164,8 @@ type revocationResult struct {
 	polls       int64           // /verify calls made while waiting for 401
 	bgDone      int64           // background writes answered 2xx
 	bgFailed    int64
+	bgRefused   int64 // background writes answered 429 (rate limit or admission control), not retried
+	bursts      int64 // burst PATCHes answered 2xx
 	bgSeconds   float64
 	deprovPhase time.Duration
 	stages      []stage // mean per-hop delays over the measured phase, from /metrics
@@ -242,7 +253,7 @@ func stageMeans(before, after map[string]float64) []stage {
 
 func revocation(ctx context.Context, c revocationConfig, dir string, stdout, stderr io.Writer) (*revocationResult, error) {
 	fmt.Fprintf(stdout, "starting scimflow and the test provider (data in %s)\n", dir)
-	e, err := startEmbedded(ctx, dir, false, stderr, c.logLevel, nil)
+	e, err := startEmbedded(ctx, dir, false, stderr, c.logLevel, func(f *app.File) { f.SCIMIngest.RateLimit = c.rateLimit })
 	if err != nil {
 		return nil, err
 	}
@@ -323,6 +334,19 @@ func revocation(ctx context.Context, c revocationConfig, dir string, stdout, std
 	} else {
 		close(bgDone)
 	}
+	burstDone := make(chan struct{})
+	if c.burst > 0 {
+		b, err := setupBurst(ctx, e, hc, c.burst, stdout)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			defer close(burstDone)
+			b.run(bgCtx, res)
+		}()
+	} else {
+		close(burstDone)
+	}
 
 	// Baseline: /verify round trip of a valid session, under the same load.
 	base := sessions[len(sessions)-1]
@@ -381,6 +405,7 @@ func revocation(ctx context.Context, c revocationConfig, dir string, stdout, std
 	res.stages = stageMeans(before, scrapeAll(ctx, hc, e.ep))
 	stopBG()
 	<-bgDone
+	<-burstDone
 	return res, nil
 }
 
@@ -468,6 +493,7 @@ func setupBackground(ctx context.Context, e *embedded, hc *http.Client, c revoca
 			return nil, err
 		}
 		s.HTTP = hc
+		s.NoRetry = true // a refused background write counts as refused (open-loop load)
 		t := bgTenant{scim: s, users: make([]*scenario.SCIMUser, c.bgUsers), in: make([]bool, c.bgUsers)}
 		t.group = &scenario.SCIMGroup{DisplayName: "Background"}
 		if _, err := s.CreateGroup(ctx, t.group); err != nil {
@@ -502,13 +528,14 @@ func (bg *background) run(ctx context.Context, rate float64, res *revocationResu
 				t := &bg.tenants[k]
 				i := (n / len(bg.tenants)) % len(t.users)
 				var err error
+				var r scenario.Result
 				if n%5 == 4 {
 					// Membership changes of one tenant are serialised so the toggles stay consistent.
 					locks[k].Lock()
 					if t.in[i] {
-						_, err = t.scim.RemoveMembers(ctx, t.group, t.users[i])
+						r, err = t.scim.RemoveMembers(ctx, t.group, t.users[i])
 					} else {
-						_, err = t.scim.AddMembers(ctx, t.group, t.users[i])
+						r, err = t.scim.AddMembers(ctx, t.group, t.users[i])
 					}
 					if err == nil {
 						t.in[i] = !t.in[i]
@@ -516,10 +543,12 @@ func (bg *background) run(ctx context.Context, rate float64, res *revocationResu
 					locks[k].Unlock()
 				} else {
 					u := *t.users[i]
-					_, err = t.scim.Rename(ctx, &u, "Bg", fmt.Sprintf("%d-%d", i, n))
+					r, err = t.scim.Rename(ctx, &u, "Bg", fmt.Sprintf("%d-%d", i, n))
 				}
 				if err != nil {
-					if ctx.Err() == nil {
+					if r.Status == http.StatusTooManyRequests {
+						atomic.AddInt64(&res.bgRefused, 1)
+					} else if ctx.Err() == nil {
 						atomic.AddInt64(&res.bgFailed, 1)
 					}
 				} else {
@@ -616,7 +645,11 @@ func (r *revocationResult) print(w io.Writer, c revocationConfig) {
 	fmt.Fprintf(w, "  users %d, deprovisions %.1f/s over %s, background target %.0f writes/s over %d IdPs\n",
 		c.users, c.rate, r.deprovPhase.Round(time.Millisecond), c.background, c.backgroundIdP)
 	if c.background > 0 && r.bgSeconds > 0 {
-		fmt.Fprintf(w, "  background achieved %.1f writes/s (%d ok, %d failed)\n", float64(r.bgDone)/r.bgSeconds, r.bgDone, r.bgFailed)
+		fmt.Fprintf(w, "  background achieved %.1f writes/s (%d ok, %d refused with 429, %d failed); rate_limit %.0f/s per IdP\n",
+			float64(r.bgDone)/r.bgSeconds, r.bgDone, r.bgRefused, r.bgFailed, c.rateLimit)
+	}
+	if c.burst > 0 {
+		fmt.Fprintf(w, "  burst: %d PATCHes of a %d-member group (in, then out) during the measured phase\n", r.bursts, c.burst)
 	}
 	row("revocation: SCIM response → /verify 401", r.latencies)
 	row("SCIM deprovision request round trip", r.scimRTT)
@@ -628,9 +661,64 @@ func (r *revocationResult) print(w io.Writer, c revocationConfig) {
 			fmt.Fprintf(w, "    %-58s %9s  (n=%.0f)\n", s.name, fmtDur(s.mean), s.n)
 		}
 	}
+	// docs/benchmarks.md: p99 ≤ 25 ms at 200 background writes/s, ≤ 50 ms at 1,000/s, ≤ 250 ms with
+	// 3,000/s offered or during a burst.
+	target := 50 * time.Millisecond
+	switch {
+	case c.burst > 0 || c.background > 1000:
+		target = 250 * time.Millisecond
+	case c.background <= 200:
+		target = 25 * time.Millisecond
+	}
 	verdict := "met"
-	if pct(r.latencies, .99) > 50*time.Millisecond {
+	if pct(r.latencies, .99) > target {
 		verdict = "MISSED"
 	}
-	fmt.Fprintf(w, "  target p99 ≤ 50ms: %s\n", verdict)
+	fmt.Fprintf(w, "  target p99 ≤ %s: %s\n", target, verdict)
+}
+
+// burst is one IdP whose group gets burst members added in one PATCH and removed in the next, over
+// and over: bulk work of the size of "assign a 10,000-member group to the app".
+type burst struct {
+	scim  *scenario.SCIM
+	users []*scenario.SCIMUser
+	group *scenario.SCIMGroup
+}
+
+func setupBurst(ctx context.Context, e *embedded, hc *http.Client, n int, stdout io.Writer) (*burst, error) {
+	fmt.Fprintf(stdout, "provisioning the burst IdP with %d users\n", n)
+	_, s, err := e.newIdP(ctx, "bench burst", "automatic", true, false, scenario.Okta)
+	if err != nil {
+		return nil, err
+	}
+	s.HTTP = hc
+	b := &burst{scim: s, users: make([]*scenario.SCIMUser, n), group: &scenario.SCIMGroup{DisplayName: "Burst"}}
+	if _, err := s.CreateGroup(ctx, b.group); err != nil {
+		return nil, err
+	}
+	err = parallel(ctx, 16, n, func(i int) error {
+		u := &scenario.SCIMUser{UserName: fmt.Sprintf("burst-%06d@bench.example.com", i), GivenName: "Burst", FamilyName: fmt.Sprint(i), Active: true}
+		b.users[i] = u
+		return retry429(ctx, func() (scenario.Result, error) { return s.CreateUser(ctx, u) })
+	})
+	return b, err
+}
+
+func (b *burst) run(ctx context.Context, res *revocationResult) {
+	for in := false; ctx.Err() == nil; in = !in {
+		var err error
+		if in {
+			_, err = b.scim.RemoveMembers(ctx, b.group, b.users...)
+		} else {
+			_, err = b.scim.AddMembers(ctx, b.group, b.users...)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				atomic.AddInt64(&res.bgFailed, 1)
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		atomic.AddInt64(&res.bursts, 1)
+	}
 }

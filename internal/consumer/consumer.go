@@ -79,13 +79,18 @@ var ErrHalted = errors.New("consumer halted")
 
 // Config configures a Runner.
 type Config struct {
-	Stream        string        // stream to read, whole
-	Durable       string        // durable consumer name; API: renaming it reprocesses the stream
-	MetricsPrefix string        // e.g. "scimflow_identity_store"
-	BatchSize     int           // events applied per bbolt transaction at most; default 256
-	AckWait       time.Duration // default 30s
-	IdleCheck     time.Duration // how often an idle consumer confirms it is caught up; default 1s
-	MaxBackoff    time.Duration // longest nak delay; default 10s
+	Stream        string // stream to read, whole
+	Durable       string // durable consumer name; API: renaming it reprocesses the stream
+	MetricsPrefix string // e.g. "scimflow_identity_store"
+	BatchSize     int    // messages applied per bbolt transaction at most; default 256
+	// MaxTxBytes bounds the message bytes applied in one transaction (the last message may cross it);
+	// default 128 KiB. The service's other consumers (a priority lane) wait for the bbolt writer
+	// while a transaction runs, so a bulk backlog must not make transactions arbitrarily long; a large
+	// group change arrives as one message per 1,000-member chunk and so spreads over transactions.
+	MaxTxBytes int
+	AckWait    time.Duration // default 30s
+	IdleCheck  time.Duration // how often an idle consumer confirms it is caught up; default 1s
+	MaxBackoff time.Duration // longest nak delay; default 10s
 }
 
 // Runner is one running consumer.
@@ -126,6 +131,9 @@ func New(db *bolt.DB, js jetstream.JetStream, cfg Config, h Handler, reg prometh
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 256
+	}
+	if cfg.MaxTxBytes <= 0 {
+		cfg.MaxTxBytes = 128 << 10
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
@@ -372,12 +380,14 @@ func (r *Runner) loop(ctx context.Context, it jetstream.MessagesContext) error {
 			return err
 		}
 		batch := []jetstream.Msg{first}
-		for len(batch) < r.cfg.BatchSize {
+		size := len(first.Data())
+		for len(batch) < r.cfg.BatchSize && size < r.cfg.MaxTxBytes {
 			m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
 			if err != nil {
 				break
 			}
 			batch = append(batch, m)
+			size += len(m.Data())
 		}
 		if err := r.process(ctx, batch); err != nil {
 			return err

@@ -42,7 +42,9 @@ const DeadBucket = "outbox_dead"
 // before), so they are constants, not configuration.
 const (
 	maxBatchEvents = 256
-	maxBatchBytes  = 512 << 10
+	// maxBatchBytes keeps a large change (a 1,000-member chunk of a group change is about 40 KB) in
+	// messages of its own, so a consumer can spread it over transactions (consumer.Config.MaxTxBytes).
+	maxBatchBytes = 64 << 10
 )
 
 type record struct {

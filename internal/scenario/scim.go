@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -41,6 +42,10 @@ type SCIM struct {
 	Dialect Dialect
 	// HTTP is the client used; nil means a client with a 10 s timeout.
 	HTTP *http.Client
+	// NoRetry makes Do return a 429 or 503 at once. By default Do retries them after Retry-After
+	// (at most 30 s in all), as Okta and Entra do: scim-ingest's admission control answers bulk
+	// writes 429 while the pipeline lags, which a loaded test machine reaches now and then.
+	NoRetry bool
 }
 
 // SCIMUser is the client's copy of a user it provisions: what the IdP knows about it. ID is set
@@ -70,6 +75,7 @@ type Result struct {
 	Method, Path string
 	Status       int
 	RequestID    string
+	RetryAfter   string // the Retry-After header of a 429 or 503
 	Body         []byte
 	Sent, Done   time.Time
 }
@@ -103,17 +109,39 @@ func (s *SCIM) client() *http.Client {
 	return defaultClient
 }
 
-// Do sends one request with the dialect's headers. body is JSON-encoded unless nil.
+// Do sends one request with the dialect's headers. body is JSON-encoded unless nil. A 429 or 503
+// with Retry-After is retried (see NoRetry).
 func (s *SCIM) Do(ctx context.Context, method, path string, body any) (Result, error) {
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return Result{}, err
 		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := s.do(ctx, method, path, b, body != nil)
+		busy := res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable
+		if err != nil || !busy || s.NoRetry || res.RetryAfter == "" || time.Now().After(deadline) {
+			return res, err
+		}
+		wait, _ := strconv.Atoi(strings.TrimSpace(res.RetryAfter))
+		select {
+		case <-time.After(time.Duration(max(wait, 1)) * time.Second):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+}
+
+func (s *SCIM) do(ctx context.Context, method, path string, b []byte, hasBody bool) (Result, error) {
+	var rd io.Reader
+	if hasBody {
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(s.BaseURL, "/")+path, rd)
+	body := rd
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(s.BaseURL, "/")+path, body)
 	if err != nil {
 		return Result{}, err
 	}
@@ -142,6 +170,7 @@ func (s *SCIM) Do(ctx context.Context, method, path string, body any) (Result, e
 	res.Done = time.Now()
 	res.Status = resp.StatusCode
 	res.RequestID = resp.Header.Get("X-Request-Id")
+	res.RetryAfter = resp.Header.Get("Retry-After")
 	return res, err
 }
 

@@ -410,7 +410,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		s.loginFailed(w, r, txn.IdP, "fail_closed", http.StatusServiceUnavailable, nil)
 		return
 	}
-	if u, ok := s.state.user(li.userID); ok && u.Locked {
+	if u, ok := s.state.user(li.userID); ok && s.state.locked(u) {
 		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, "locked")
 		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
 		return

@@ -198,6 +198,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 }
 
 func (h *harness) startReplica(id string, mut func(*Config)) *replica {
+	return h.startReplicaWait(id, mut, true)
+}
+
+// startReplicaWait starts a replica and, when ready is set, waits until /readyz says it caught up.
+func (h *harness) startReplicaWait(id string, mut func(*Config), ready bool) *replica {
 	t := h.t
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -249,6 +254,9 @@ func (h *harness) startReplica(id string, mut func(*Config)) *replica {
 	}
 	t.Cleanup(stop)
 	r := &replica{srv: s, url: base, reg: reg, stop: stop}
+	if !ready {
+		return r
+	}
 	waitFor(t, "auth ready", 30*time.Second, func() error {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {

@@ -107,7 +107,7 @@ func TestSessionWithoutIdentitySeq(t *testing.T) {
 	if snapshotNewer(&older, c) {
 		t.Errorf("snapshotNewer(older snapshot, token without id_seq) = true, want false")
 	}
-	if why := userCheck(&older, nil, "", issued, nil); why != "" {
+	if why := userCheck(&older, nil, 0, "", issued, nil); why != "" {
 		t.Errorf("userCheck(older revocation, token without id_seq) = %q, want valid", why)
 	}
 	seq := uint64(5)
@@ -115,11 +115,11 @@ func TestSessionWithoutIdentitySeq(t *testing.T) {
 	if !snapshotNewer(&older, c) {
 		t.Errorf("snapshotNewer(snapshot at 9, session at 5) = false, want true")
 	}
-	if why := userCheck(&older, nil, "", issued, &seq); why != "revoked" {
+	if why := userCheck(&older, nil, 0, "", issued, &seq); why != "revoked" {
 		t.Errorf("userCheck(revocation at 9, session at 5) = %q, want revoked", why)
 	}
 	seq = 9
-	if snapshotNewer(&older, c) || userCheck(&older, nil, "", issued, &seq) != "" {
+	if snapshotNewer(&older, c) || userCheck(&older, nil, 0, "", issued, &seq) != "" {
 		t.Errorf("session at 9: snapshot at 9 used or revocation at 9 applied, want neither (the session saw both)")
 	}
 }

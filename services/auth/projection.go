@@ -70,10 +70,13 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 			}
 		}
 	case events.SessionsRevoked:
-		id, email, revoking = p.UserID, p.Email, true
+		id, email = p.UserID, p.Email
 		change = func(u *userRecord) {
+			// One latency observation per revocation: not again when the priority lane (priority.go)
+			// already moved revoked_before to this revocation's time.
 			if p.RevokedBefore.After(u.RevokedBefore) {
 				u.RevokedBefore = p.RevokedBefore
+				revoking = true
 			}
 			// Whatever its revoked_before, a revocation revokes the sessions built before auth
 			// applied it (see Ordering above).
@@ -110,7 +113,11 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	}
 	change(&u)
 	u.Version = m.Seq
+	u.OrderedCommit = max(u.OrderedCommit, e.Commit)
 	if err := putUser(tx, u, oldKey); err != nil {
+		return err
+	}
+	if err := s.noteOrdered(tx, e.IdPID, e.Commit); err != nil {
 		return err
 	}
 	occurred := e.OccurredAt

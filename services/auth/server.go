@@ -61,10 +61,11 @@ type server struct {
 	txnKV      jetstream.KeyValue
 	identityRn *consumer.Runner
 	authRn     *consumer.Runner
+	prioRn     *consumer.Runner // IDENTITY_PRIORITY: security facts ahead of the IDENTITY backlog
 }
 
 func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
-	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp, bucketIdPs)
+	db, err := boltdb.Open(dbPath, outbox.Bucket, bucketUsers, bucketEmails, bucketLoggedOut, bucketLoggedOutExp, bucketIdPs, bucketCommitMarks)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +128,11 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	}
 	s.authRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamAuth, Durable: "auth-logout-" + cfg.ReplicaID,
 		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyAuth, reg, s.log, time.Now)
+	if err != nil {
+		return fail(err)
+	}
+	s.prioRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentityPriority, Durable: "auth-priority-" + cfg.ReplicaID,
+		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyPriority, reg, s.log, time.Now)
 	if err != nil {
 		return fail(err)
 	}
@@ -195,6 +201,7 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return s.relay.Run(ctx) })
 	g.Go(func() error { return s.identityRn.Run(ctx) })
 	g.Go(func() error { return s.authRn.Run(ctx) })
+	g.Go(func() error { return s.prioRn.Run(ctx) })
 	g.Go(func() error { return s.keys.run(ctx) })
 	idpw := idpwatch.New(idpKV, s.applyIdP, s.log)
 	g.Go(func() error { return idpw.Run(ctx) })
@@ -230,7 +237,7 @@ func (s *server) applyIdP(id string, idp *events.IdP) {
 // staleness returns an error when the revocation state may be stale (docs/design.md §2.5): a consumer is
 // halted, never caught up, or last caught up longer ago than revocation_max_staleness.
 func (s *server) staleness() error {
-	for _, r := range []*consumer.Runner{s.identityRn, s.authRn} {
+	for _, r := range []*consumer.Runner{s.identityRn, s.authRn, s.prioRn} {
 		if err := r.Halted(); err != nil {
 			return err
 		}
@@ -248,7 +255,7 @@ func (s *server) staleness() error {
 // stalenessSeconds is the age of the older of the two projections, for the gauge.
 func (s *server) stalenessSeconds() float64 {
 	var worst time.Duration
-	for _, r := range []*consumer.Runner{s.identityRn, s.authRn} {
+	for _, r := range []*consumer.Runner{s.identityRn, s.authRn, s.prioRn} {
 		at := r.CaughtUpAt()
 		if at.IsZero() {
 			return -1
@@ -278,6 +285,8 @@ type metrics struct {
 	accessDecisions   *prometheus.CounterVec
 	accessLogDropped  prometheus.Counter
 	logoutRefused     prometheus.Counter
+	// priorityRevocations counts revocations that arrived first by the priority lane.
+	priorityRevocations prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
@@ -300,6 +309,8 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 		catchUpWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_login_catch_up_seconds",
 			Help:    "Time a login callback waited for the IDENTITY projection to apply what the stream held when the callback began.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
+		priorityRevocations: prometheus.NewCounter(prometheus.CounterOpts{Name: "scimflow_auth_priority_revocations_total",
+			Help: "Revocations applied from the IDENTITY_PRIORITY lane before the IDENTITY stream delivered them."}),
 		barrierWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scimflow_auth_login_scim_barrier_seconds",
 			Help:    "Time a login callback's read-your-writes barrier took (scim-ingest outbox, then identity-store), running alongside the code exchange.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 17)}),
@@ -325,9 +336,9 @@ func newMetrics(reg prometheus.Registerer, s *server) (*metrics, error) {
 		m.catchUpRefused.WithLabelValues(r)
 	}
 	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimflow_auth_revocation_staleness_seconds",
-		Help: "Seconds since the revocation projection (IDENTITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
+		Help: "Seconds since the revocation projection (IDENTITY, IDENTITY_PRIORITY and AUTH consumers) was last known caught up; -1 before the first catch-up."},
 		s.stalenessSeconds)
-	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.barrierWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, staleness} {
+	for _, c := range []prometheus.Collector{m.logins, m.verify, m.verifyLatency, m.sessions, m.failClosed, m.revocationLatency, m.jwksFetches, m.catchUpWait, m.barrierWait, m.catchUpRefused, m.accessDecisions, m.accessLogDropped, m.logoutRefused, m.priorityRevocations, staleness} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}

@@ -21,6 +21,7 @@ const (
 	bucketLoggedOut    = "logged_out"     // session id hash → expiry (8 bytes, unix nanos)
 	bucketLoggedOutExp = "logged_out_exp" // expiry (8 bytes) ‖ hash → empty; prunes logged_out
 	bucketIdPs         = "idps"           // idp id → idpRecord JSON
+	bucketCommitMarks  = "commit_marks"   // idp → highest commit number applied from the IDENTITY stream (8 bytes)
 )
 
 // userRecord is what auth knows about one registry user. It changes only by applying IDENTITY
@@ -47,6 +48,10 @@ type userRecord struct {
 	Sub        string    `json:"sub,omitempty"`
 	SubBoundAt time.Time `json:"sub_bound_at,omitzero"`
 	SubResetAt time.Time `json:"sub_reset_at,omitzero"`
+	// OrderedCommit is the highest commit number of the IDENTITY events applied to this user,
+	// FenceCommit that of the priority-lane locks (see priority.go). Both only grow.
+	OrderedCommit uint64 `json:"ordered_commit,omitempty"`
+	FenceCommit   uint64 `json:"fence_commit,omitempty"`
 }
 
 // idpRecord is what auth knows about a whole IdP from the IDENTITY stream: when its sessions were
@@ -88,6 +93,7 @@ type revState struct {
 	users     map[string]*userRecord
 	loggedOut map[string]time.Time
 	idps      map[string]*idpRecord
+	marks     map[string]uint64 // idp → highest commit applied from the IDENTITY stream
 }
 
 // defaultUserCache bounds the cached user records: ~1 KB each, so about 100 MB at most.
@@ -95,7 +101,23 @@ const defaultUserCache = 100_000
 
 func newRevState(db *bolt.DB) *revState {
 	return &revState{db: db, maxCache: defaultUserCache, users: map[string]*userRecord{}, loggedOut: map[string]time.Time{},
-		idps: map[string]*idpRecord{}}
+		idps: map[string]*idpRecord{}, marks: map[string]uint64{}}
+}
+
+// locked reports whether u may not log in or hold a session: locked by the registry, or fenced by a
+// priority-lane lock the IDENTITY stream has not caught up with.
+func (s *revState) locked(u userRecord) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return u.Locked || fenced(&u, s.marks[u.IdP])
+}
+
+func (s *revState) putMark(idp string, c uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c > s.marks[idp] {
+		s.marks[idp] = c
+	}
 }
 
 // lookup returns the record of id from the cache, else from the file (then cached), or nil.
@@ -205,6 +227,7 @@ func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq
 	s.mu.RLock()
 	_, out := s.loggedOut[h]
 	ir := s.idps[idp]
+	mark := s.marks[idp]
 	s.mu.RUnlock()
 	if out {
 		return "logged_out"
@@ -212,11 +235,11 @@ func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq
 	if ir != nil && (!ir.RevokedBefore.IsZero() && !issued.After(ir.RevokedBefore) || seq != nil && ir.RevokedSeq > *seq) {
 		return "idp_revoked"
 	}
-	if why := userCheck(s.lookup(id), ir, oidcSub, issued, seq); why != "" {
+	if why := userCheck(s.lookup(id), ir, mark, oidcSub, issued, seq); why != "" {
 		return why
 	}
 	if other, ok := s.userIDByEmailKey(ekey); ok && other != id {
-		return userCheck(s.lookup(other), ir, oidcSub, issued, seq)
+		return userCheck(s.lookup(other), ir, mark, oidcSub, issued, seq)
 	}
 	return ""
 }
@@ -226,13 +249,15 @@ func (s *revState) check(id, idp, oidcSub, ekey, h string, issued time.Time, seq
 // session was built (RevokedSeq beyond the session's sequence): that session read the state from
 // before the revocation, so it existed before it, even if its login came later in wall time than
 // the change that caused the revocation (a login racing a SCIM change).
-func userCheck(u *userRecord, ir *idpRecord, oidcSub string, issued time.Time, seq *uint64) string {
+//
+// A priority-lane fence counts as a lock (mark: the IdP's commit mark, priority.go).
+func userCheck(u *userRecord, ir *idpRecord, mark uint64, oidcSub string, issued time.Time, seq *uint64) string {
 	switch {
 	case u == nil:
 		return ""
 	case oidcSub != "" && boundSub(u, ir) != "" && boundSub(u, ir) != oidcSub:
 		return "sub_mismatch"
-	case u.Locked:
+	case u.Locked || fenced(u, mark):
 		return "locked"
 	case !u.RevokedBefore.IsZero() && !issued.After(u.RevokedBefore):
 		return "revoked"
@@ -272,6 +297,14 @@ func (s *revState) dropLoggedOut(hs []string) {
 func (s *revState) load(tx *bolt.Tx) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := tx.Bucket([]byte(bucketCommitMarks)).ForEach(func(k, v []byte) error {
+		if len(v) == 8 {
+			s.marks[string(k)] = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if err := tx.Bucket([]byte(bucketIdPs)).ForEach(func(k, v []byte) error {
 		var r idpRecord
 		if err := json.Unmarshal(v, &r); err != nil {

@@ -4,7 +4,9 @@
 // Three consumers feed the projection, each with its cursor in the same bbolt transaction as the state
 // it produced: identitystore-scim (SCIM stream: users, groups, provisioning log), identitystore-auth
 // (AUTH stream: logins take seats and rebuild identities) and identitystore-identity (IDENTITY
-// stream, of which only the admin API's facts are applied). Admin actions that change a user (revoke,
+// stream, of which only the admin API's facts are applied). A fourth, identitystore-scim-priority,
+// reads the SCIM_PRIORITY lane and publishes the revocations and locks of security facts on
+// IDENTITY_PRIORITY ahead of the backlog, changing no registry state (priority.go). Admin actions that change a user (revoke,
 // remove seat) are published to IDENTITY first and applied from there, so a replay of the streams
 // rebuilds them too.
 package identitystore
@@ -124,7 +126,7 @@ type service struct {
 	token string
 	now   func() time.Time
 
-	scim, auth, ident *consumer.Runner
+	scim, auth, ident, prio *consumer.Runner
 
 	appsMu          sync.Mutex    // serialises the admin API's access-app writes (validation against the set)
 	appSyncKick     chan struct{} // wakes runAppSync after an app change committed
@@ -192,6 +194,9 @@ func newService(cfg Config, d Deps) (*service, error) {
 	if s.ident, err = mk(events.StreamIdentity, DurableIdentity); err != nil {
 		return fail(err)
 	}
+	if s.prio, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamSCIMPriority, Durable: DurableSCIMPriority, MetricsPrefix: metricsPrefix}, s.handlePriority, d.Registry, d.Log(), d.Now); err != nil {
+		return fail(err)
+	}
 	if d.Registry != nil {
 		if err := d.Registry.Register(&statsCollector{db: db}); err != nil {
 			return fail(fmt.Errorf("register metrics: %w", err))
@@ -248,7 +253,7 @@ func (s *service) serve(ctx context.Context) error {
 			}
 			g.Go(func() error { return s.relay.Run(ctx) })
 			g.Go(func() error { return s.runAppSync(ctx) })
-			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident} {
+			for name, r := range map[string]*consumer.Runner{DurableSCIM: s.scim, DurableAuth: s.auth, DurableIdentity: s.ident, DurableSCIMPriority: s.prio} {
 				ready.Set("consumer "+name, consumerCheck(r))
 				g.Go(func() error { return r.Run(ctx) })
 			}

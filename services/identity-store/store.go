@@ -52,7 +52,7 @@ var allBuckets = []string{bkUsers, bkEmail, bkIdPUsers, bkSCIMUsers, bkGroups, b
 // leave it once JetStream has them), consumer cursors and poison records are bookkeeping of the
 // runner. Everything else — the projection — must be byte-identical between a live store and a
 // clean replay of the streams.
-var DumpSkip = []string{outbox.Bucket, consumer.CursorBucket, consumer.PoisonBucket, consumer.SeenBucket}
+var DumpSkip = []string{outbox.Bucket, outbox.PriorityBucket, outbox.DeadBucket, consumer.CursorBucket, consumer.PoisonBucket, consumer.SeenBucket}
 
 func key(parts ...string) []byte {
 	return []byte(strings.Join(parts, "\x00"))

@@ -23,12 +23,16 @@ func (h *harness) stopNATS() func() {
 }
 
 // TestWritesWhileNATSIsDown: writes made while NATS is stopped succeed (they are on disk in the
-// outbox), the outbox bound turns further writes into 503 with Retry-After, and once NATS is back
-// every committed event is published exactly once — also when the service restarted in between.
+// outbox) until admission control refuses bulk writes (429 with Retry-After: the outbox reached
+// outbox_max_depth or its oldest record is older than admission_max_lag) while a deactivation is
+// still admitted; once NATS is back admission recovers and every committed event is published
+// exactly once — also when the service restarted in between. (Before admission control the bound
+// answered 503 to every write, deactivations included.)
 func TestWritesWhileNATSIsDown(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, noRateLimit, func(c *Config) { c.OutboxMaxDepth = 40 })
 	before := h.createUser("before@x.test")
+	victim := h.createUser("victim@x.test")
 	gr := h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "g"})
 	gid := str(gr.body["id"])
 	h.eventsOf(gr)
@@ -36,33 +40,45 @@ func TestWritesWhileNATSIsDown(t *testing.T) {
 	// Phase 1: NATS down, the service keeps running.
 	start := h.stopNATS()
 	var written []resp
-	saw503 := false
-	for i := 0; i < 100 && !saw503; i++ {
+	saw429 := false
+	for i := 0; i < 100 && !saw429; i++ {
 		r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": fmt.Sprintf("down%d@x.test", i)})
 		switch r.status {
 		case http.StatusCreated:
 			written = append(written, r)
-		case http.StatusServiceUnavailable:
-			saw503 = true
-			if r.header.Get("Retry-After") == "" || r.body["status"] != "503" {
-				t.Errorf("503 without Retry-After or SCIM error: %v %s", r.header, r.raw)
+		case http.StatusTooManyRequests:
+			saw429 = true
+			if r.header.Get("Retry-After") == "" || r.body["status"] != "429" {
+				t.Errorf("429 without Retry-After or SCIM error: %v %s", r.header, r.raw)
 			}
 		default:
 			t.Fatalf("POST while NATS is down = %d %s", r.status, r.raw)
 		}
 	}
-	if !saw503 {
-		t.Fatalf("no 503 after 100 writes with outbox_max_depth 40")
+	if !saw429 {
+		t.Fatalf("no 429 after 100 writes with outbox_max_depth 40")
+	}
+	// A security fact is admitted while bulk writes are refused.
+	deact := h.do("PATCH", "/Users/"+victim, patchBody(map[string]any{"op": "replace", "path": "displayName", "value": "V"},
+		map[string]any{"op": "replace", "value": map[string]any{"active": false}}))
+	if deact.status != http.StatusOK {
+		t.Fatalf("deactivating PATCH while admission control refuses bulk writes = %d %s, want 200", deact.status, deact.raw)
+	}
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "refused@x.test"}); r.status != http.StatusTooManyRequests {
+		t.Errorf("create while lagging = %d, want 429", r.status)
 	}
 	// Writes stay refused while the backlog is over the bound; reads are served.
 	if r := h.do("GET", "/Users/"+before, nil); r.status != 200 {
 		t.Errorf("GET while NATS is down = %d", r.status)
 	}
 	start()
-	for _, r := range written {
+	for _, r := range append(written, deact) {
 		h.eventsOf(r)
 	}
 	h.waitDrained() // published is not yet deleted from the outbox: wait until the bound is clear
+	if r := h.do("POST", "/Users", map[string]any{"schemas": []string{scimschema.User}, "userName": "after@x.test"}); r.status != http.StatusCreated {
+		t.Errorf("create after the pipeline caught up = %d %s, want 201 (admission recovered)", r.status, r.raw)
+	}
 
 	// Phase 2: NATS down, a membership change, then the service restarts before NATS returns.
 	start = h.stopNATS()

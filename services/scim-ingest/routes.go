@@ -163,7 +163,8 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // handle applies the checks every request passes, in order: IdP exists (404), bearer secret (401),
-// rate limit (429), outbox bound for writes (503), body size (413); then dispatches.
+// rate limit (429), body size (413), admission control for writes (429 for bulk writes while the
+// pipeline lags, admission.go); then dispatches.
 func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *reqInfo) error {
 	idpID := r.PathValue("idp")
 	idp, ok, loaded := s.lookupIdP(idpID)
@@ -183,16 +184,18 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 			retryAfter: int(math.Ceil(max(wait, retryAfter).Seconds()))}
 	}
 	write := r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch || r.Method == http.MethodDelete
-	if write && (rt.endpoint == "Users" || rt.endpoint == "Groups") && s.relay.Depth() > s.cfg.OutboxMaxDepth {
-		return &apiError{status: http.StatusServiceUnavailable, detail: "event backlog is full; retry later",
-			retryAfter: int(retryAfter.Seconds()) * 5}
-	}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		body, err := s.readBody(w, r)
 		if err != nil {
 			return err
 		}
 		info.body = body
+	}
+	if write && (rt.endpoint == "Users" || rt.endpoint == "Groups") {
+		reauth := events.PolicyOf(idp.SCIMConfig).IdentityUpdateBehavior == events.UpdateReauth
+		if err := s.adm.check(securityWrite(r.Method, rt.resourceKind(), rt.id != "", info.body, reauth)); err != nil {
+			return err
+		}
 	}
 	return s.dispatch(w, r, rt, info)
 }

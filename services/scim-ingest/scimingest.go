@@ -58,7 +58,8 @@ type Config struct {
 	MaxPatchWork         int             `json:"max_patch_work"`          // value comparisons one PATCH may cost (operations × values scanned); 400 tooMany beyond; default 200,000
 	RateLimit            float64         `json:"rate_limit"`              // requests per second per IdP (token bucket); 0 disables; default 200
 	RateBurst            int             `json:"rate_burst"`              // bucket size; default 400
-	OutboxMaxDepth       int64           `json:"outbox_max_depth"`        // unpublished events beyond which writes get 503; default 100,000
+	OutboxMaxDepth       int64           `json:"outbox_max_depth"`        // unpublished events at which bulk writes get 429; default 100,000
+	AdmissionMaxLag      config.Duration `json:"admission_max_lag"`       // pipeline lag beyond which bulk writes get 429 (security facts always pass); default 1s
 	SecretGrace          config.Duration `json:"secret_grace"`            // how long the previous SCIM secret stays valid after a refresh; default 0
 	MaxCommitBatch       int             `json:"max_commit_batch"`        // writes grouped into one bbolt commit at most; default 256
 }
@@ -71,6 +72,7 @@ func DefaultConfig() Config {
 		MaxResults: 1000, DefaultCount: 100, FilterScanLimit: 200000,
 		FilterScanTimeout: config.Duration(2 * time.Second), MaxPatchWork: 200000,
 		RateLimit: 200, RateBurst: 400, OutboxMaxDepth: 100000, MaxCommitBatch: 256,
+		AdmissionMaxLag: config.Duration(time.Second),
 	}
 }
 
@@ -101,6 +103,7 @@ func (c Config) Validate() error {
 	positive("max_patch_work", int64(c.MaxPatchWork))
 	positive("outbox_max_depth", c.OutboxMaxDepth)
 	positive("max_commit_batch", int64(c.MaxCommitBatch))
+	positive("admission_max_lag", int64(c.AdmissionMaxLag))
 	if c.RateLimit < 0 {
 		errs = append(errs, errors.New("scim_ingest.rate_limit: must not be negative"))
 	}

@@ -27,9 +27,14 @@ const maxEventBytes = 900 << 10
 // replaced by a note of its size.
 const maxLoggedBody = 64 << 10
 
-// appendEvents adds evs to the outbox inside tx, refusing any event too large to publish. It is the
-// only place scim-ingest appends to the outbox: store.write (changes with their log records) and
-// store.submitLogs (log records of requests that changed nothing) both end here.
+// commitBucket holds the commit counter (its bbolt bucket sequence).
+const commitBucket = "commits"
+
+// appendEvents adds the events of one write to the outbox inside tx, refusing any event too large to
+// publish. It is the only place scim-ingest appends to the outbox: store.write (changes with their
+// log records) and store.submitLogs (log records of requests that changed nothing) both end here. It
+// stamps the events with the write's commit number (one per call, strictly increasing in this file)
+// and puts a copy of each security fact on the priority lane (docs/architecture.md, "Lanes").
 func (st *store) appendEvents(tx *bolt.Tx, now time.Time, evs []events.Event) error {
 	for _, e := range evs {
 		b, err := events.Marshal(e)
@@ -40,7 +45,43 @@ func (st *store) appendEvents(tx *bolt.Tx, now time.Time, evs []events.Event) er
 			return errorf(http.StatusRequestEntityTooLarge, "", "the resource is too large to publish (%d bytes encoded)", len(b))
 		}
 	}
-	return outbox.Append(tx, now, evs...)
+	cb, err := tx.CreateBucketIfNotExists([]byte(commitBucket))
+	if err != nil {
+		return err
+	}
+	commit, err := cb.NextSequence()
+	if err != nil {
+		return err
+	}
+	var prio []events.Event
+	for i := range evs {
+		evs[i].Commit = commit
+		if securityFact(evs[i]) {
+			prio = append(prio, evs[i])
+		}
+	}
+	if err := outbox.Append(tx, now, evs...); err != nil {
+		return err
+	}
+	if len(prio) > 0 {
+		return outbox.AppendPriority(tx, now, prio...)
+	}
+	return nil
+}
+
+// securityFact reports whether ev takes access away, and so must not wait behind bulk work: a user
+// set inactive (not created inactive: nothing to take away), a user deleted, or members removed from
+// a group under the reauth policy (their sessions are revoked).
+func securityFact(ev events.Event) bool {
+	switch d := ev.Data.(type) {
+	case events.SCIMUserUpserted:
+		return !d.Active && !d.Created
+	case events.SCIMUserDeleted:
+		return true
+	case events.SCIMGroupMembers:
+		return len(d.Removed) > 0 && d.Policy.IdentityUpdateBehavior == events.UpdateReauth
+	}
+	return false
 }
 
 const (

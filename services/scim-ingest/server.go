@@ -40,6 +40,7 @@ type server struct {
 	sc      schemas
 	m       metrics
 	logs    logBuffer
+	adm     *admission
 	authErr *authFailures
 
 	mu       sync.RWMutex // guards the following
@@ -63,10 +64,14 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 			"users", shared)
 	}
 	s.m = newMetrics()
+	s.adm = newAdmission(cfg, relay, d.JS, s.now)
 	s.authErr = newAuthFailures(s.log)
 	if d.Registry != nil {
 		if err := s.m.register(d.Registry); err != nil {
 			return nil, err
+		}
+		if err := s.adm.register(d.Registry); err != nil {
+			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
 		}
 		if err := d.Registry.Register(s.authErr.total); err != nil {
 			return nil, fmt.Errorf("register scim-ingest metrics: %w", err)
@@ -107,6 +112,7 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		s.loaded = true
 		s.mu.Unlock()
 		g.Go(func() error { return relay.Run(ctx) })
+		g.Go(func() error { return s.adm.run(ctx, 250*time.Millisecond) })
 		return s.initGauges()
 	}
 }

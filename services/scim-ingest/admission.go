@@ -1,0 +1,254 @@
+package scimingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/outbox"
+)
+
+// identityStoreSCIMDurable is identity-store's durable consumer of the SCIM stream. Durable names are
+// API (services/identity-store/identitystore.go); services never import each other, so it is
+// repeated here.
+const identityStoreSCIMDurable = "identitystore-scim"
+
+// Admission control by lag (docs/architecture.md, "Admission control"). The pipeline lags when the
+// oldest record of the outbox's ordered lane, or the oldest SCIM event identity-store has not applied
+// yet, is older than admission_max_lag. While it lags, bulk writes get 429 with Retry-After (IdPs
+// honour it and retry), so the backlog stays within about the bound's worth of writes and a
+// deactivation never queues behind minutes of bulk work. Security facts — a user set inactive, a
+// user deleted, a membership removal under the reauth policy — are always admitted: refusing them
+// would keep access that should be gone. The classification reads the body, so it runs after the
+// body is read. outbox_max_depth still caps the outbox for bulk writes (429 too).
+type admission struct {
+	maxLag   time.Duration
+	maxDepth int64
+	relay    *outbox.Relay
+	js       jetstream.JetStream
+	now      func() time.Time
+
+	downstream atomic.Int64 // identity-store's SCIM lag as last measured, nanoseconds
+	active     atomic.Bool  // the last check found the pipeline lagging
+
+	lagG     prometheus.GaugeFunc
+	activeG  prometheus.GaugeFunc
+	rejected prometheus.Counter
+	admitted prometheus.Counter
+}
+
+func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now func() time.Time) *admission {
+	a := &admission{maxLag: cfg.AdmissionMaxLag.D(), maxDepth: cfg.OutboxMaxDepth, relay: relay, js: js, now: now}
+	const p = "scimflow_scim_ingest_admission_"
+	a.lagG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "lag_seconds",
+		Help: "Pipeline lag admission control compares with admission_max_lag: the older of the outbox's oldest record and identity-store's oldest unapplied SCIM event."},
+		func() float64 { return a.lag().Seconds() })
+	a.activeG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "active",
+		Help: "1 while admission control refuses bulk writes (the pipeline lags beyond admission_max_lag or the outbox is at outbox_max_depth)."},
+		func() float64 {
+			if a.lagging() {
+				return 1
+			}
+			return 0
+		})
+	a.rejected = prometheus.NewCounter(prometheus.CounterOpts{Name: p + "rejected_total",
+		Help: "Bulk writes answered 429 by admission control."})
+	a.admitted = prometheus.NewCounter(prometheus.CounterOpts{Name: p + "security_admitted_total",
+		Help: "Security-fact writes admitted while admission control was refusing bulk writes."})
+	return a
+}
+
+func (a *admission) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{a.lagG, a.activeG, a.rejected, a.admitted} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lag is the larger of the outbox's age and identity-store's SCIM lag.
+func (a *admission) lag() time.Duration {
+	return max(a.relay.OldestAge(), time.Duration(a.downstream.Load()))
+}
+
+func (a *admission) lagging() bool {
+	return a.lag() > a.maxLag || a.relay.Depth() >= a.maxDepth
+}
+
+// check decides a write: nil to admit it, a 429 for a bulk write while the pipeline lags.
+func (a *admission) check(security bool) error {
+	if !a.lagging() {
+		return nil
+	}
+	if security {
+		a.admitted.Inc()
+		return nil
+	}
+	a.rejected.Inc()
+	wait := max(time.Duration(math.Ceil(a.lag().Seconds()))*time.Second, retryAfter)
+	return &apiError{status: http.StatusTooManyRequests, detail: "the provisioning pipeline is behind; retry later",
+		retryAfter: int(wait.Seconds())}
+}
+
+// run measures identity-store's lag every interval until ctx ends.
+func (a *admission) run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			mctx, cancel := context.WithTimeout(ctx, interval*4)
+			d, err := a.measure(mctx)
+			cancel()
+			if err == nil {
+				a.downstream.Store(int64(d))
+			}
+		}
+	}
+}
+
+// measure returns the age of the oldest SCIM event identity-store's consumer has not acknowledged
+// (0 when none is pending or the consumer does not exist yet).
+func (a *admission) measure(ctx context.Context) (time.Duration, error) {
+	cons, err := a.js.Consumer(ctx, events.StreamSCIM, identityStoreSCIMDurable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return 0, nil
+	}
+	st, err := a.js.Stream(ctx, events.StreamSCIM)
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return max(a.now().Sub(m.Time), 0), nil
+}
+
+// securityWrite classifies a write request (its body already read) as a security fact: a DELETE of
+// a user; a PUT of a user with active false; a PATCH of a user any of whose operations sets active
+// false (a mixed PATCH counts); and, when the IdP's policy is reauth, a group DELETE, a group PUT
+// (it may drop members) or a group PATCH with a remove operation or a members replacement.
+func securityWrite(method string, kind string, hasID bool, body []byte, reauth bool) bool {
+	if !hasID {
+		return false // a create takes nothing away
+	}
+	switch kind {
+	case kindUser:
+		switch method {
+		case http.MethodDelete:
+			return true
+		case http.MethodPut:
+			var v map[string]any
+			return json.Unmarshal(body, &v) == nil && isFalse(lookupFold(v, "active"))
+		case http.MethodPatch:
+			for _, op := range patchOps(body) {
+				o := strings.ToLower(asString(lookupFold(op, "op")))
+				if o != "replace" && o != "add" {
+					continue
+				}
+				path := strings.ToLower(strings.TrimSpace(asString(lookupFold(op, "path"))))
+				val := lookupFold(op, "value")
+				switch {
+				case path == "active" || strings.HasSuffix(path, ":active"):
+					if isFalse(val) {
+						return true
+					}
+				case path == "":
+					if m, ok := val.(map[string]any); ok && isFalse(lookupFold(m, "active")) {
+						return true
+					}
+				}
+			}
+		}
+	case kindGroup:
+		if !reauth {
+			return false
+		}
+		switch method {
+		case http.MethodDelete, http.MethodPut:
+			return true
+		case http.MethodPatch:
+			for _, op := range patchOps(body) {
+				o := strings.ToLower(asString(lookupFold(op, "op")))
+				path := strings.ToLower(asString(lookupFold(op, "path")))
+				if o == "remove" || o == "replace" && (path == "" || strings.HasPrefix(path, "members")) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func patchOps(body []byte) []map[string]any {
+	var req map[string]any
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	if d.Decode(&req) != nil {
+		return nil
+	}
+	raw, _ := lookupFold(req, "Operations").([]any)
+	var out []map[string]any
+	for _, r := range raw {
+		if m, ok := r.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// lookupFold reads a JSON attribute case-insensitively (SCIM attribute names are).
+func lookupFold(m map[string]any, name string) any {
+	if v, ok := m[name]; ok {
+		return v
+	}
+	for k, v := range m {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return nil
+}
+
+// isFalse accepts the boolean false and, as some IdPs send it, the string "false" (any case).
+func isFalse(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return !x
+	case string:
+		return strings.EqualFold(strings.TrimSpace(x), "false")
+	}
+	return false
+}
+
+func asString(v any) string {
+	s, _ := v.(string)
+	return s
+}
