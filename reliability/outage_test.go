@@ -60,7 +60,7 @@ func TestNATSOutage(t *testing.T) {
 	waitUsers(t, w, w.count()+8)
 	w.finish()
 	f := s.verify(t, js, w, "nats-outage", restarted)
-	t.Logf("FIGURES nats-outage: outage %s, %d writes acknowledged during it, %d answered 503 (bound 400 events), backlog published %s after NATS restarted", outage, ackedDuring, rejectedDuring, backlog.Round(time.Millisecond))
+	t.Logf("FIGURES nats-outage: outage %s, %d writes acknowledged during it, %d refused with 503/429 (admission control; bound 400 events), backlog published %s after NATS restarted", outage, ackedDuring, rejectedDuring, backlog.Round(time.Millisecond))
 	if f.Lost+f.Duplicated+f.Unexpected+f.StoredTwice > 0 {
 		t.Errorf("NATS outage: %s", f)
 	}
