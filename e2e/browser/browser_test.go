@@ -270,6 +270,23 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 	}
 }
 
+// waitURL waits until the page's address contains sub: a step that submits a form must not read
+// the page it left.
+func waitURL(sub string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for {
+			if loc, err := chromedp.Location()(ctx, t); err == nil && strings.Contains(loc, sub) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // chooseCorp picks the corp IdP when auth's login page asks which IdP to use (it does when more
 // than one exists, as after the walkthrough created one).
 func chooseCorp(t *testing.T, ctx context.Context) {
@@ -395,6 +412,7 @@ func TestConsoleWalkthrough(t *testing.T) {
 		chromedp.Navigate(st.ep.Admin+"/ui/people"),
 		chromedp.SendKeys(chromedp.CSS("#q"), "schmi"),
 		chromedp.Submit(chromedp.CSS("#q")),
+		waitURL("q=schmi"), // the list before the search has people links too
 		chromedp.WaitVisible(chromedp.CSS(`a[href^="/ui/people/"]`)))
 	mustContain(t, "search result", text(t, ctx, "main"), "lena.schmidt@example.com", "1–1 of 1")
 	do(t, ctx, "people list", chromedp.Navigate(st.ep.Admin+"/ui/people?idp_id="+idp), chromedp.WaitVisible(chromedp.CSS("tbody")))

@@ -59,7 +59,7 @@ func IsDataFile(path string) bool {
 // must not exist), without publishing anything. The stream is read from its first sequence to its last
 // at start; a stream whose first events are gone (max_age or a purge) is refused, since the rebuilt
 // file would silently miss resources.
-func Replay(ctx context.Context, js jetstream.JetStream, path string) error {
+func Replay(ctx context.Context, js jetstream.JetStream, path string) (err error) {
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("replay: %s already exists; replay builds a fresh file", path)
 	}
@@ -87,6 +87,30 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string) error {
 	if last == 0 {
 		return nil
 	}
+	// The rebuilt file's commit counter (scimlog.go) continues after the highest commit number in the
+	// stream, so a standby started on it keeps commit numbers strictly increasing. Log-only writes
+	// carry commit numbers too, and are not read below: the last scimlog message gives theirs.
+	var maxCommit uint64
+	if m, err := st.GetLastMsgForSubject(ctx, "scimlog.>"); err == nil && m.Sequence <= last {
+		if evs, err := events.DecodeMessage(m.Subject, m.Data); err == nil {
+			for _, e := range evs {
+				maxCommit = max(maxCommit, e.Commit)
+			}
+		}
+	} else if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("replay: last scimlog message: %w", err)
+	}
+	defer func() {
+		if err == nil {
+			err = db.Update(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucketIfNotExists([]byte(commitBucket))
+				if err != nil {
+					return err
+				}
+				return b.SetSequence(max(b.Sequence(), maxCommit))
+			})
+		}
+	}()
 	// Only resource events rebuild the file; log-only messages (scimlog.>) are not read at all, and a
 	// batch message's log record is skipped by type.
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
@@ -107,6 +131,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string) error {
 		}
 		err := db.Update(func(tx *bolt.Tx) error {
 			for _, e := range pending {
+				maxCommit = max(maxCommit, e.Commit)
 				if err := applyEvent(tx, e); err != nil {
 					return fmt.Errorf("replay event %s (%s): %w", e.ID, e.Type, err)
 				}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -56,7 +57,8 @@ func TestReplayRebuildsIdenticalFile(t *testing.T) {
 	g3 := str(must(h.do("POST", "/Groups", map[string]any{"schemas": []string{scimschema.Group}, "displayName": "Gone",
 		"members": []any{map[string]any{"value": uids[4]}}}), http.StatusCreated).body["id"])
 	must(h.do("DELETE", "/Groups/"+g3, nil), http.StatusNoContent)
-	must(h.do("GET", "/Users?filter=userName%20eq%20%22replay4@x.test%22", nil), http.StatusOK) // a read: logged only
+	read := must(h.do("GET", "/Users?filter=userName%20eq%20%22replay4@x.test%22", nil), http.StatusOK) // a read: logged only
+	h.eventsOf(read)                                                                                    // its log record (a log-only write, with a commit number) is in the stream
 	h.waitDrained()
 	h.stopService()
 
@@ -83,4 +85,26 @@ func TestReplayRebuildsIdenticalFile(t *testing.T) {
 	if err := Replay(context.Background(), h.js, out); err == nil {
 		t.Error("Replay onto an existing file = nil, want an error")
 	}
+	// The commit counter continues where the live one stopped (log-only writes included).
+	liveSeq, rebuiltSeq := commitSeq(t, filepath.Join(h.cfg.DataDir, Name+".db")), commitSeq(t, out)
+	if liveSeq == 0 || rebuiltSeq != liveSeq {
+		t.Errorf("commit counter: live %d, rebuilt %d; want equal and positive", liveSeq, rebuiltSeq)
+	}
+}
+
+func commitSeq(t *testing.T, path string) uint64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var seq uint64
+	db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte(commitBucket)); b != nil {
+			seq = b.Sequence()
+		}
+		return nil
+	})
+	return seq
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,5 +154,64 @@ func TestCrossOriginPostRefused(t *testing.T) {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestOverviewPrometheus: with a Prometheus URL the overview shows revocation latency p50/p99 and the
+// firing alerts (pending ones left out); a Prometheus that fails is reported on the page.
+func TestOverviewPrometheus(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		switch r.URL.Path {
+		case "/api/v1/query":
+			v := "0.012"
+			if strings.HasPrefix(r.URL.Query().Get("query"), "histogram_quantile(0.99") {
+				v = "0.25"
+			}
+			w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1800000000,"` + v + `"]}]}}`))
+		case "/api/v1/alerts":
+			w.Write([]byte(`{"status":"success","data":{"alerts":[
+				{"labels":{"alertname":"ScimflowRevocationSlow","severity":"page"},"annotations":{"summary":"p99 above 1s"},"state":"firing","activeAt":"2026-12-06T10:00:00Z"},
+				{"labels":{"alertname":"ScimflowPendingOnly"},"annotations":{},"state":"pending","activeAt":"2026-12-06T10:00:00Z"}]}}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer prom.Close()
+	c, err := New(Config{PrometheusURL: prom.URL}, Backend{API: apiStub, Token: "admin-token",
+		Stats: func(context.Context) (Stats, error) { return Stats{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	c.open(rec, httptest.NewRequest("GET", "/ui/", nil), "token", "admin token", "")
+	ck := rec.Result().Cookies()[0]
+	page := func() string {
+		req := httptest.NewRequest("GET", "/ui/", nil)
+		req.AddCookie(ck)
+		rec := httptest.NewRecorder()
+		c.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("overview = %d", rec.Code)
+		}
+		return rec.Body.String()
+	}
+	got := page()
+	for _, want := range []string{"<dd>12ms</dd>", "<dd>250ms</dd>", "ScimflowRevocationSlow", "p99 above 1s"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("overview lacks %q", want)
+		}
+	}
+	if strings.Contains(got, "ScimflowPendingOnly") {
+		t.Errorf("overview shows a pending alert as firing")
+	}
+	fail.Store(true)
+	if got := page(); !strings.Contains(got, "prometheus: 503") {
+		t.Errorf("overview does not report the failing Prometheus")
 	}
 }
