@@ -97,9 +97,10 @@ func run(m *testing.M) (int, error) {
 	corp := scenario.NewIdPSpec("Corp", op, secret, "automatic", true, false)
 	cfg := map[string]any{
 		"data_dir": filepath.Join(tmp, "data"), "admin_token": s.ep.AdminToken, "log": map[string]any{"level": "warn"},
-		"scim_ingest":    map[string]any{"listen": scimA, "base_url": s.ep.SCIM, "secret_grace": "1h"},
-		"identity_store": map[string]any{"listen": adminA, "console_admin_idp": corpID, "console_admin_group": consoleGroup},
-		"auth":           map[string]any{"listen": authA, "external_url": s.ep.Auth, "allowed_redirect_origins": []string{s.proxy}},
+		// Metrics on free ports, not the defaults 127.0.0.1:9080-9082 another serve may hold.
+		"scim_ingest":    map[string]any{"listen": scimA, "base_url": s.ep.SCIM, "secret_grace": "1h", "metrics_listen": freeAddr()},
+		"identity_store": map[string]any{"listen": adminA, "console_admin_idp": corpID, "console_admin_group": consoleGroup, "metrics_listen": freeAddr()},
+		"auth":           map[string]any{"listen": authA, "external_url": s.ep.Auth, "allowed_redirect_origins": []string{s.proxy}, "metrics_listen": freeAddr()},
 		"identity_providers": []any{map[string]any{"id": corpID, "name": corp.Name, "type": "oidc", "config": corp.Config,
 			"scim_config": map[string]any{"enabled": true, "user_deprovision": true, "identity_update_behavior": "automatic", "secret": corpSCIMSecret}}},
 	}
