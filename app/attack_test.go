@@ -97,7 +97,7 @@ func startServe(t *testing.T, extra map[string]string) *serveFixture {
 	}
 }
 
-// TestForgedSessionFromNATSIsRefused is the attack of issue #12, finding 1: someone who can reach
+// TestForgedSessionFromNATSIsRefused is the attack of docs/security.md, finding 1: someone who can reach
 // serve's NATS listener reads auth's signing key from the auth_keys bucket and signs a session
 // for the CEO in the superadmins group. Anonymous clients must be refused, roles other than auth
 // must not read the bucket, and even what the auth role reads must not let anyone sign a session

@@ -64,7 +64,7 @@ func TestAdminActions(t *testing.T) {
 
 // TestGroupsSource checks where groups come from (docs/design.md §4): with SCIM enabled, SCIM membership
 // replaces the groups claim once SCIM knows the person — before that (never provisioned) the claim
-// applies, as with SCIM disabled (issue 16 item 2 changed this from "none").
+// applies, as with SCIM disabled (docs/design.md §4: this used to be "none").
 func TestGroupsSource(t *testing.T) {
 	t.Parallel()
 	e := shared.get(t)

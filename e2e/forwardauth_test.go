@@ -100,7 +100,7 @@ func TestForwardAuth(t *testing.T) {
 	checkUnauthenticated(t, ctx, e.srv.ep.Auth, sess)
 
 	// Operators watch logins and verifications on auth's /metrics, served on its metrics listener
-	// only (issue #12, finding 11): the auth port, which browsers reach, does not answer it.
+	// only (docs/security.md, finding 11): the auth port, which browsers reach, does not answer it.
 	if resp, err := httpClient.Get(e.srv.ep.Auth + "/metrics"); err != nil {
 		t.Fatal(err)
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound {
@@ -121,7 +121,7 @@ func TestForwardAuth(t *testing.T) {
 
 // TestProxySnippetsCopyEveryIdentityHeader: every proxy configuration in the docs copies all of
 // /verify's identity headers onto the request to the application. One it leaves out is a header the
-// client can set itself (issue 12, finding 5: X-Scimflow-Idp).
+// client can set itself (docs/security.md, finding 5: X-Scimflow-Idp).
 func TestProxySnippetsCopyEveryIdentityHeader(t *testing.T) {
 	t.Parallel()
 	read := func(name string) string {

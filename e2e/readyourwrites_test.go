@@ -12,11 +12,11 @@ import (
 )
 
 // readYourWritesRounds is how many times each mode repeats the race. On the code before the barrier
-// (c4f85a3) the first round already failed most of the time (issue 16: 9 of 10 automatic logins
+// (c4f85a3) the first round already failed most of the time (9 of 10 automatic logins
 // without their SCIM groups); 7 rounds × 3 modes is 21 tries.
 const readYourWritesRounds = 7
 
-// TestLoginReadsItsWrites (issue 16 item 1): a login that starts after a SCIM response reflects it,
+// TestLoginReadsItsWrites: a login that starts after a SCIM response reflects it,
 // in every mode. Each round provisions a person, adds them to Ops, creates Finance with them, and
 // logs in at once: the session's very first /verify must carry exactly [Finance Ops] (the SCIM state
 // at login), and in reauth the session must not be revoked afterwards by the membership changes it

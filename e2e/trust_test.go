@@ -9,7 +9,7 @@ import (
 	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
-// TestSubBindingUnlockAndIdPDeletion runs issue 12's identity findings against `scimflow serve`
+// TestSubBindingUnlockAndIdPDeletion runs the identity findings of docs/security.md against `scimflow serve`
 // through public HTTP only:
 //   - finding 9: a second account at the IdP with Alice's verified email cannot log in as Alice once
 //     her first login bound her sub; after an admin reset of the binding it can;

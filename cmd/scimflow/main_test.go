@@ -125,7 +125,7 @@ func TestServeReadyStopAndRestartReusesData(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), `"msg":"config","file":"/dev/null"`) {
 		t.Errorf("serve does not log which config file it read:\n%s", p.stderr)
 	}
-	// Metrics answer on their own listeners only (issue #12, finding 11).
+	// Metrics answer on their own listeners only (docs/security.md, finding 11).
 	for _, c := range []struct {
 		addr string
 		code int

@@ -36,7 +36,7 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestMetricsOnTheirOwnListener (issue #12, finding 11): /metrics answers only on the metrics
+// TestMetricsOnTheirOwnListener (docs/security.md, finding 11): /metrics answers only on the metrics
 // listener, which serves nothing else; the service port keeps /healthz, /readyz and its routes.
 func TestMetricsOnTheirOwnListener(t *testing.T) {
 	t.Parallel()

@@ -313,7 +313,7 @@ func TestAccessIdPsAndSessionDuration(t *testing.T) {
 // reaches the AUTH stream with one record per (session, app, reason) window.
 func TestAccessGroupRemovalAndLog(t *testing.T) {
 	t.Parallel()
-	// automatic: only then does a snapshot reach a live session (issue 16 item 3).
+	// automatic: only then does a snapshot reach a live session.
 	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) {
 		i.SCIMConfig.Enabled, i.SCIMConfig.IdentityUpdateBehavior = true, events.UpdateAutomatic
 	}})

@@ -323,7 +323,7 @@ func (s *server) resolveIdentity(rp *relyingParty, claims map[string]any) (login
 		return loginIdentity{}, deny("no_email", "claim %q missing or empty", rp.emailClaim)
 	}
 	// A control, format or zero-width character would reach X-Scimflow-Email and the logs, or make
-	// two addresses look alike (issue 12, finding 8): refused, never cleaned up.
+	// two addresses look alike (docs/security.md, finding 8): refused, never cleaned up.
 	if err := person.CheckEmail(email); err != nil {
 		return loginIdentity{}, deny("invalid_email", "claim %q: %v", rp.emailClaim, err)
 	}
@@ -417,7 +417,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	}
 	// The person is bound to the OIDC sub of their first login (identity-store decides, from the
 	// AUTH stream, and publishes sub_bound): another account at the IdP that presents the same
-	// verified email is not that person (issue 12, finding 9). A login racing the first one on
+	// verified email is not that person (docs/security.md, finding 9). A login racing the first one on
 	// another replica, before the binding reached this one, is revoked by identity-store instead.
 	if bound := s.state.boundSub(li.userID, rp.idp.ID); bound != "" && bound != sub {
 		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, events.ReasonSubMismatch)
@@ -567,7 +567,7 @@ func (s *server) loginFailedDetail(w http.ResponseWriter, r *http.Request, idp, 
 //
 // Logging out changes state, so a request the browser marks as coming from another site (a link, an
 // image or a form there) is not obeyed: it gets a page whose button posts the logout from auth's own
-// origin (issue 12, finding 7). redirect_url is read from the query or the form and validated as
+// origin (docs/security.md, finding 7). redirect_url is read from the query or the form and validated as
 // always.
 func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)

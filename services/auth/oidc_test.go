@@ -163,7 +163,7 @@ func signUnknownKid(t *testing.T, claims map[string]any, kid string) string {
 
 // TestUnknownKidFetchCooldown (O14): 1000 tokens naming the same unknown kid cause at most one JWKS
 // fetch per cooldown window, and moving the clock past the cooldown allows exactly one more; a kid
-// not missed before fetches at once (item 6 of issue 16: one fetch per new kid, a floor of one a
+// not missed before fetches at once (one fetch per new kid, a floor of one a
 // second per IdP), and a kid the JWKS holds but whose signature fails fetches nothing.
 func TestUnknownKidFetchCooldown(t *testing.T) {
 	t.Parallel()
@@ -219,7 +219,7 @@ func TestUnknownKidFetchCooldown(t *testing.T) {
 	}
 }
 
-// TestKeyRotationRightAfterUnrelatedRefetch (issue 16 item 6): a token with an unknown kid has just
+// TestKeyRotationRightAfterUnrelatedRefetch: a token with an unknown kid has just
 // made auth refetch the JWKS; the OP then rotates its keys. The next genuine login must succeed
 // without waiting out the cooldown (it failed for up to 30 s before).
 func TestKeyRotationRightAfterUnrelatedRefetch(t *testing.T) {
@@ -245,7 +245,7 @@ func TestKeyRotationRightAfterUnrelatedRefetch(t *testing.T) {
 	}
 }
 
-// TestSigningAlgorithmSwitch (issue 16 item 5): an OP whose discovery advertises only RS256 switches
+// TestSigningAlgorithmSwitch: an OP whose discovery advertises only RS256 switches
 // to ES256 (as Hydra does). The next login re-reads discovery and succeeds; an algorithm discovery
 // still does not advertise is refused, re-reading discovery at most once per cooldown for it; an
 // algorithm outside the six supported is refused even when advertised.
@@ -337,7 +337,7 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	}
 }
 
-// TestIdPProblemShown (issue 16 item 7): an IdP whose discovery advertises only EdDSA cannot work;
+// TestIdPProblemShown: an IdP whose discovery advertises only EdDSA cannot work;
 // the login error page and /test say why instead of only logging it.
 func TestIdPProblemShown(t *testing.T) {
 	t.Parallel()

@@ -15,7 +15,7 @@ import (
 // auth applied the revocation stays valid. Every replica agrees, since the order is the stream's.
 func TestFactsAppliedAfterSession(t *testing.T) {
 	t.Parallel()
-	// automatic: the one mode in which a snapshot reaches live sessions (issue 16 item 3).
+	// automatic: the one mode in which a snapshot reaches live sessions.
 	h := newHarness(t, harnessOpts{idpMut: func(i *events.IdP) {
 		i.SCIMConfig.Enabled, i.SCIMConfig.IdentityUpdateBehavior = true, events.UpdateAutomatic
 	}})

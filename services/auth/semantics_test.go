@@ -36,7 +36,7 @@ func groupsOf(t *testing.T, r *replica, tok string) string {
 	return v.Header.Get(HeaderGroups)
 }
 
-// TestTokenGroupsWhenSCIMDoesNotKnowThePerson (issue 16 item 2): with SCIM on, a person the SCIM app
+// TestTokenGroupsWhenSCIMDoesNotKnowThePerson: with SCIM on, a person the SCIM app
 // never provisioned logs in with the token's groups claim; once a SCIM resource links to them, even
 // with no groups, SCIM membership replaces the claim; after SCIM deletes them the claim applies again.
 func TestTokenGroupsWhenSCIMDoesNotKnowThePerson(t *testing.T) {
@@ -58,7 +58,7 @@ func TestTokenGroupsWhenSCIMDoesNotKnowThePerson(t *testing.T) {
 	}
 }
 
-// TestSessionSnapshotPerMode (issue 16 items 3 and 4): in automatic mode a registry change reaches a
+// TestSessionSnapshotPerMode: in automatic mode a registry change reaches a
 // live session at its next /verify, in both directions (a group added, a group removed); in reauth,
 // no_action and with SCIM off, a session keeps the identity it was issued with — neither a SCIM change
 // nor another browser's fresh login (which rebuilds the registry identity) leaks into it — while
@@ -174,7 +174,7 @@ func (n *natsEnv) lastSeq(t testing.TB, stream string) uint64 {
 	return info.State.LastSeq
 }
 
-// TestLoginBarrierFailsClosed (issue 16 item 1): for an IdP with SCIM enabled, a login whose
+// TestLoginBarrierFailsClosed: for an IdP with SCIM enabled, a login whose
 // read-your-writes barrier cannot complete — nobody answers on NATS, or scim-ingest does not answer
 // within login_catch_up_timeout — is refused with 503 identity_catching_up and no session, counted
 // by cause; an IdP with SCIM off is not held up.

@@ -109,7 +109,7 @@ func TestIdentitySnapshotsDriveIdentity(t *testing.T) {
 	}
 	waitFor(t, "logged_in says scim_enabled", 10*time.Second, func() error {
 		for _, e := range h.n.streamEvents(t, events.StreamAuth) {
-			// The claim travels too (issue 16 item 2): identity-store ignores it for a person SCIM knows.
+			// The claim travels too: identity-store ignores it for a person SCIM knows.
 			if li, ok := e.Data.(events.LoggedIn); ok && li.SCIMEnabled && li.UserID == "registry-id-1" && slices.Equal(li.Groups, []string{"eng", "ops"}) {
 				return nil
 			}
@@ -412,7 +412,7 @@ func TestSnapshotLockAndRevokedBefore(t *testing.T) {
 }
 
 // TestMetricsExposed: auth's series are served on /metrics of the metrics listener, and the auth
-// port, which browsers reach, does not serve them (issue #12, finding 11).
+// port, which browsers reach, does not serve them (docs/security.md, finding 11).
 func TestMetricsExposed(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})

@@ -11,7 +11,7 @@ import (
 	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
-// TestVerifyNamesTheIdP (issue 12, finding 5): two IdPs that both vouch for alice@example.com produce
+// TestVerifyNamesTheIdP (docs/security.md, finding 5): two IdPs that both vouch for alice@example.com produce
 // the same X-Scimflow-Email; X-Scimflow-Idp (and the registry id) tell them apart, so an app keying on
 // (idp, email) or the user id cannot confuse IdP B's Alice with IdP A's.
 func TestVerifyNamesTheIdP(t *testing.T) {
@@ -45,7 +45,7 @@ func TestVerifyNamesTheIdP(t *testing.T) {
 	}
 }
 
-// TestEmailClaimWithControlCharacters (issue 12, finding 8): an ID token whose email claim holds a
+// TestEmailClaimWithControlCharacters (docs/security.md, finding 8): an ID token whose email claim holds a
 // NUL, a zero-width space or a bidi override never becomes a session (so never an X-Scimflow-Email
 // header): the callback answers a clear error and records the refusal.
 func TestEmailClaimWithControlCharacters(t *testing.T) {
@@ -85,7 +85,7 @@ func TestEmailClaimWithControlCharacters(t *testing.T) {
 	h.mustLogin(newBrowser(), h.r, "idp-a")
 }
 
-// TestLogoutCrossSite (issue 12, finding 7): a GET /logout that the browser marks as cross-site (a
+// TestLogoutCrossSite (docs/security.md, finding 7): a GET /logout that the browser marks as cross-site (a
 // link or image on another site) does not end the session; it answers a page whose button POSTs the
 // logout. Same-site GETs and POSTs log out, and redirect_url is still checked.
 func TestLogoutCrossSite(t *testing.T) {
@@ -134,7 +134,7 @@ func TestLogoutCrossSite(t *testing.T) {
 	}
 }
 
-// TestSubBinding (issue 12, finding 9): once identity-store has bound Alice's first-login sub, another
+// TestSubBinding (docs/security.md, finding 9): once identity-store has bound Alice's first-login sub, another
 // account at the same IdP presenting the verified email alice@example.com is refused with
 // sub_mismatch (and a login_denied event); a session such an account got before the binding reached
 // this replica stops verifying, and identity-store's session_revoked ends it too. After an admin reset
@@ -250,7 +250,7 @@ func TestSessionRevokedEndsOneSession(t *testing.T) {
 	}
 }
 
-// TestIdPDeletionRevokesSessions (issue 12, finding 6, auth's side): identity-store's
+// TestIdPDeletionRevokesSessions (docs/security.md, finding 6, auth's side): identity-store's
 // sessions_revoked for a deleted IdP ends every session that IdP authenticated, on every replica and
 // on a replica that replays the stream later; the IdP created again under the same id (a config
 // seed at start) does not revive them, and a new login through it works.

@@ -16,7 +16,7 @@ func discoveryIdP(name, issuer string) map[string]any {
 	return b
 }
 
-// TestIdPCheckedWhenSaved (issue 16 item 7): an IdP whose provider advertises only EdDSA, or whose key
+// TestIdPCheckedWhenSaved: an IdP whose provider advertises only EdDSA, or whose key
 // set has no key scimflow can use, is refused with 400 naming the reason, on create and on update; an
 // unreachable provider is saved with a warning in messages; a working one is saved without.
 func TestIdPCheckedWhenSaved(t *testing.T) {
@@ -69,7 +69,7 @@ func TestIdPCheckedWhenSaved(t *testing.T) {
 	}
 }
 
-// TestPutAcceptsGetResult (issue 16 item 8): a GET result sent back unchanged with PUT succeeds;
+// TestPutAcceptsGetResult: a GET result sent back unchanged with PUT succeeds;
 // read-only fields (secret_set, secret_rotated_at, scim_base_url, created_at, updated_at, id) are
 // ignored, and the stored secrets are kept.
 func TestPutAcceptsGetResult(t *testing.T) {

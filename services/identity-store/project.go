@@ -965,7 +965,7 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	}
 	c := t.begin(u, isNew)
 	at := t.at()
-	// The person is bound to the OIDC sub of the first login applied (issue 12, finding 9). A login
+	// The person is bound to the OIDC sub of the first login applied (docs/security.md, finding 9). A login
 	// with another sub that an auth replica let through (it had not yet learnt the binding: a race
 	// with the first login, or a replica behind) changes nothing here, and its session is revoked on
 	// every replica.

@@ -13,7 +13,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 )
 
-// TestSCIMLogQueryValidation (issue 16 item 9): nonsense values and unknown parameter names are
+// TestSCIMLogQueryValidation: nonsense values and unknown parameter names are
 // refused with 400 naming the parameter (they used to return nothing); each row names its IdP by id
 // and name; page/per_page page through the rows with total_count; limit is an alias of per_page.
 func TestSCIMLogQueryValidation(t *testing.T) {

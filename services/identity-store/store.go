@@ -112,7 +112,7 @@ type user struct {
 	Groups     []events.Group `json:"groups"`
 	OIDCFields map[string]any `json:"oidc_fields,omitempty"`
 	// Sub is the OIDC sub bound to this person: the sub of the first login applied while no binding
-	// held (issue 12, finding 9). SubBoundAt is that login's event time, SubResetAt the latest admin
+	// held (docs/security.md, finding 9). SubBoundAt is that login's event time, SubResetAt the latest admin
 	// reset for the person; the binding holds while SubBoundAt is after it and after the IdP's
 	// reset (idpState.SubResetAt). Event times, so a reset orders against a login alike in every
 	// service and in a replay.

@@ -8,7 +8,7 @@ import (
 	"github.com/scimflow/scimflow/events"
 )
 
-// TestTokenGroupsUntilSCIMKnowsThePerson (issue 16 item 2): with SCIM enabled, a login of a person SCIM
+// TestTokenGroupsUntilSCIMKnowsThePerson: with SCIM enabled, a login of a person SCIM
 // never provisioned takes the token's groups claim; once a SCIM resource links to them (even with no
 // groups) SCIM membership replaces the claim; after SCIM deletes them the claim applies again. The
 // snapshot says which (scim_linked).

@@ -37,7 +37,7 @@ func notes(d userDetail) string {
 	return strings.Join(out, "\n")
 }
 
-// TestSubBindingFirstLoginWins (issue 12, finding 9): the first login applied for (IdP, person) binds
+// TestSubBindingFirstLoginWins (docs/security.md, finding 9): the first login applied for (IdP, person) binds
 // its OIDC sub; a later login with another sub and the same verified email (another account at the
 // IdP, let through by an auth replica that had not learnt the binding) does not become the person:
 // its session is revoked through IDENTITY and the registry identity is untouched. An admin reset for
@@ -123,7 +123,7 @@ func TestSubBindingFirstLoginWins(t *testing.T) {
 	h.oracle()
 }
 
-// TestAdminUnlock (issue 12, finding 2's admin side): POST /api/v1/users/{id}/unlock lifts a lock,
+// TestAdminUnlock (docs/security.md, finding 2's admin side): POST /api/v1/users/{id}/unlock lifts a lock,
 // recorded as an IDENTITY event and in history; sessions from before the lock stay invalid
 // (revoked_before stays), and unlocking an unlocked user changes nothing.
 func TestAdminUnlock(t *testing.T) {
@@ -176,7 +176,7 @@ func TestAdminUnlock(t *testing.T) {
 	h.oracle()
 }
 
-// TestDeleteIdPRevokesSessions (issue 12, finding 6, identity-store's side): deleting an IdP through
+// TestDeleteIdPRevokesSessions (docs/security.md, finding 6, identity-store's side): deleting an IdP through
 // the admin API publishes the revocation of its sessions to IDENTITY before removing it; the
 // registry no longer lists them as active, and neither after the IdP is seeded again at the next
 // start nor in a replay.

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// TestAuthFailuresCountedNotStreamed (issue 16 item 9): requests that fail authentication are
+// TestAuthFailuresCountedNotStreamed: requests that fail authentication are
 // counted per IdP in a metric and put nothing on a stream.
 func TestAuthFailuresCountedNotStreamed(t *testing.T) {
 	t.Parallel()

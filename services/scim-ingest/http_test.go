@@ -420,7 +420,7 @@ func TestMetrics(t *testing.T) {
 	h := newHarness(t)
 	h.createUser("m@x.test")
 	h.doAs("idp1", "wrong", "GET", "/Users", nil, nil)
-	// Not on the SCIM port, which IdPs reach (issue #12, finding 11).
+	// Not on the SCIM port, which IdPs reach (docs/security.md, finding 11).
 	if res, err := http.Get(h.url + "/metrics"); err != nil {
 		t.Fatal(err)
 	} else if res.Body.Close(); res.StatusCode != http.StatusNotFound {
