@@ -128,7 +128,7 @@ func createLoad(ctx context.Context, clients []*scenario.SCIM, workers int, d ti
 	return created, refused, firstErr
 }
 
-// counterSum sums the samples of a counter on one /metrics listener whose line starts with prefix
+// counterSum sums the samples of a counter on one metrics listener (ep.Metrics) whose line starts with prefix
 // and contains every string of having.
 func counterSum(ctx context.Context, hc *http.Client, base, prefix string, having ...string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
@@ -188,7 +188,7 @@ func pipeline(ctx context.Context, c pipelineConfig, dir string, stdout, stderr 
 		clients = append(clients, s)
 	}
 	const applied = "scimflow_auth_consumer_events_applied_total{"
-	before, err := counterSum(ctx, hc, e.ep.Auth, applied, `type="identity.user.changed"`)
+	before, err := counterSum(ctx, hc, e.ep.Metrics[2], applied, `type="identity.user.changed"`)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func pipeline(ctx context.Context, c pipelineConfig, dir string, stdout, stderr 
 	// Every create makes identity-store publish one identity.user.changed; auth applied them all
 	// when its counter moved by the number of creates.
 	for {
-		n, err := counterSum(ctx, hc, e.ep.Auth, applied, `type="identity.user.changed"`)
+		n, err := counterSum(ctx, hc, e.ep.Metrics[2], applied, `type="identity.user.changed"`)
 		if err != nil {
 			return err
 		}
@@ -219,8 +219,8 @@ func pipeline(ctx context.Context, c pipelineConfig, dir string, stdout, stderr 
 		}
 	}
 	endToEnd := time.Since(start)
-	msgs, _ := counterSum(ctx, hc, e.ep.SCIM, "scimflow_scim_ingest_outbox_messages_total")
-	recs, _ := counterSum(ctx, hc, e.ep.SCIM, "scimflow_scim_ingest_outbox_published_total")
+	msgs, _ := counterSum(ctx, hc, e.ep.Metrics[0], "scimflow_scim_ingest_outbox_messages_total")
+	recs, _ := counterSum(ctx, hc, e.ep.Metrics[0], "scimflow_scim_ingest_outbox_published_total")
 
 	base, err := baselineHTTP(ctx, c.clients, c.duration)
 	if err != nil {

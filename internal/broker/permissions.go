@@ -55,6 +55,10 @@ const (
 	// Manage: create the stream or bucket and update its configuration (every service creates what
 	// it uses at start, so any of them may start first).
 	Manage
+	// Observe: read the state (CONSUMER.INFO) of the consumers named in the row and single messages
+	// by sequence, but create, pull from or delete no consumer: how far another service's projection
+	// is behind (admission control).
+	Observe
 	// Request: publish requests on a core NATS subject (the reply comes to the role's inbox).
 	Request
 	// Serve: subscribe to a core NATS subject and answer each request once on its reply subject
@@ -68,7 +72,7 @@ func (a Access) String() string {
 	for _, x := range []struct {
 		a    Access
 		name string
-	}{{Publish, "publish"}, {Consume, "consume"}, {Read, "read"}, {Write, "write"}, {Manage, "manage"}, {Request, "request"}, {Serve, "serve"}} {
+	}{{Publish, "publish"}, {Consume, "consume"}, {Read, "read"}, {Write, "write"}, {Manage, "manage"}, {Observe, "observe"}, {Request, "request"}, {Serve, "serve"}} {
 		if a&x.a != 0 {
 			parts = append(parts, x.name)
 		}
@@ -106,6 +110,8 @@ const (
 var Permissions = []Grant{
 	{Role: RoleSCIMIngest, Stream: events.StreamSCIM, Access: Publish | Manage,
 		Why: "SCIM changes and provisioning-log records, from its outbox"},
+	{Role: RoleSCIMIngest, Stream: events.StreamSCIM, Access: Observe, Consumers: []string{"identitystore-scim"},
+		Why: "admission control reads how far identity-store's SCIM consumer is behind"},
 	{Role: RoleSCIMIngest, Stream: events.StreamSCIMPriority, Access: Publish | Manage,
 		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
@@ -181,6 +187,12 @@ func RolePermissions(role Role, table []Grant) *server.Permissions {
 			}
 			if g.Access&Publish != 0 {
 				add(events.StreamSubjects[s]...)
+			}
+			if g.Access&Observe != 0 {
+				add(api+"STREAM.INFO."+s, api+"STREAM.MSG.GET."+s)
+				for _, c := range g.Consumers {
+					add(api + "CONSUMER.INFO." + s + "." + c)
+				}
 			}
 			if g.Access&Consume != 0 {
 				add(api+"STREAM.INFO."+s, api+"STREAM.MSG.GET."+s)
