@@ -136,6 +136,16 @@ var Permissions = []Grant{
 		Why: "the admin API and the config seed write IdP definitions"},
 	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
 		Why: "the admin API writes access applications and their policies"},
+	{Role: RoleIdentityStore, Stream: events.StreamSCIM, Access: Observe, Consumers: []string{"*"},
+		Why: "the console's overview lists every consumer's position"},
+	{Role: RoleIdentityStore, Stream: events.StreamAuth, Access: Observe, Consumers: []string{"*"},
+		Why: "the console's overview lists every consumer's position"},
+	{Role: RoleIdentityStore, Stream: events.StreamIdentity, Access: Observe, Consumers: []string{"*"},
+		Why: "the console's overview lists every consumer's position (each auth replica's lag)"},
+	{Role: RoleIdentityStore, Stream: events.StreamSCIMPriority, Access: Observe, Consumers: []string{"*"},
+		Why: "the console's overview lists every consumer's position"},
+	{Role: RoleIdentityStore, Stream: events.StreamIdentityPriority, Access: Observe, Consumers: []string{"*"},
+		Why: "the console's overview lists every consumer's position (each auth replica's priority lag)"},
 	{Role: RoleIdentityStore, Subject: events.BarrierIdentitySubjects, Access: Serve,
 		Why: "answers auth's read-your-writes barrier: the IDENTITY sequence covering a SCIM sequence"},
 
@@ -192,6 +202,10 @@ func RolePermissions(role Role, table []Grant) *server.Permissions {
 				add(api+"STREAM.INFO."+s, api+"STREAM.MSG.GET."+s)
 				for _, c := range g.Consumers {
 					add(api + "CONSUMER.INFO." + s + "." + c)
+					if c == "*" {
+						// Any consumer: listing them is how an observer finds each auth replica's.
+						add(api+"CONSUMER.LIST."+s, api+"CONSUMER.NAMES."+s)
+					}
 				}
 			}
 			if g.Access&Consume != 0 {

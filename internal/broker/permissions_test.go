@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -161,6 +162,20 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 	consume(ids, broker.RoleIdentityStore, events.StreamIdentity, "identitystore-identity", 1)
 	consume(auth, broker.RoleAuth, events.StreamIdentity, "auth-replica-1", 1)
 	consume(auth, broker.RoleAuth, events.StreamAuth, "auth-logout-replica-1", 1)
+
+	// identity-store's console lists every consumer of IDENTITY, auth replicas' included.
+	idst, err := ids.Stream(ctx, events.StreamIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	lister := idst.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		names = append(names, ci.Name)
+	}
+	if err := lister.Err(); err != nil || !slices.Contains(names, "auth-replica-1") {
+		t.Fatalf("identity-store: ListConsumers(IDENTITY) = %v, %v; want auth-replica-1 among them", names, err)
+	}
 
 	// identity-store writes IdP definitions; scim-ingest and auth read and watch them.
 	kvW, err := ids.KeyValue(ctx, broker.KVIdPConfig)
