@@ -3,10 +3,12 @@ package identitystore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
@@ -133,15 +135,26 @@ func newStreamReader(ctx context.Context, js jetstream.JetStream, stream, durabl
 	return r, nil
 }
 
+// replayStall is how long a replay waits for the next message before giving up.
+const replayStall = time.Minute
+
 // fetch reads and decodes messages up to the last sequence, in order, into r.ch.
 func (r *streamReader) fetch(ctx context.Context) {
 	defer close(r.ch)
+	progress := time.Now()
 	for ctx.Err() == nil {
 		m, err := r.it.Next(jetstream.NextMaxWait(5 * time.Second))
 		if err != nil {
+			// A pull that times out is retried while the stream may still be electing a leader
+			// (a cluster just after a node loss or a partition heals): the ordered consumer
+			// recreates itself, and nothing is skipped. Only a minute without any message fails.
+			if errors.Is(err, nats.ErrTimeout) && time.Since(progress) < replayStall && ctx.Err() == nil {
+				continue
+			}
 			r.errc <- fmt.Errorf("replay %s: %w", r.durable, err)
 			return
 		}
+		progress = time.Now()
 		meta, err := m.Metadata()
 		if err != nil {
 			r.errc <- fmt.Errorf("replay %s: %w", r.durable, err)
