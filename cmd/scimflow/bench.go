@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -111,21 +110,13 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&c.burst, "burst", 0, "also PATCH a group of this many members in and out (one request each way) over and over during the measured phase, from an IdP of its own (0: no burst)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	fs.StringVar(&c.logLevel, "log-level", "error", "log level of the services (stderr)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: scimflow bench revocation [flags]")
-		fmt.Fprintln(stderr, "\nStarts the all-in-one pipeline in this process (embedded JetStream, fsync on) and the test OpenID")
-		fmt.Fprintln(stderr, "provider, logs -users people in, then deprovisions them over SCIM (Okta's PATCH active=false) at a")
-		fmt.Fprintln(stderr, "steady rate while other IdPs send -background SCIM writes/s. For each person it measures the time")
-		fmt.Fprintln(stderr, "from the SCIM response to the first /verify answering 401 (one paced watcher polls every waiting")
-		fmt.Fprintln(stderr, "session), and reports p50/p95/p99/max with the /verify round trip under the same load as the baseline.")
-		fmt.Fprintln(stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, "Usage: scimflow bench revocation [flags]\n"+
+		"\nStarts the all-in-one pipeline in this process (embedded JetStream, fsync on) and the test OpenID\n"+
+		"provider, logs -users people in, then deprovisions them over SCIM (Okta's PATCH active=false) at a\n"+
+		"steady rate while other IdPs send -background SCIM writes/s. For each person it measures the time\n"+
+		"from the SCIM response to the first /verify answering 401 (one paced watcher polls every waiting\n"+
+		"session), and reports p50/p95/p99/max with the /verify round trip under the same load as the baseline.\n", stderr); !ok {
+		return code
 	}
 	if !noArgs(fs, "bench revocation", stderr) {
 		return 2

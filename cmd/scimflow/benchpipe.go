@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,21 +40,13 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&c.maxLag, "admission-max-lag", time.Second, "scim_ingest.admission_max_lag (a refused create is retried after Retry-After, as IdPs do)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	fs.StringVar(&c.logLevel, "log-level", "error", "log level of the services (stderr)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: scimflow bench pipeline [flags]")
-		fmt.Fprintln(stderr, "\nStarts the all-in-one pipeline in this process (embedded JetStream, fsync on, rate_limit 0) and")
-		fmt.Fprintln(stderr, "sends SCIM creates from -clients clients for -duration; then waits until auth has applied the")
-		fmt.Fprintln(stderr, "identity of the last created user. Reports creates accepted per second, creates applied end to end")
-		fmt.Fprintln(stderr, "per second (SCIM 2xx → identity-store → auth), and a plain net/http server's requests per second")
-		fmt.Fprintln(stderr, "with the same clients and bodies as the same-run baseline.")
-		fmt.Fprintln(stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, "Usage: scimflow bench pipeline [flags]\n"+
+		"\nStarts the all-in-one pipeline in this process (embedded JetStream, fsync on, rate_limit 0) and\n"+
+		"sends SCIM creates from -clients clients for -duration; then waits until auth has applied the\n"+
+		"identity of the last created user. Reports creates accepted per second, creates applied end to end\n"+
+		"per second (SCIM 2xx → identity-store → auth), and a plain net/http server's requests per second\n"+
+		"with the same clients and bodies as the same-run baseline.\n", stderr); !ok {
+		return code
 	}
 	if c.clients < 1 || c.duration <= 0 || c.idps < 1 || c.maxLag <= 0 {
 		fmt.Fprintln(stderr, "scimflow bench pipeline: -clients, -duration, -idps and -admission-max-lag must be positive")

@@ -187,21 +187,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	exit := fs.Bool("exit", false, "exit after the narration instead of running until Ctrl-C")
 	logLevel := fs.String("log-level", "error", "log level of the services (their logs go to stderr)")
 	randomPorts := fs.Bool("random-ports", false, "listen on free loopback ports instead of 127.0.0.1:8080-8082 (metrics 9080-9082)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: scimflow demo [flags]")
-		fmt.Fprintln(stderr, "\nStarts scim-ingest, identity-store and auth in this process with an embedded JetStream, plus a")
-		fmt.Fprintln(stderr, "test OpenID provider on loopback; then provisions people over SCIM as Okta and Entra ID would,")
-		fmt.Fprintln(stderr, "logs them in, changes their groups under each identity_update_behavior, deprovisions them and")
-		fmt.Fprintln(stderr, "shows /verify going from 200 to 401, with the time each step took. It keeps running for you to")
-		fmt.Fprintln(stderr, "explore with the printed curl commands until Ctrl-C (or -exit).")
-		fmt.Fprintln(stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, "Usage: scimflow demo [flags]\n"+
+		"\nStarts scim-ingest, identity-store and auth in this process with an embedded JetStream, plus a\n"+
+		"test OpenID provider on loopback; then provisions people over SCIM as Okta and Entra ID would,\n"+
+		"logs them in, changes their groups under each identity_update_behavior, deprovisions them and\n"+
+		"shows /verify going from 200 to 401, with the time each step took. It keeps running for you to\n"+
+		"explore with the printed curl commands until Ctrl-C (or -exit).\n", stderr); !ok {
+		return code
 	}
 	if !noArgs(fs, "demo", stderr) {
 		return 2

@@ -193,6 +193,23 @@ func toolConfig(fs *flag.FlagSet, path string, stderr io.Writer) (f app.File, ok
 	return f, true
 }
 
+// parseFlags sets fs's usage to text followed by the flags and parses args. When ok is false the
+// command exits with code: 0 after -h printed the usage, 2 for bad flags (already reported by fs).
+func parseFlags(fs *flag.FlagSet, args []string, text string, stderr io.Writer) (code int, ok bool) {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, text)
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
+}
+
 func noArgs(fs *flag.FlagSet, cmd string, stderr io.Writer) bool {
 	if fs.NArg() == 0 {
 		return true

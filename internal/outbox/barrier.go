@@ -66,3 +66,17 @@ func WaitPublished(ctx context.Context, db *bolt.DB, bucket string, key []byte, 
 		}
 	}
 }
+
+// WaitMatchingPublished blocks until every record of bucket whose subject match accepts, committed
+// before the call, has been published (LastKey, then WaitPublished).
+func WaitMatchingPublished(ctx context.Context, db *bolt.DB, bucket string, match func(subject string) bool, poll time.Duration) error {
+	var key []byte
+	if err := db.View(func(tx *bolt.Tx) error {
+		var err error
+		key, err = LastKey(tx, bucket, match)
+		return err
+	}); err != nil {
+		return err
+	}
+	return WaitPublished(ctx, db, bucket, key, poll)
+}

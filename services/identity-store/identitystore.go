@@ -252,7 +252,7 @@ func (s *service) serve(ctx context.Context) error {
 			// after start: a provider that is down never delays or blocks identity-store.
 			g.Go(func() error { s.probeSeeds(ctx); return nil })
 			if s.d.NC != nil {
-				g.Go(func() error { return s.serveBarrier(ctx, s.d.NC) })
+				g.Go(func() error { return broker.ServeBarrier(ctx, s.d.NC, events.BarrierIdentitySubjects, s.barrier) })
 			}
 			g.Go(func() error { return s.relay.Run(ctx) })
 			g.Go(func() error { return s.runAppSync(ctx) })

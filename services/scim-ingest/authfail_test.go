@@ -28,7 +28,7 @@ func TestAuthFailuresCountedNotStreamed(t *testing.T) {
 	if n := len(h.allEvents()); n != 1 {
 		t.Errorf("stream events after 43 refused requests and one good one = %d, want 1 (the good one's log record)", n)
 	}
-	res, err := http.Get(h.metricsURL + "/metrics") // the metrics listener (issue #12, finding 11)
+	res, err := http.Get(h.metricsURL + "/metrics") // the metrics listener (docs/security.md, finding 11)
 	if err != nil {
 		t.Fatal(err)
 	}

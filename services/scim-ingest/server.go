@@ -103,7 +103,7 @@ func (s *server) start(relay *outbox.Relay) func(ctx context.Context, g *errgrou
 		g.Go(func() error { return w.Run(ctx) })
 		g.Go(func() error { return s.authErr.run(ctx) })
 		if s.nc != nil {
-			g.Go(func() error { return s.serveBarrier(ctx, s.nc) })
+			g.Go(func() error { return broker.ServeBarrier(ctx, s.nc, events.BarrierSCIMSubjects, s.barrier) })
 		}
 		if err := w.WaitSynced(ctx); err != nil {
 			return err
