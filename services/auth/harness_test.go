@@ -26,11 +26,24 @@ import (
 	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
-// testClock is a wall clock a test can move forward; the provider and auth share it.
-type testClock struct{ off atomic.Int64 }
+// testClock is a wall clock a test can move forward; the provider and auth share it. Once frozen
+// (Freeze) it stands still except for Advance, so a boundary can be tested to the nanosecond however
+// slowly the machine runs.
+type testClock struct {
+	off    atomic.Int64
+	frozen atomic.Int64 // UnixNano of the frozen instant; 0 while the clock follows real time
+}
 
-func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *testClock) Now() time.Time {
+	if f := c.frozen.Load(); f != 0 {
+		return time.Unix(0, f+c.off.Load())
+	}
+	return time.Now().Add(time.Duration(c.off.Load()))
+}
 func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// Freeze stops the clock at t (Advance still moves it).
+func (c *testClock) Freeze(t time.Time) { c.off.Store(0); c.frozen.Store(t.UnixNano()) }
 
 // waitFor polls cond until it returns nil or the deadline passes (no sleeps in assertions).
 func waitFor(t testing.TB, what string, d time.Duration, cond func() error) {
