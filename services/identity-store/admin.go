@@ -752,6 +752,19 @@ func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload
 		if err != nil {
 			return nil, false, internal(err)
 		}
+		// A revocation is a security fact: a copy goes on IDENTITY_PRIORITY first, so it reaches every
+		// auth replica ahead of whatever backlog the IDENTITY stream holds (auth merges revoked_before
+		// as a maximum, so the two copies apply in either order; priority.go).
+		if revocation(p) {
+			pe := events.Derived(e, priorityIndex, p)
+			pdata, err := events.Marshal(pe)
+			if err != nil {
+				return nil, false, internal(err)
+			}
+			if _, err := s.d.JS.Publish(r.Context(), events.PriorityPrefix+pe.Subject, pdata, jetstream.WithMsgID(pe.ID)); err != nil {
+				return nil, false, unavailable(err)
+			}
+		}
 		ack, err := s.d.JS.Publish(r.Context(), e.Subject, data, jetstream.WithMsgID(e.ID))
 		if err != nil {
 			return nil, false, unavailable(err)
@@ -762,6 +775,15 @@ func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	return ids, waitCursor(ctx, s.ident.Cursor, last), nil
+}
+
+// revocation reports whether an admin fact ends sessions (and so also travels on the priority lane).
+func revocation(p events.Payload) bool {
+	switch p.(type) {
+	case events.SessionsRevoked, events.IdPSessionsRevoked:
+		return true
+	}
+	return false
 }
 
 // idpActionResult is the answer of an action on a whole IdP.
