@@ -119,6 +119,8 @@ var Permissions = []Grant{
 		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (SCIM tokens, policies), watched live"},
+	{Role: RoleSCIMIngest, Bucket: KVAdmission, Access: Write | Manage,
+		Why: "publishes its admission-control state (on/off, since, lag) per instance, for the console"},
 	{Role: RoleSCIMIngest, Subject: events.BarrierSCIMSubjects, Access: Serve,
 		Why: "answers auth's read-your-writes barrier: the SCIM sequence of an IdP's last write"},
 
@@ -139,6 +141,8 @@ var Permissions = []Grant{
 		Why: "the admin API and the config seed write IdP definitions"},
 	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
 		Why: "the admin API writes access applications and their policies"},
+	{Role: RoleIdentityStore, Bucket: KVAdmission, Access: Read,
+		Why: "the console's overview shows each scim-ingest's admission-control state"},
 	{Role: RoleIdentityStore, Stream: events.StreamSCIM, Access: Observe, Consumers: []string{"*"},
 		Why: "the console's overview lists every consumer's position"},
 	{Role: RoleIdentityStore, Stream: events.StreamAuth, Access: Observe, Consumers: []string{"*"},
@@ -348,5 +352,36 @@ func NATSConf(table []Grant) string {
 		b.WriteString("      }\n    }\n")
 	}
 	b.WriteString("  ]\n}\n")
+	return b.String()
+}
+
+// RouteUser is the user a node of a NATS cluster presents on another node's route port (6222).
+// Without it any host that reaches the route port could join the cluster as a route and receive
+// every replicated message, including the sealed signing keys and all identity data, past the
+// per-role users above: client authorization does not apply to routes.
+const RouteUser = "route"
+
+// RoutePasswordVar is the environment variable the generated cluster block reads the route
+// password from (compose passes it from .env).
+const RoutePasswordVar = "NATS_ROUTE_PASSWORD"
+
+// RoutesVar is the environment variable the generated cluster block reads the route URLs from, as
+// a nats-server array value (`["nats-route://route:PASSWORD@nats-2:6222", …]`). nats-server
+// presents the credentials of a configured route's URL and substitutes variables only for whole
+// values, so the URLs with the password in them are built outside the file (compose.cluster.yaml
+// interpolates RoutePasswordVar into them).
+const RoutesVar = "NATS_ROUTES"
+
+// NATSClusterConf renders the `cluster` block of deploy/compose/nats-cluster.conf: cluster name,
+// route listener on port 6222, route authorization (RouteUser with the password from
+// RoutePasswordVar) and the routes from RoutesVar. A node missing either variable refuses to start.
+func NATSClusterConf(name string) string {
+	var b strings.Builder
+	b.WriteString("# Generated from internal/broker/permissions.go (go test ./internal/broker -run TestGenerated -update).\n")
+	fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: \"0.0.0.0:6222\"\n", name)
+	b.WriteString("  # Routes authenticate: a node (or anything else) connecting to 6222 must present this user.\n")
+	fmt.Fprintf(&b, "  authorization {\n    user: %q\n    password: $%s\n  }\n", RouteUser, RoutePasswordVar)
+	b.WriteString("  # The URLs carry the same credentials (a node ignores the route to itself).\n")
+	fmt.Fprintf(&b, "  routes: $%s\n}\n", RoutesVar)
 	return b.String()
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 )
 
-var update = flag.Bool("update", false, "rewrite deploy/compose/nats.conf's authorization block and docs/security.md's permission table")
+var update = flag.Bool("update", false, "rewrite the generated blocks of deploy/compose/nats.conf and nats-cluster.conf and docs/security.md's permission table")
 
 // authServer is an embedded server that accepts only the role credentials, with the permission
 // table enforced, and one connection per role.
@@ -434,9 +434,9 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 	}
 }
 
-// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf, nats-cluster.conf and
-// docs/security.md hold what
-// the permission table generates (-update rewrites them).
+// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf, nats-cluster.conf (its
+// authorization and cluster blocks) and docs/security.md hold what the permission table and the
+// cluster generator produce (-update rewrites them).
 func TestGeneratedFilesMatchTable(t *testing.T) {
 	t.Parallel()
 	root := filepath.Join("..", "..")
@@ -445,6 +445,7 @@ func TestGeneratedFilesMatchTable(t *testing.T) {
 	}{
 		{filepath.Join(root, "deploy", "compose", "nats.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
 		{filepath.Join(root, "deploy", "compose", "nats-cluster.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
+		{filepath.Join(root, "deploy", "compose", "nats-cluster.conf"), "# BEGIN generated cluster\n", "# END generated cluster\n", broker.NATSClusterConf("scimflow")},
 		{filepath.Join(root, "docs", "security.md"), "<!-- BEGIN generated permissions -->\n", "<!-- END generated permissions -->\n", broker.PermissionsMarkdown(broker.Permissions)},
 	} {
 		b, err := os.ReadFile(f.path)
