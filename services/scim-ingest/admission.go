@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -97,8 +98,7 @@ func (a *admission) check(security bool) error {
 	}
 	a.rejected.Inc()
 	wait := max(time.Duration(math.Ceil(a.lag().Seconds()))*time.Second, retryAfter)
-	return &apiError{status: http.StatusTooManyRequests, detail: "the provisioning pipeline is behind; retry later",
-		retryAfter: int(wait.Seconds())}
+	return &fault.Error{Kind: fault.RateLimited, Message: "the provisioning pipeline is behind; retry later", RetryAfter: wait}
 }
 
 // run measures identity-store's lag every interval until ctx ends.
