@@ -116,6 +116,8 @@ var Permissions = []Grant{
 		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (SCIM tokens, policies), watched live"},
+	{Role: RoleSCIMIngest, Bucket: KVAdmission, Access: Write | Manage,
+		Why: "publishes its admission-control state (on/off, since, lag) per instance, for the console"},
 	{Role: RoleSCIMIngest, Subject: events.BarrierSCIMSubjects, Access: Serve,
 		Why: "answers auth's read-your-writes barrier: the SCIM sequence of an IdP's last write"},
 
@@ -136,6 +138,8 @@ var Permissions = []Grant{
 		Why: "the admin API and the config seed write IdP definitions"},
 	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
 		Why: "the admin API writes access applications and their policies"},
+	{Role: RoleIdentityStore, Bucket: KVAdmission, Access: Read,
+		Why: "the console's overview shows each scim-ingest's admission-control state"},
 	{Role: RoleIdentityStore, Stream: events.StreamSCIM, Access: Observe, Consumers: []string{"*"},
 		Why: "the console's overview lists every consumer's position"},
 	{Role: RoleIdentityStore, Stream: events.StreamAuth, Access: Observe, Consumers: []string{"*"},
