@@ -33,14 +33,15 @@ func unavailable(err error) *fault.Error {
 
 // envelope is Cloudflare's API response shape.
 type envelope struct {
-	Success    bool        `json:"success"`
-	Errors     []apiError  `json:"errors"`
-	Messages   []string    `json:"messages"`
-	Result     any         `json:"result"`
-	ResultInfo *resultInfo `json:"result_info,omitempty"`
+	Success    bool            `json:"success"`
+	Errors     []envelopeError `json:"errors"`
+	Messages   []string        `json:"messages"`
+	Result     any             `json:"result"`
+	ResultInfo *resultInfo     `json:"result_info,omitempty"`
 }
 
-type apiError struct {
+// envelopeError is one entry of a failed response's errors: code is the HTTP status (writeError).
+type envelopeError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
 }
@@ -69,7 +70,7 @@ func writeResultMessages(w http.ResponseWriter, status int, result any, info *re
 	if msgs == nil {
 		msgs = []string{}
 	}
-	writeJSON(w, status, envelope{Success: true, Errors: []apiError{}, Messages: msgs, Result: result, ResultInfo: info})
+	writeJSON(w, status, envelope{Success: true, Errors: []envelopeError{}, Messages: msgs, Result: result, ResultInfo: info})
 }
 
 // checkAgainstProvider runs the save-time check of an IdP that passed validateIdP: problems refuse
@@ -103,9 +104,9 @@ func errorEnvelope(fe *fault.Error) envelope {
 	if len(msgs) == 0 {
 		msgs = []string{fe.Message}
 	}
-	env := envelope{Success: false, Messages: []string{}, Errors: []apiError{}}
+	env := envelope{Success: false, Messages: []string{}, Errors: []envelopeError{}}
 	for _, m := range msgs {
-		env.Errors = append(env.Errors, apiError{Code: status, Message: m})
+		env.Errors = append(env.Errors, envelopeError{Code: status, Message: m})
 	}
 	return env
 }
