@@ -184,22 +184,30 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	p.SCIMConfig.SecretSHA256, p.CreatedAt, p.UpdatedAt = digest, now, now
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Create(r.Context(), p.ID, enc); err != nil {
-		s.fail(w, r, unavailable(err))
-		return
-	}
-	writeResultMessages(w, http.StatusCreated, s.view(p, secret), nil, warnings)
-}
-
-func (s *service) listIdPs(w http.ResponseWriter, r *http.Request) {
-	kv, ok := s.kvOrFail(w, r)
-	if !ok {
-		return
-	}
-	all, err := listIdPs(r.Context(), kv)
+	newRev, err := kv.Create(r.Context(), p.ID, enc)
 	if err != nil {
 		s.fail(w, r, unavailable(err))
 		return
+	}
+	s.idpc.wrote(p, newRev)
+	writeResultMessages(w, http.StatusCreated, s.view(p, secret), nil, warnings)
+}
+
+// listIdPs serves the list from the in-memory copy of idp_config (idpcache.go), which shows this
+// process's own writes at once and others' as the watch delivers them; until the watch has
+// delivered the bucket's contents, from the bucket itself.
+func (s *service) listIdPs(w http.ResponseWriter, r *http.Request) {
+	all, cached := s.idpc.list()
+	if !cached {
+		kv, ok := s.kvOrFail(w, r)
+		if !ok {
+			return
+		}
+		var err error
+		if all, err = listIdPs(r.Context(), kv); err != nil {
+			s.fail(w, r, unavailable(err))
+			return
+		}
 	}
 	out := make([]idpView, 0, len(all))
 	for _, p := range all {
@@ -278,7 +286,8 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 	p.SCIMConfig.SecretRotatedAt = old.SCIMConfig.SecretRotatedAt
 	p.CreatedAt, p.UpdatedAt = old.CreatedAt, s.now().UTC()
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
+	newRev, err := kv.Update(r.Context(), p.ID, enc, rev)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
@@ -286,11 +295,12 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.wrote(p, newRev)
 	writeResultMessages(w, http.StatusOK, s.view(p, ""), nil, warnings)
 }
 
 func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
-	kv, p, _, ok := s.loadIdP(w, r)
+	kv, p, rev, ok := s.loadIdP(w, r)
 	if !ok {
 		return
 	}
@@ -311,6 +321,7 @@ func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.deleted(p.ID, rev)
 	// A login already past /login when the first revocation was applied could still finish before
 	// auth's idp_config watch drops the IdP. A second revocation, once the IdP is gone from the
 	// bucket, covers it (auth revokes every session built before it applies one). Its failure leaves
@@ -339,7 +350,8 @@ func (s *service) refreshSecret(w http.ResponseWriter, r *http.Request) {
 	p.SCIMConfig.PreviousSecretSHA256 = p.SCIMConfig.SecretSHA256
 	p.SCIMConfig.SecretSHA256, p.SCIMConfig.SecretRotatedAt, p.UpdatedAt = digest, now, now
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
+	newRev, err := kv.Update(r.Context(), p.ID, enc, rev)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
@@ -347,6 +359,7 @@ func (s *service) refreshSecret(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.wrote(p, newRev)
 	writeResult(w, http.StatusOK, s.view(p, secret), nil)
 }
 
