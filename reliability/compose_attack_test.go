@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,35 +51,10 @@ func TestComposeAttack(t *testing.T) {
 	p.waitHealthy(3*time.Minute, coreServices...)
 	authURL := fmt.Sprintf("http://127.0.0.1:%d", p.ports["SCIMFLOW_PORT_AUTH"])
 
-	roles := fmt.Sprintf("scim-ingest=%s,identity-store=%s,auth=%s", p.envValue("NATS_SCIM_INGEST_PASSWORD"),
-		p.envValue("NATS_IDENTITY_STORE_PASSWORD"), p.envValue("NATS_AUTH_PASSWORD"))
-	// want: the attempts the attacker must have reported (it reports more when it gets further).
+	roles := p.attackerRoles()
 	attack := func(network string, want ...string) map[string]attackReport {
 		t.Helper()
-		cmd := exec.Command("docker", "run", "--rm", "--network", p.name+"_"+network,
-			"-e", "NATS_URL=nats://nats:4222", "-e", "MONITOR_URL=http://nats:8222/varz", "-e", "ROLES="+roles, attackerImage)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("attacker on %s: %v\n%s", network, err, stderr.String())
-		}
-		got := map[string]attackReport{}
-		sc := bufio.NewScanner(strings.NewReader(string(out)))
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var r attackReport
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("attacker output %q: %v", sc.Text(), err)
-			}
-			got[r.Attack+"/"+r.Role] = r
-		}
-		for _, w := range want {
-			if _, ok := got[w]; !ok {
-				t.Fatalf("attacker on %s did not report %s:\n%s", network, w, out)
-			}
-		}
-		return got
+		return p.runAttacker(network, []string{"NATS_URL=nats://nats:4222", "MONITOR_URL=http://nats:8222/varz", "ROLES=" + roles}, want...)
 	}
 
 	back := attack("back", "anonymous-connect/", "monitor/", "read-auth-keys/scim-ingest", "sniff/scim-ingest",
@@ -157,6 +133,97 @@ func TestComposeAttack(t *testing.T) {
 	for _, role := range []string{"scim-ingest", "identity-store", "auth"} {
 		if r := front["read-auth-keys/"+role]; !strings.HasPrefix(r.Error, "connect:") {
 			t.Errorf("front network: %s's credentials: %q, want no connection to NATS", role, r.Error)
+		}
+	}
+}
+
+// attackerRoles is the attacker's ROLES: every role's NATS password from the project's .env.
+func (p *composeProject) attackerRoles() string {
+	return fmt.Sprintf("scim-ingest=%s,identity-store=%s,auth=%s", p.envValue("NATS_SCIM_INGEST_PASSWORD"),
+		p.envValue("NATS_IDENTITY_STORE_PASSWORD"), p.envValue("NATS_AUTH_PASSWORD"))
+}
+
+// runAttacker runs testdata/attacker's image on one of the project's networks with env and returns
+// its reports by attack/role; want lists the reports it must have made (it makes more when it gets
+// further).
+func (p *composeProject) runAttacker(network string, env []string, want ...string) map[string]attackReport {
+	t := p.t
+	t.Helper()
+	args := []string{"run", "--rm", "--network", p.name + "_" + network}
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	cmd := exec.Command("docker", append(args, attackerImage)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("attacker on %s: %v\n%s", network, err, stderr.String())
+	}
+	got := map[string]attackReport{}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r attackReport
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("attacker output %q: %v", sc.Text(), err)
+		}
+		got[r.Attack+"/"+r.Role] = r
+	}
+	for _, w := range want {
+		if _, ok := got[w]; !ok {
+			t.Fatalf("attacker on %s did not report %s:\n%s", network, w, out)
+		}
+	}
+	return got
+}
+
+// TestComposeClusterRoutes is the attack on the cluster variant's route port (issue 12): the three
+// NATS nodes of compose.cluster.yaml form their cluster through route authorization (every node
+// routes to both others), and a container on the back network that joins nats:6222 as a route —
+// without credentials, with a guessed route password, or with any role's client password — is
+// refused with an authorization violation. Only the NATS nodes run: the services are not part of
+// this boundary. Seen failing with the authorization removed from nats-cluster.conf's cluster
+// block: every join was answered PONG.
+func TestComposeClusterRoutes(t *testing.T) {
+	p := newComposeProject(t, "compose.cluster.yaml", filepath.Join("testdata", "compose.test.yaml"), filepath.Join("testdata", "compose.cluster.test.yaml"))
+	nodes := []string{"nats", "nats-2", "nats-3"}
+	p.compose(append([]string{"up", "-d"}, nodes...)...)
+	p.waitHealthy(3*time.Minute, nodes...)
+	serverName := map[string]string{"nats": "nats-1", "nats-2": "nats-2", "nats-3": "nats-3"} // --name in compose.cluster.yaml
+	type route struct {
+		RemoteName string `json:"remote_name"`
+	}
+	for _, n := range nodes {
+		err := poll(t.Context(), time.Minute, func() error {
+			raw, err := exec.Command("docker", "exec", p.container(n), "wget", "-qO-", "http://127.0.0.1:8222/routez").Output()
+			if err != nil {
+				return fmt.Errorf("routez: %v", err)
+			}
+			var rz struct{ Routes []route }
+			if err := json.Unmarshal(raw, &rz); err != nil {
+				return err
+			}
+			for _, other := range nodes {
+				if other != n && !slices.Contains(rz.Routes, route{serverName[other]}) {
+					return fmt.Errorf("%s has no route to %s", serverName[n], serverName[other])
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("cluster with route authorization: %v", err)
+		}
+	}
+	labels := []string{"none", "guessed", "scim-ingest", "identity-store", "auth"}
+	var want []string
+	for _, l := range labels {
+		want = append(want, "route-join/"+l)
+	}
+	got := p.runAttacker("back", []string{"ROUTE_ADDR=nats:6222", "ROLES=" + p.attackerRoles()}, want...)
+	for _, l := range labels {
+		if r := got["route-join/"+l]; r.OK || !strings.Contains(r.Error, "Authorization Violation") {
+			t.Errorf("joining nats:6222 as a route with %s credentials = ok %v (%s), want -ERR 'Authorization Violation'", l, r.OK, r.Error)
 		}
 	}
 }

@@ -5,14 +5,18 @@
 //
 // Attempts: an anonymous NATS connection; each role's credentials given in ROLES reading the
 // auth_keys bucket (the ES256 signing keys) and sniffing auth's subjects; the unauthenticated
-// NATS monitoring port. Environment: NATS_URL, MONITOR_URL, ROLES (role=password,…).
+// NATS monitoring port; in the cluster variant, joining a node's route port. Environment: NATS_URL,
+// MONITOR_URL, ROLES (role=password,…), ROUTE_ADDR (host:6222, optional).
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -63,6 +67,20 @@ func main() {
 		out.Encode(readKeys(nc, role))
 		out.Encode(sniff(nc, role))
 		nc.Close()
+	}
+
+	// The cluster variant's route port: join as a route (the protocol's CONNECT) without
+	// credentials, with a guessed route password, and with each role's client password.
+	if addr := os.Getenv("ROUTE_ADDR"); addr != "" {
+		tries := []struct{ label, user, pass string }{{"none", "", ""}, {"guessed", "route", "route"}}
+		for _, kv := range strings.Split(os.Getenv("ROLES"), ",") {
+			if role, pw, ok := strings.Cut(kv, "="); ok {
+				tries = append(tries, struct{ label, user, pass string }{role, role, pw})
+			}
+		}
+		for _, c := range tries {
+			out.Encode(joinRoute(addr, c.label, c.user, c.pass))
+		}
 	}
 
 	// The monitoring port has no authentication in nats-server; nats.conf binds it to the
@@ -145,4 +163,44 @@ func sniff(nc *nats.Conn, role string) attempt {
 		a.Error = errors.Join(errs...).Error()
 	}
 	return a
+}
+
+// joinRoute speaks the route protocol to a node's cluster port as another node would: it reads the
+// node's INFO, sends a route CONNECT with the given credentials and a PING, and reports OK when the
+// node answers PONG (it took the connection as a route) rather than -ERR or closing it.
+func joinRoute(addr, label, user, pass string) attempt {
+	a := attempt{Attack: "route-join", Role: label}
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	info, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(info, "INFO ") {
+		a.Error = fmt.Sprintf("no INFO: %q %v", info, err)
+		return a
+	}
+	connect, _ := json.Marshal(map[string]any{"verbose": false, "pedantic": false, "user": user, "pass": pass,
+		"name": "intruder", "cluster": "scimflow", "headers": true})
+	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect); err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	for {
+		line, err := r.ReadString('\n')
+		switch {
+		case strings.HasPrefix(line, "PONG"):
+			a.OK = true
+			return a
+		case strings.HasPrefix(line, "-ERR"):
+			a.Error = strings.TrimSpace(line)
+			return a
+		case err != nil:
+			a.Error = err.Error()
+			return a
+		}
+	}
 }
