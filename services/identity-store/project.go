@@ -31,8 +31,8 @@ type txn struct {
 	ev      events.Event
 	out     []events.Event
 	prio    []events.Event // copies for IDENTITY_PRIORITY (publishPriority)
-	discard bool       // replay: nothing is published
-	cache   *userCache // replay: user records decoded once and written once per transaction
+	discard bool           // replay: nothing is published
+	cache   *userCache     // replay: user records decoded once and written once per transaction
 }
 
 // userCache holds the users a replay transaction touched; flush writes them before the commit. The
