@@ -222,7 +222,7 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 			return err
 		}
 	}
-	out, err := s.proj.apply(tx, m.Event)
+	out, prio, err := s.proj.apply(tx, m.Event)
 	if err != nil {
 		return err
 	}
@@ -231,6 +231,13 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 	}
 	if len(out) == 0 {
 		return nil
+	}
+	// Both lanes in one transaction: a kill between publishing one and the other leaves the other's
+	// records in the outbox for the restarted relay (docs/architecture.md, "Lanes").
+	if len(prio) > 0 {
+		if err := outbox.AppendPriority(tx, s.now(), prio...); err != nil {
+			return err
+		}
 	}
 	if err := outbox.Append(tx, s.now(), out...); err != nil {
 		return err
