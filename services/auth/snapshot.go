@@ -652,3 +652,16 @@ func restoreWithRetry(ctx context.Context, d Deps, dbPath string, m *snapshotMet
 		}
 	}
 }
+
+// removeSnapshotLeftovers deletes the temporary files of a snapshot or restore that a crash
+// interrupted (each can be as large as the projection).
+func removeSnapshotLeftovers(dataDir string, log *slog.Logger) {
+	for _, pattern := range []string{"snapshot-*.db", "snapshot-*.db.gz", "restore-*.db.gz", Name + ".db.restore"} {
+		files, _ := filepath.Glob(filepath.Join(dataDir, pattern))
+		for _, f := range files {
+			if err := os.Remove(f); err == nil {
+				log.Info("removed an interrupted snapshot's temporary file", "file", f)
+			}
+		}
+	}
+}
