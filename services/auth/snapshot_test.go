@@ -347,13 +347,18 @@ func TestSnapshotsPublishedAndPruned(t *testing.T) {
 			return nil
 		})
 	}
-	list, err := listSnapshots(ctx, w.store(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list) != 2 {
-		t.Errorf("bucket holds %d snapshots, want snapshot_keep = 2", len(list))
-	}
+	// Pruning follows each publish; once the last one's is done the bucket holds the newest two.
+	last := streamLast(t, h.n, events.StreamIdentity)
+	waitFor(t, "bucket pruned to snapshot_keep = 2", 30*time.Second, func() error {
+		list, err := listSnapshots(ctx, w.store(t))
+		if err != nil {
+			return err
+		}
+		if len(list) != 2 || list[0].seqs[events.StreamIdentity] != last {
+			return fmt.Errorf("%d snapshots", len(list))
+		}
+		return nil
+	})
 	if got := metricValue(t, h.r.reg, "scimflow_auth_snapshots_published_total", map[string]string{"result": "ok"}); got < 4 {
 		t.Errorf("published{ok} = %v, want at least 4", got)
 	}
