@@ -2,6 +2,13 @@
 // bbolt transaction that changes its state, and a Relay publishes them to JetStream with
 // Nats-Msg-Id = event id, deleting each record only after JetStream acknowledged it.
 //
+// The stream holds a lane's records in the order they were committed: every projection applies its
+// streams in stream order, and a rebuild must reproduce what live apply did. Publishing is
+// asynchronous, so the server can drop one message of a burst (no stream leader at that instant)
+// and store the ones after it (a new leader took over); each message therefore names its
+// predecessor (Nats-Expected-Last-Msg-Id) and the server refuses it unless that predecessor is the
+// stream's last message. See Relay.
+//
 // NATS down means records accumulate (the depth is a metric and a back-pressure signal), never that
 // they are lost; a restart resumes from the records still in the file.
 package outbox
@@ -105,6 +112,11 @@ type RelayConfig struct {
 	InFlight      int           // rounds published before the oldest is acknowledged; default 3
 	PublishWait   time.Duration // how long to wait for JetStream acks of one round; default 10s
 	MaxBackoff    time.Duration // longest pause after a failed round; default 5s
+	// SharedStreams says other publishers write the same streams (the auth replicas share AUTH).
+	// Messages are then not chained to their predecessor (Nats-Expected-Last-Msg-Id): every message
+	// of another writer would break the chain and cost a republish. Without the chain, a message the
+	// server dropped can be stored after later ones of this relay (see Relay).
+	SharedStreams bool
 }
 
 // lane is one bucket and its relay loop.
@@ -119,6 +131,19 @@ type lane struct {
 }
 
 // Relay publishes outbox records in order, per lane. Exactly one Relay runs per bbolt file.
+//
+// Order. Messages are published asynchronously, several rounds ahead of their acks. When a stream's
+// leader dies or is partitioned away, the server can drop one message (nobody leads the stream for
+// a moment: "no response from stream") and store the ones sent just after it (the new leader has
+// taken over). Retrying from the first unacknowledged record then stores the dropped message after
+// its successors, and a projection applies them out of commit order — identity-store applied a
+// user's deletion before the user's creation, recorded the SCIM user as deleted and skipped the
+// creation as stale, so the registry never held the user (docs/reliability.md). So, unless
+// SharedStreams, each message carries Nats-Expected-Last-Msg-Id = the id of the message published
+// before it to the same stream: the server stores it only right after that one. The first message
+// after a (re)start carries none; every record before it is acknowledged, so it cannot overtake
+// anything. A message refused for its predecessor restarts the lane from the first unacknowledged
+// record at once (…_outbox_order_restarts_total).
 type Relay struct {
 	db      *bolt.DB
 	js      jetstream.JetStream
@@ -132,6 +157,7 @@ type Relay struct {
 	messages  prometheus.Counter
 	failures  prometheus.Counter
 	dead      prometheus.Counter
+	reorders  prometheus.Counter
 	latency   prometheus.Histogram
 }
 
@@ -164,6 +190,8 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		messages:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "messages_total", Help: "JetStream messages acknowledged (one per event or per batch of events), both lanes."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "publish_failures_total", Help: "Outbox publish rounds that failed and will be retried."}),
 		dead:      prometheus.NewCounter(prometheus.CounterOpts{Name: p + "dead_letters_total", Help: "Records JetStream refused for good, moved to the outbox_dead bucket."}),
+		reorders: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "order_restarts_total",
+			Help: "Times JetStream refused a message because the one before it was not the stream's last (it was dropped, or another writer published in between); the lane republished from its first unacknowledged record."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "publish_latency_seconds", Help: "Time from appending a record to its JetStream ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
@@ -174,7 +202,7 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		return nil, err
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.published, r.messages, r.failures, r.dead, r.latency,
+		for _, c := range []prometheus.Collector{r.published, r.messages, r.failures, r.dead, r.reorders, r.latency,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "depth", Help: "Records of the ordered lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.Depth()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "oldest_age_seconds", Help: "Age of the oldest unpublished record of the ordered lane; 0 when it is empty."}, func() float64 { return r.OldestAge().Seconds() }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "priority_depth", Help: "Records of the priority lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.prio.depth.Load()) }),
@@ -321,6 +349,20 @@ type round struct {
 // errRestart makes a lane republish from its first record at once (after a dead letter).
 var errRestart = errors.New("restart from the first record")
 
+// errCodeWrongLastMsgID is JetStream's error for a message whose Nats-Expected-Last-Msg-Id is not
+// the stream's last message id (nats-server's JSStreamWrongLastMsgIDErrF; nats.go names no constant).
+const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
+// wrongPredecessor reports whether err is JetStream refusing a message for its predecessor.
+func wrongPredecessor(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastMsgID
+}
+
+// chain maps a stream to the id of the last message this lane published to it since it last
+// (re)started from its first unacknowledged record; nil when the relay does not chain.
+type chain map[string]string
+
 // runLane is a lane's loop. Up to InFlight rounds are published before the oldest one's acks are
 // awaited, so the round trip to JetStream and the delete transaction overlap with the next rounds'
 // publishing. After a failure every round still in flight is forgotten (its records stay in the
@@ -332,6 +374,14 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	defer tick.Stop()
 	var inflight []*round
 	var next []byte // first key not yet published; nil: the bucket's first
+	var last chain  // predecessors of the next messages; reset whenever next is
+	restart := func() {
+		inflight, next = nil, nil
+		if !r.cfg.SharedStreams {
+			last = chain{}
+		}
+	}
+	restart()
 	for {
 		if ctx.Err() != nil {
 			return
@@ -341,7 +391,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		// records are never published past a gap.
 		for len(inflight) < r.cfg.InFlight && (len(inflight) == 0 || inflight[len(inflight)-1].pubErr == nil) {
 			var rd *round
-			rd, err = r.publishRound(l, next)
+			rd, err = r.publishRound(l, next, last)
 			if err != nil || rd == nil {
 				break
 			}
@@ -377,11 +427,18 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			backoff = 50 * time.Millisecond
 			continue
 		}
-		inflight, next = nil, nil
+		restart()
 		if ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, errRestart) {
+			continue
+		}
+		if wrongPredecessor(err) {
+			// The message before it was dropped (or another writer published in between): publish
+			// again from the first unacknowledged record, whose predecessors are all stored.
+			r.reorders.Inc()
+			r.log.Info("outbox message refused for its predecessor; republishing in order", "lane", l.bucket, "err", err)
 			continue
 		}
 		r.failures.Inc()
@@ -401,9 +458,10 @@ func successor(k []byte) []byte {
 }
 
 // publishRound reads up to BatchSize records from 'from' on (finishing the last transaction's
-// records), groups them into messages and publishes them asynchronously. It returns nil when there
-// is nothing to publish.
-func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
+// records), groups them into messages and publishes them asynchronously, each chained to its
+// predecessor in last (which it updates) unless last is nil. It returns nil when there is nothing
+// to publish.
+func (r *Relay) publishRound(l *lane, from []byte, last chain) (*round, error) {
 	var recs []pending
 	err := r.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(l.bucket))
@@ -436,10 +494,18 @@ func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
 	rd := &round{msgs: group(recs), last: recs[len(recs)-1].key}
 	for _, m := range rd.msgs {
 		msg := &nats.Msg{Subject: m.subject, Data: m.data, Header: nats.Header{}}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(m.id))
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.id)}
+		stream := events.StreamOf(m.subject)
+		if prev := last[stream]; prev != "" {
+			opts = append(opts, jetstream.WithExpectLastMsgID(prev))
+		}
+		f, err := r.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
 			rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
 			break
+		}
+		if last != nil {
+			last[stream] = m.id
 		}
 		rd.futs = append(rd.futs, f)
 	}

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -365,5 +368,108 @@ func TestPriorityLaneIndependent(t *testing.T) {
 	}
 	if r.Depth() != 5 {
 		t.Errorf("ordered depth = %d, want 5 (still waiting)", r.Depth())
+	}
+}
+
+// dropJS is a JetStream whose n-th async publish (counting from 1) never reaches the server and
+// fails the way a publish does when the stream has no leader for a moment (no responders), while
+// the publishes after it go through: what a SIGKILLed or partitioned stream leader does to a burst
+// of async publishes when the new leader takes over in the middle of it.
+type dropJS struct {
+	jetstream.JetStream
+	mu    sync.Mutex
+	calls int
+	drop  int
+}
+
+func (d *dropJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	d.mu.Lock()
+	d.calls++
+	drop := d.calls == d.drop
+	d.mu.Unlock()
+	if drop {
+		f := &droppedFuture{msg: m, err: make(chan error, 1)}
+		f.err <- jetstream.ErrNoStreamResponse
+		return f, nil
+	}
+	return d.JetStream.PublishMsgAsync(m, opts...)
+}
+
+type droppedFuture struct {
+	msg *nats.Msg
+	err chan error
+}
+
+func (f *droppedFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f *droppedFuture) Err() <-chan error            { return f.err }
+func (f *droppedFuture) Msg() *nats.Msg               { return f.msg }
+
+// streamOrder returns the event ids of stream in stream order, first copies only.
+func streamOrder(t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	seen := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		for _, e := range evs {
+			if !seen[e.ID] {
+				seen[e.ID] = true
+				out = append(out, e.ID)
+			}
+		}
+	}
+	return out
+}
+
+// TestDroppedPublishKeepsStreamOrder: when the server drops one message of a burst of async
+// publishes (no stream leader at that instant) and stores the ones after it (a new leader took
+// over), the relay's retry must not append the dropped message after its successors. The stream
+// is the apply order of every projection; out of order, identity-store applied a user's deletion
+// before the user's creation, recorded the SCIM user as deleted, then skipped the creation as
+// stale, and the registry never held the user (the registry loss of docs/reliability.md).
+func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
+	t.Parallel()
+	for _, lane := range []struct {
+		name   string
+		prio   bool
+		stream string
+	}{{"ordered", false, events.StreamIdentity}, {"priority", true, events.StreamIdentityPriority}} {
+		t.Run(lane.name, func(t *testing.T) {
+			t.Parallel()
+			_, js, db := setup(t)
+			var want []string
+			for range 5 { // five transactions: five messages in one round
+				for _, e := range appendTx(t, db, 2, lane.prio) {
+					want = append(want, e.ID)
+				}
+			}
+			r, _, _ := runRelay(t, db, &dropJS{JetStream: js, drop: 2})
+			r.Notify()
+			ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+			defer stop()
+			if err := r.WaitDrained(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := streamOrder(t, js, lane.stream); !slices.Equal(got, want) {
+				t.Errorf("stream order = %v, want the commit order %v", got, want)
+			}
+		})
 	}
 }

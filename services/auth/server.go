@@ -119,7 +119,9 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	}
 	s.alog = newAccessLog(s.metrics.accessLogDropped)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by Config.Validate
-	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, reg, s.log, d.Now)
+	// Every auth replica publishes to AUTH, so messages cannot name their predecessor in the stream
+	// (internal/outbox, RelayConfig.SharedStreams).
+	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth", SharedStreams: true}, reg, s.log, d.Now)
 	if err != nil {
 		return fail(err)
 	}
