@@ -143,7 +143,7 @@ type lane struct {
 // before it to the same stream: the server stores it only right after that one. The first message
 // after a (re)start carries none; every record before it is acknowledged, so it cannot overtake
 // anything. A message refused for its predecessor restarts the lane from the first unacknowledged
-// record at once (…_outbox_order_restarts_total).
+// record at once (…_outbox_order_refusals_total).
 type Relay struct {
 	db      *bolt.DB
 	js      jetstream.JetStream
@@ -190,8 +190,8 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		messages:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "messages_total", Help: "JetStream messages acknowledged (one per event or per batch of events), both lanes."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "publish_failures_total", Help: "Outbox publish rounds that failed and will be retried."}),
 		dead:      prometheus.NewCounter(prometheus.CounterOpts{Name: p + "dead_letters_total", Help: "Records JetStream refused for good, moved to the outbox_dead bucket."}),
-		reorders: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "order_restarts_total",
-			Help: "Times JetStream refused a message because the one before it was not the stream's last (it was dropped, or another writer published in between); the lane republished from its first unacknowledged record."}),
+		reorders: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "order_refusals_total",
+			Help: "Messages JetStream refused because the message before them was not the stream's last (it was dropped, or another writer published in between); they are republished in order."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "publish_latency_seconds", Help: "Time from appending a record to its JetStream ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
@@ -344,6 +344,7 @@ type round struct {
 	futs   []jetstream.PubAckFuture // futs[i] belongs to msgs[i]; shorter when a publish call failed
 	pubErr error                    // why publishing stopped early
 	last   []byte                   // key of the last record read
+	waited int                      // futures settle looked at; the rest are abandoned on failure
 }
 
 // errRestart makes a lane republish from its first record at once (after a dead letter).
@@ -376,6 +377,13 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	var next []byte // first key not yet published; nil: the bucket's first
 	var last chain  // predecessors of the next messages; reset whenever next is
 	restart := func() {
+		var abandoned []jetstream.PubAckFuture
+		for _, rd := range inflight {
+			abandoned = append(abandoned, rd.futs[rd.waited:]...)
+		}
+		if len(abandoned) > 0 {
+			go r.countRefusals(l, abandoned)
+		}
 		inflight, next = nil, nil
 		if !r.cfg.SharedStreams {
 			last = chain{}
@@ -419,8 +427,10 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		if err == nil {
 			rd := inflight[0]
-			inflight = inflight[1:]
 			err = r.settle(ctx, l, rd)
+			if err == nil {
+				inflight = inflight[1:]
+			}
 		}
 		_ = r.refresh(l)
 		if err == nil {
@@ -562,6 +572,7 @@ func (r *Relay) settle(ctx context.Context, l *lane, rd *round) error {
 	defer timeout.Stop()
 wait:
 	for i, f := range rd.futs {
+		rd.waited = i + 1
 		select {
 		case <-f.Ok():
 			acked++
@@ -620,6 +631,30 @@ wait:
 		}
 	}
 	return err
+}
+
+// countRefusals waits (up to PublishWait) for the outcome of messages a failed round left behind and
+// counts those JetStream refused for their predecessor: each is a message that, unchained, would
+// have been stored out of order.
+func (r *Relay) countRefusals(l *lane, futs []jetstream.PubAckFuture) {
+	timeout := time.NewTimer(r.cfg.PublishWait)
+	defer timeout.Stop()
+	n := 0
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if wrongPredecessor(err) {
+				n++
+			}
+		case <-timeout.C:
+			return
+		}
+	}
+	if n > 0 {
+		r.reorders.Add(float64(n))
+		r.log.Info("outbox messages sent after a failed one were refused for their predecessor (kept in order)", "lane", l.bucket, "messages", n)
+	}
 }
 
 // permanent reports whether JetStream will refuse the record whatever the retry: it is larger than
