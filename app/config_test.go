@@ -31,6 +31,9 @@ func TestPermissionTableNamesServiceBuckets(t *testing.T) {
 		t.Errorf("broker buckets %q, %q, %q; auth uses %q, %q, %q", broker.BucketAuthKeys, broker.BucketAuthLoginTxn, broker.BucketAuthReplicas,
 			auth.KVKeys, auth.KVLoginTxn, auth.KVReplicas)
 	}
+	if broker.ObjectAuthSnapshots != auth.BucketSnapshots {
+		t.Errorf("broker object store %q; auth uses %q", broker.ObjectAuthSnapshots, auth.BucketSnapshots)
+	}
 }
 
 // TestConfigErrors: NATS credentials, the key-encryption key and the admin token are checked at start.

@@ -237,7 +237,7 @@ func runReadmeEnvSetup(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 		for _, k := range []string{"SCIMFLOW_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD", "NATS_SCIM_INGEST_PASSWORD",
-			"NATS_IDENTITY_STORE_PASSWORD", "NATS_AUTH_PASSWORD", "SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY"} {
+			"NATS_IDENTITY_STORE_PASSWORD", "NATS_AUTH_PASSWORD", "NATS_ROUTE_PASSWORD", "SCIMFLOW_AUTH_KEY_ENCRYPTION_KEY"} {
 			m := regexp.MustCompile(`(?m)^` + k + `=(\S*)$`).FindSubmatch(env)
 			if m == nil || len(m[1]) < 16 {
 				t.Fatalf(".env after the README's set-up: %s = %q, want a generated secret", k, m)

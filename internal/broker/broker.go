@@ -31,6 +31,11 @@ const KVIdPConfig = "idp_config"
 // id: identity-store mirrors its registry of apps into it and every auth replica watches it.
 const KVAccessApps = "access_apps"
 
+// KVAdmission is the KV bucket in which every running scim-ingest publishes its admission-control
+// state under its instance id (events.AdmissionState), for identity-store's console. scim-ingest
+// creates it with a TTL (events.AdmissionTTL), so a dead instance's entry disappears.
+const KVAdmission = "scim_ingest_admission"
+
 // DuplicateWindow is the JetStream deduplication window of every stream (Nats-Msg-Id = event id).
 const DuplicateWindow = 2 * time.Minute
 

@@ -86,7 +86,8 @@ type Grant struct {
 	Role    Role
 	Stream  string // a stream name (events.StreamSCIM, …) — or
 	Bucket  string // a KV bucket name — or
-	Subject string // a core NATS request subject (wildcards allowed); exactly one of the three is set
+	Subject string // a core NATS request subject (wildcards allowed) — or
+	Object  string // a JetStream object store bucket name; exactly one of the four is set
 	Access  Access
 	// Consumers are the durable consumer names a Consume row may use; "*" stands for any name
 	// (auth's are per replica, "auth-<replica_id>", and NATS wildcards match whole tokens only).
@@ -100,6 +101,8 @@ const (
 	BucketAuthKeys     = "auth_keys"
 	BucketAuthLoginTxn = "auth_login_txn"
 	BucketAuthReplicas = "auth_replicas"
+	// ObjectAuthSnapshots is the object store of auth's projection snapshots.
+	ObjectAuthSnapshots = "auth_snapshots"
 )
 
 // Permissions is the one NATS permission table. The embedded server (Users), deploy/compose/nats.conf
@@ -116,6 +119,8 @@ var Permissions = []Grant{
 		Why: "the priority lane of its outbox"},
 	{Role: RoleSCIMIngest, Bucket: KVIdPConfig, Access: Read | Manage,
 		Why: "IdP definitions (SCIM tokens, policies), watched live"},
+	{Role: RoleSCIMIngest, Bucket: KVAdmission, Access: Write | Manage,
+		Why: "publishes its admission-control state (on/off, since, lag) per instance, for the console"},
 	{Role: RoleSCIMIngest, Subject: events.BarrierSCIMSubjects, Access: Serve,
 		Why: "answers auth's read-your-writes barrier: the SCIM sequence of an IdP's last write"},
 
@@ -136,6 +141,8 @@ var Permissions = []Grant{
 		Why: "the admin API and the config seed write IdP definitions"},
 	{Role: RoleIdentityStore, Bucket: KVAccessApps, Access: Write | Manage,
 		Why: "the admin API writes access applications and their policies"},
+	{Role: RoleIdentityStore, Bucket: KVAdmission, Access: Read,
+		Why: "the console's overview shows each scim-ingest's admission-control state"},
 	{Role: RoleIdentityStore, Stream: events.StreamSCIM, Access: Observe, Consumers: []string{"*"},
 		Why: "the console's overview lists every consumer's position"},
 	{Role: RoleIdentityStore, Stream: events.StreamAuth, Access: Observe, Consumers: []string{"*"},
@@ -165,6 +172,8 @@ var Permissions = []Grant{
 		Why: "login transactions already used, so a state/code pair is accepted once"},
 	{Role: RoleAuth, Bucket: BucketAuthReplicas, Access: Write | Manage,
 		Why: "leases on replica ids, so two processes never share one replica's consumers"},
+	{Role: RoleAuth, Object: ObjectAuthSnapshots, Access: Write | Manage,
+		Why: "projection snapshots: replicas publish them and a fresh replica restores one instead of replaying the streams"},
 	{Role: RoleAuth, Subject: events.BarrierSCIMSubjects, Access: Request,
 		Why: "a login's read-your-writes barrier, step 1 (scim-ingest answers)"},
 	{Role: RoleAuth, Subject: events.BarrierIdentitySubjects, Access: Request,
@@ -173,6 +182,9 @@ var Permissions = []Grant{
 
 // kvStream is the stream behind a KV bucket.
 func kvStream(bucket string) string { return "KV_" + bucket }
+
+// objStream is the stream behind an object store bucket.
+func objStream(bucket string) string { return "OBJ_" + bucket }
 
 // RolePermissions expands the table's rows for role into NATS subject permissions. Everything not
 // listed is denied: no role may publish to another role's inbox, touch another stream's consumers,
@@ -243,6 +255,23 @@ func RolePermissions(role Role, table []Grant) *server.Permissions {
 				add("$KV." + g.Bucket + ".>")
 			}
 		}
+		if g.Object != "" {
+			st := objStream(g.Object)
+			if g.Access&Manage != 0 {
+				add(api+"STREAM.CREATE."+st, api+"STREAM.UPDATE."+st, api+"STREAM.INFO."+st)
+			}
+			if g.Access&(Read|Write) != 0 {
+				// Object info (direct or by the stream API), lists and downloads: ordered push
+				// consumers whose flow-control replies go to $JS.FC.
+				add(api+"STREAM.INFO."+st, api+"DIRECT.GET."+st, api+"DIRECT.GET."+st+".>", api+"STREAM.MSG.GET."+st,
+					api+"CONSUMER.CREATE."+st, api+"CONSUMER.CREATE."+st+".>", api+"CONSUMER.DELETE."+st+".>",
+					api+"CONSUMER.INFO."+st+".>", "$JS.FC."+st+".>")
+			}
+			if g.Access&Write != 0 {
+				// Chunks and metadata; deleting or replacing an object purges its chunks.
+				add("$O."+g.Object+".>", api+"STREAM.PURGE."+st)
+			}
+		}
 	}
 	slices.Sort(pub)
 	pub = slices.Compact(pub)
@@ -269,6 +298,9 @@ func PermissionsMarkdown(table []Grant) string {
 		}
 		if g.Subject != "" {
 			what = "subject `" + g.Subject + "`"
+		}
+		if g.Object != "" {
+			what = "object store `" + g.Object + "`"
 		}
 		cons := ""
 		if len(g.Consumers) > 0 {
@@ -320,5 +352,36 @@ func NATSConf(table []Grant) string {
 		b.WriteString("      }\n    }\n")
 	}
 	b.WriteString("  ]\n}\n")
+	return b.String()
+}
+
+// RouteUser is the user a node of a NATS cluster presents on another node's route port (6222).
+// Without it any host that reaches the route port could join the cluster as a route and receive
+// every replicated message, including the sealed signing keys and all identity data, past the
+// per-role users above: client authorization does not apply to routes.
+const RouteUser = "route"
+
+// RoutePasswordVar is the environment variable the generated cluster block reads the route
+// password from (compose passes it from .env).
+const RoutePasswordVar = "NATS_ROUTE_PASSWORD"
+
+// RoutesVar is the environment variable the generated cluster block reads the route URLs from, as
+// a nats-server array value (`["nats-route://route:PASSWORD@nats-2:6222", …]`). nats-server
+// presents the credentials of a configured route's URL and substitutes variables only for whole
+// values, so the URLs with the password in them are built outside the file (compose.cluster.yaml
+// interpolates RoutePasswordVar into them).
+const RoutesVar = "NATS_ROUTES"
+
+// NATSClusterConf renders the `cluster` block of deploy/compose/nats-cluster.conf: cluster name,
+// route listener on port 6222, route authorization (RouteUser with the password from
+// RoutePasswordVar) and the routes from RoutesVar. A node missing either variable refuses to start.
+func NATSClusterConf(name string) string {
+	var b strings.Builder
+	b.WriteString("# Generated from internal/broker/permissions.go (go test ./internal/broker -run TestGenerated -update).\n")
+	fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: \"0.0.0.0:6222\"\n", name)
+	b.WriteString("  # Routes authenticate: a node (or anything else) connecting to 6222 must present this user.\n")
+	fmt.Fprintf(&b, "  authorization {\n    user: %q\n    password: $%s\n  }\n", RouteUser, RoutePasswordVar)
+	b.WriteString("  # The URLs carry the same credentials (a node ignores the route to itself).\n")
+	fmt.Fprintf(&b, "  routes: $%s\n}\n", RoutesVar)
 	return b.String()
 }

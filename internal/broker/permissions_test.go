@@ -20,7 +20,7 @@ import (
 	"github.com/scimflow/scimflow/internal/broker"
 )
 
-var update = flag.Bool("update", false, "rewrite deploy/compose/nats.conf's authorization block and docs/security.md's permission table")
+var update = flag.Bool("update", false, "rewrite the generated blocks of deploy/compose/nats.conf and nats-cluster.conf and docs/security.md's permission table")
 
 // authServer is an embedded server that accepts only the role credentials, with the permission
 // table enforced, and one connection per role.
@@ -107,6 +107,30 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 		if _, err := auth.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b}); err != nil {
 			t.Fatalf("auth: CreateOrUpdateKeyValue(%s) = %v", b, err)
 		}
+	}
+
+	// auth publishes, lists, reads, replaces and deletes projection snapshots.
+	obs, err := auth.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: broker.ObjectAuthSnapshots})
+	if err != nil {
+		t.Fatalf("auth: CreateOrUpdateObjectStore(%s) = %v", broker.ObjectAuthSnapshots, err)
+	}
+	big := strings.Repeat("snapshot ", 100_000) // several chunks
+	for _, body := range []string{"first", big} {
+		if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "s1", Metadata: map[string]string{"format": "1"}}, strings.NewReader(body)); err != nil {
+			t.Fatalf("auth: object Put = %v", err)
+		}
+	}
+	if objs, err := obs.List(ctx); err != nil || len(objs) != 1 || objs[0].Metadata["format"] != "1" {
+		t.Fatalf("auth: object List = %v, %v", objs, err)
+	}
+	if b, err := obs.GetBytes(ctx, "s1"); err != nil || string(b) != big {
+		t.Fatalf("auth: object GetBytes = %d bytes, %v", len(b), err)
+	}
+	if err := obs.Delete(ctx, "s1"); err != nil {
+		t.Fatalf("auth: object Delete = %v", err)
+	}
+	if obs, err = auth.ObjectStore(ctx, broker.ObjectAuthSnapshots); err != nil {
+		t.Fatalf("auth: ObjectStore(%s) = %v", broker.ObjectAuthSnapshots, err)
 	}
 
 	publish := func(js jetstream.JetStream, who broker.Role, subject string) {
@@ -321,6 +345,17 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 		})
 		try(string(r)+": put auth_keys", publish(r, "$KV.auth_keys.keyset"))
 	}
+	// Nobody but auth reads or writes auth's projection snapshots.
+	for _, r := range []broker.Role{broker.RoleSCIMIngest, broker.RoleIdentityStore} {
+		js := s.js[r]
+		try(string(r)+": ObjectStore(auth_snapshots)", func(ctx context.Context) error {
+			_, err := js.ObjectStore(ctx, broker.ObjectAuthSnapshots)
+			return err
+		})
+		try(string(r)+": get a snapshot chunk", request(r, "$JS.API.STREAM.MSG.GET.OBJ_auth_snapshots", `{"seq":1}`))
+		try(string(r)+": create a consumer on OBJ_auth_snapshots", request(r, "$JS.API.CONSUMER.CREATE.OBJ_auth_snapshots", `{"stream_name":"OBJ_auth_snapshots","config":{}}`))
+		try(string(r)+": write a snapshot chunk", publish(r, "$O.auth_snapshots.C.x"))
+	}
 	// auth cannot read the SCIM stream (it holds every SCIM body).
 	try("auth: Stream(SCIM)", func(ctx context.Context) error { _, err := auth.Stream(ctx, events.StreamSCIM); return err })
 	try("auth: create a consumer on SCIM", request(broker.RoleAuth, "$JS.API.CONSUMER.CREATE.SCIM.auth-x", `{"stream_name":"SCIM","config":{"durable_name":"auth-x"}}`))
@@ -399,9 +434,9 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 	}
 }
 
-// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf, nats-cluster.conf and
-// docs/security.md hold what
-// the permission table generates (-update rewrites them).
+// TestGeneratedFilesMatchTable checks that deploy/compose/nats.conf, nats-cluster.conf (its
+// authorization and cluster blocks) and docs/security.md hold what the permission table and the
+// cluster generator produce (-update rewrites them).
 func TestGeneratedFilesMatchTable(t *testing.T) {
 	t.Parallel()
 	root := filepath.Join("..", "..")
@@ -410,6 +445,7 @@ func TestGeneratedFilesMatchTable(t *testing.T) {
 	}{
 		{filepath.Join(root, "deploy", "compose", "nats.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
 		{filepath.Join(root, "deploy", "compose", "nats-cluster.conf"), "# BEGIN generated authorization\n", "# END generated authorization\n", broker.NATSConf(broker.Permissions)},
+		{filepath.Join(root, "deploy", "compose", "nats-cluster.conf"), "# BEGIN generated cluster\n", "# END generated cluster\n", broker.NATSClusterConf("scimflow")},
 		{filepath.Join(root, "docs", "security.md"), "<!-- BEGIN generated permissions -->\n", "<!-- END generated permissions -->\n", broker.PermissionsMarkdown(broker.Permissions)},
 	} {
 		b, err := os.ReadFile(f.path)

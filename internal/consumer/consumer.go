@@ -91,6 +91,12 @@ type Config struct {
 	AckWait    time.Duration // default 30s
 	IdleCheck  time.Duration // how often an idle consumer confirms it is caught up; default 1s
 	MaxBackoff time.Duration // longest nak delay; default 10s
+	// StateKey names the consumer's cursor and remembered event ids in the bbolt file; default
+	// Durable. A service whose durable names differ per process (auth's carry the replica id) sets a
+	// stable key, so the file's state does not depend on which replica wrote it and a snapshot of
+	// one replica's file restores into another (services/auth/snapshot.go). A file written before
+	// the key was set is migrated once, at New.
+	StateKey string
 }
 
 // Runner is one running consumer.
@@ -144,6 +150,9 @@ func New(db *bolt.DB, js jetstream.JetStream, cfg Config, h Handler, reg prometh
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
+	if cfg.StateKey == "" {
+		cfg.StateKey = cfg.Durable
+	}
 	if now == nil {
 		now = time.Now
 	}
@@ -176,7 +185,12 @@ func New(db *bolt.DB, js jetstream.JetStream, cfg Config, h Handler, reg prometh
 				return err
 			}
 		}
-		r.cursor = ReadCursor(tx, cfg.Durable)
+		if cfg.StateKey != cfg.Durable {
+			if err := migrateStateKey(tx, cfg.Durable, cfg.StateKey); err != nil {
+				return err
+			}
+		}
+		r.cursor = ReadCursor(tx, cfg.StateKey)
 		return nil
 	})
 	if err != nil {
@@ -197,6 +211,37 @@ func ReadCursor(tx *bolt.Tx, durable string) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// migrateStateKey moves the cursor and remembered event ids kept under the durable name to key, once:
+// only when key holds no cursor yet.
+func migrateStateKey(tx *bolt.Tx, durable, key string) error {
+	old := ReadCursor(tx, durable)
+	if old == 0 || ReadCursor(tx, key) != 0 {
+		return nil
+	}
+	if err := writeCursor(tx, key, old); err != nil {
+		return err
+	}
+	if err := tx.Bucket([]byte(CursorBucket)).Delete([]byte(durable)); err != nil {
+		return err
+	}
+	b := tx.Bucket([]byte(SeenBucket))
+	from, to := append([]byte(durable), 0), append([]byte(key), 0)
+	var ks [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(from); k != nil && bytes.HasPrefix(k, from); k, _ = c.Next() {
+		ks = append(ks, bytes.Clone(k))
+	}
+	for _, k := range ks {
+		if err := b.Put(append(bytes.Clone(to), k[len(from):]...), []byte{1}); err != nil {
+			return err
+		}
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func writeCursor(tx *bolt.Tx, durable string, seq uint64) error {
@@ -543,7 +588,7 @@ func (r *Runner) process(ctx context.Context, msgs []jetstream.Msg) error {
 func (r *Runner) apply(ctx context.Context, d *delivery) (phase, error) {
 	d.failed, d.failIndex, d.failErr = nil, 0, nil
 	err := r.db.Update(func(tx *bolt.Tx) error {
-		c := ReadCursor(tx, r.cfg.Durable)
+		c := ReadCursor(tx, r.cfg.StateKey)
 		for _, e := range d.entries {
 			e.state, e.applied, e.seenN, e.poisoned = stNew, nil, 0, nil
 		}
@@ -599,7 +644,7 @@ func (r *Runner) apply(ctx context.Context, d *delivery) (phase, error) {
 		if err := r.pruneSeen(tx, d.entries); err != nil {
 			return err
 		}
-		return writeCursor(tx, r.cfg.Durable, c)
+		return writeCursor(tx, r.cfg.StateKey, c)
 	})
 	switch {
 	case err == nil:
@@ -670,7 +715,7 @@ func (r *Runner) settle(ctx context.Context, d *delivery) error {
 
 // seenKey is the SeenBucket key of an event id for this consumer.
 func (r *Runner) seenKey(id string) []byte {
-	return append(append([]byte(r.cfg.Durable), 0), id...)
+	return append(append([]byte(r.cfg.StateKey), 0), id...)
 }
 
 // seen reports whether ev's id was applied before, and remembers it otherwise.

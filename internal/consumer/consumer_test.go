@@ -390,3 +390,59 @@ func TestBatchMessages(t *testing.T) {
 		t.Errorf("poison_total = %v, want 1", got)
 	}
 }
+
+// TestStateKeyMigratesDurableState: a file whose cursor and remembered event ids are kept under the
+// durable name (written before the consumer had a state key) is read under the state key from then
+// on, without reprocessing, and the old entries are gone.
+func TestStateKeyMigratesDurableState(t *testing.T) {
+	t.Parallel()
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{consumer.CursorBucket, consumer.SeenBucket} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket([]byte(consumer.CursorBucket)).Put([]byte("svc-r1"), binary.BigEndian.AppendUint64(nil, 42)); err != nil {
+			return err
+		}
+		seen := tx.Bucket([]byte(consumer.SeenBucket))
+		for _, k := range []string{"svc-r1\x00id1", "svc-r1\x00id2", "other\x00id3"} {
+			if err := seen.Put([]byte(k), []byte{1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := consumer.New(db, nil, consumer.Config{Stream: "S", Durable: "svc-r1", StateKey: "svc"}, counting(nil), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Cursor(); got != 42 {
+		t.Errorf("Cursor() = %d, want 42 (migrated)", got)
+	}
+	var keys []string
+	_ = db.View(func(tx *bolt.Tx) error {
+		if got := consumer.ReadCursor(tx, "svc-r1"); got != 0 {
+			t.Errorf("cursor under the durable name = %d, want none", got)
+		}
+		return tx.Bucket([]byte(consumer.SeenBucket)).ForEach(func(k, _ []byte) error { keys = append(keys, string(k)); return nil })
+	})
+	if want := []string{"other\x00id3", "svc\x00id1", "svc\x00id2"}; fmt.Sprint(keys) != fmt.Sprint(want) {
+		t.Errorf("seen keys = %q, want %q", keys, want)
+	}
+	// A second consumer with the same state key (the replica restarted under another id) keeps it.
+	r2, err := consumer.New(db, nil, consumer.Config{Stream: "S", Durable: "svc-r2", StateKey: "svc"}, counting(nil), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r2.Cursor(); got != 42 {
+		t.Errorf("Cursor() under a new durable = %d, want 42", got)
+	}
+}

@@ -142,7 +142,9 @@ func (s *server) watchApps(ctx context.Context, kv jetstream.KeyValue) error {
 				}
 			}
 			s.apps.mu.Unlock()
-			if !initial {
+			// Compile once per burst: while more updates are already queued (an admin importing
+			// 100 apps), rebuilding after each would cost O(apps²).
+			if !initial && len(w.Updates()) == 0 {
 				s.rebuildApps()
 			}
 		}

@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scimflow/scimflow/internal/config"
@@ -94,6 +96,21 @@ type Config struct {
 	// identity-store (catchup.go). Default 2s.
 	LoginCatchUpTimeout config.Duration `json:"login_catch_up_timeout"`
 
+	// Snapshots: "on" (default) publishes projection snapshots to the auth_snapshots object store
+	// and restores a fresh replica (empty data directory) from the newest one that verifies;
+	// "restore_only" never publishes; "publish_only" publishes but a fresh replica replays the
+	// streams; "off" does neither (docs/operations.md, "Snapshots").
+	Snapshots string `json:"snapshots"`
+	// SnapshotInterval: a snapshot is published when the newest in the bucket, whichever replica
+	// wrote it, is this old and this replica has applied events it does not cover. Streams with a
+	// max_age need snapshots more often than max_age, or a fresh replica cannot start. Default 10m.
+	SnapshotInterval config.Duration `json:"snapshot_interval"`
+	// SnapshotEveryEvents publishes earlier, once this many IDENTITY events were applied beyond the
+	// newest snapshot. 0: by interval only. Default 500000.
+	SnapshotEveryEvents int `json:"snapshot_every_events"`
+	// SnapshotKeep is how many snapshots the bucket keeps (older ones are deleted). Default 3.
+	SnapshotKeep int `json:"snapshot_keep"`
+
 	// noSCIMBarrier turns the login's read-your-writes barrier off: tests of auth alone, with no
 	// scim-ingest or identity-store answering on NATS, set it. Not configurable: a deployment
 	// always runs both, and a login without the barrier could miss an acknowledged SCIM write.
@@ -122,6 +139,10 @@ func DefaultConfig() Config {
 		ClockSkew:              config.Duration(MaxClockSkew),
 		JWKSRefreshCooldown:    config.Duration(30 * time.Second),
 		LoginCatchUpTimeout:    config.Duration(2 * time.Second),
+		Snapshots:              SnapshotsOn,
+		SnapshotInterval:       config.Duration(10 * time.Minute),
+		SnapshotEveryEvents:    500_000,
+		SnapshotKeep:           3,
 	}
 }
 
@@ -161,6 +182,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LoginCatchUpTimeout == 0 {
 		c.LoginCatchUpTimeout = d.LoginCatchUpTimeout
+	}
+	if c.Snapshots == "" {
+		c.Snapshots = d.Snapshots
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = d.SnapshotInterval
+	}
+	if c.SnapshotKeep == 0 {
+		c.SnapshotKeep = d.SnapshotKeep
 	}
 	if c.ReplicaID != "" {
 		c.ReplicaID = sanitizeName(c.ReplicaID)
@@ -214,6 +244,14 @@ func (c Config) Validate() error {
 	if c.SessionTTL < 0 || c.AppTokenTTL < 0 || c.RevocationMaxStaleness < 0 || c.LoginTimeout < 0 || c.JWKSRefreshCooldown < 0 || c.LoginCatchUpTimeout < 0 {
 		errs = append(errs, errors.New("auth: durations must not be negative"))
 	}
+	switch c.Snapshots {
+	case SnapshotsOn, SnapshotsRestoreOnly, SnapshotsPublishOnly, SnapshotsOff:
+	default:
+		errs = append(errs, fmt.Errorf("auth.snapshots: %q, want %s, %s, %s or %s", c.Snapshots, SnapshotsOn, SnapshotsRestoreOnly, SnapshotsPublishOnly, SnapshotsOff))
+	}
+	if c.SnapshotInterval < 0 || c.SnapshotEveryEvents < 0 || c.SnapshotKeep < 0 {
+		errs = append(errs, errors.New("auth.snapshot_interval, snapshot_every_events, snapshot_keep: must not be negative"))
+	}
 	if c.ClockSkew < 0 || c.ClockSkew.D() > MaxClockSkew {
 		errs = append(errs, fmt.Errorf("auth.clock_skew: %s, want 0 to %s", c.ClockSkew.D(), MaxClockSkew))
 	}
@@ -238,10 +276,29 @@ func run(ctx context.Context, cfg Config, d Deps, started func(*server)) error {
 		return err
 	}
 	cfg = cfg.withDefaults()
-	s, err := newServer(cfg, d, filepath.Join(cfg.DataDir, Name+".db"))
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	sm, err := newSnapshotMetrics(d.Registry)
 	if err != nil {
 		return err
 	}
+	dbPath := filepath.Join(cfg.DataDir, Name+".db")
+	restored := ""
+	if cfg.snapshotRestore() && cfg.DataDir != "" {
+		if _, err := os.Stat(dbPath); errors.Is(err, os.ErrNotExist) {
+			// A fresh data directory: restore before the file exists, so everything below (replica
+			// identity, consumers, the in-memory state) starts from the restored projection.
+			if restored, err = restoreWithRetry(ctx, d, dbPath, sm); err != nil {
+				return err
+			}
+		}
+	}
+	s, err := newServer(cfg, d, dbPath)
+	if err != nil {
+		return err
+	}
+	s.snapMetrics, s.restored = sm, restored
 	defer s.close()
 	return platform.Serve(ctx, platform.Service{
 		Name: Name, Addr: cfg.Listen, MetricsAddr: cfg.MetricsListen, Handler: s.routes(), Ready: s.ready,

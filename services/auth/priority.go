@@ -36,8 +36,8 @@ func fenced(u *userRecord, mark uint64) bool {
 	return u.FenceCommit > u.OrderedCommit && u.FenceCommit >= mark
 }
 
-// applyPriority projects one IDENTITY_PRIORITY event: a revocation moves revoked_before, a lock
-// raises the fence. Nothing else is read from this lane.
+// applyPriority projects one IDENTITY_PRIORITY event: a revocation (of a user, or an admin's of a
+// whole IdP) moves revoked_before, a lock raises the fence. Nothing else is read from this lane.
 func (s *server) applyPriority(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 	e := m.Event
 	var id, email string
@@ -53,6 +53,19 @@ func (s *server) applyPriority(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 				revoking = true
 			}
 		}
+	case events.IdPSessionsRevoked:
+		// An admin's revocation of a whole IdP: only the time moves here; the ordered copy also
+		// records its stream sequence (applyIdPFacts).
+		r, err := getIdPRecord(tx, e.IdPID)
+		if err != nil || !p.RevokedBefore.After(r.RevokedBefore) {
+			return err
+		}
+		r.RevokedBefore = p.RevokedBefore
+		if err := putIdPRecord(tx, r); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.state.putIdP(r) })
+		return nil
 	case events.UserLocked:
 		id, email = p.UserID, p.Email
 		change = func(u *userRecord) {

@@ -141,6 +141,40 @@ func TestOldSnapshotAfterPriorityLockStaysLocked(t *testing.T) {
 	}
 }
 
+// TestPriorityIdPRevocation: an admin's revocation of a whole IdP that arrives on the priority lane
+// (identity-store sends a copy there ahead of the IDENTITY backlog) ends the IdP's sessions at once,
+// without the ordered copy (another IdP's revocation does not touch it); after the ordered copy,
+// a new login works and the old session stays revoked.
+func TestPriorityIdPRevocation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	old := h.mustLogin(newBrowser(), h.r, "idp-a")
+	at := h.clock.Now()
+	rev := events.New("idp-a", at, "admin-req", "", events.IdPSessionsRevoked{RevokedBefore: at, Reason: events.ReasonIdPDeleted})
+	other := events.New("idp-other", at, "admin-req", "", events.IdPSessionsRevoked{RevokedBefore: at, Reason: events.ReasonIdPDeleted})
+	h.n.publishBatch(t, []events.Event{other}, true)
+	h.n.publishBatch(t, []events.Event{rev}, true)
+	waitVerify(t, h.r, old, http.StatusUnauthorized)
+	if c := h.r.srv.identityRn.Cursor(); c != 0 {
+		t.Errorf("IDENTITY cursor = %d: the revocation came by the ordered lane, want the priority lane", c)
+	}
+	h.n.publish(t, rev)
+	waitFor(t, "ordered copy applied", 10*time.Second, func() error {
+		if h.r.srv.identityRn.Cursor() == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	h.clock.Advance(time.Second)
+	fresh := h.mustLogin(newBrowser(), h.r, "idp-a")
+	if v := verify(t, h.r, fresh, nil); v.StatusCode != http.StatusOK {
+		t.Errorf("verify(login after the revocation) = %d, want 200", v.StatusCode)
+	}
+	if v := verify(t, h.r, old, nil); v.StatusCode != http.StatusUnauthorized {
+		t.Errorf("verify(session from before the revocation) = %d, want 401", v.StatusCode)
+	}
+}
+
 // TestFenceRule: the fence holds while neither the user's ordered events nor the IdP's mark reached
 // its commit; the user's own event from that commit lifts it, and so does the IdP's mark passing it.
 func TestFenceRule(t *testing.T) {

@@ -63,6 +63,10 @@ type server struct {
 	identityRn *consumer.Runner
 	authRn     *consumer.Runner
 	prioRn     *consumer.Runner // IDENTITY_PRIORITY: security facts ahead of the IDENTITY backlog
+
+	snapMetrics *snapshotMetrics
+	snapObs     jetstream.ObjectStore // set by start when snapshots are published
+	restored    string                // the snapshot this replica's file was restored from; "" if none
 }
 
 func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
@@ -128,17 +132,17 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	idle := min(time.Second, max(s.cfg.RevocationMaxStaleness.D()/4, 10*time.Millisecond))
 	// The consumers and the staleness check use the process clock: staleness is elapsed real time,
 	// and must not jump when a test moves the request clock.
-	s.identityRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentity, Durable: "auth-" + cfg.ReplicaID,
+	s.identityRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentity, Durable: "auth-" + cfg.ReplicaID, StateKey: consumerStateKeys[events.StreamIdentity],
 		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyIdentity, reg, s.log, time.Now)
 	if err != nil {
 		return fail(err)
 	}
-	s.authRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamAuth, Durable: "auth-logout-" + cfg.ReplicaID,
+	s.authRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamAuth, Durable: "auth-logout-" + cfg.ReplicaID, StateKey: consumerStateKeys[events.StreamAuth],
 		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyAuth, reg, s.log, time.Now)
 	if err != nil {
 		return fail(err)
 	}
-	s.prioRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentityPriority, Durable: "auth-priority-" + cfg.ReplicaID,
+	s.prioRn, err = consumer.New(db, d.JS, consumer.Config{Stream: events.StreamIdentityPriority, Durable: "auth-priority-" + cfg.ReplicaID, StateKey: consumerStateKeys[events.StreamIdentityPriority],
 		MetricsPrefix: "scimflow_auth", IdleCheck: idle}, s.applyPriority, reg, s.log, time.Now)
 	if err != nil {
 		return fail(err)
@@ -225,6 +229,12 @@ func (s *server) start(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("kv %s: %w", broker.KVAccessApps, err)
 	}
 	g.Go(func() error { return s.watchApps(ctx, appsKV) })
+	if s.cfg.snapshotPublish() {
+		if s.snapObs, err = snapshotStore(kctx, s.d.JS, replicas); err != nil {
+			return err
+		}
+		g.Go(func() error { return s.runSnapshots(ctx) })
+	}
 	g.Go(func() error { return s.runAccessLog(ctx) })
 	s.up.Store(true)
 	return nil

@@ -482,3 +482,60 @@ func TestRevocationByLaterLearntRegistryID(t *testing.T) {
 	h.n.publish(t, events.New("idp-a", at, "c", "", events.SessionsRevoked{UserID: "registry-7", Email: aliceEmail, RevokedBefore: at, Reason: events.ReasonAdmin}))
 	waitVerify(t, h.r, tok, http.StatusUnauthorized)
 }
+
+// TestAppTokensPerAudience: a person moving between two applications keeps one app token per
+// audience — each verifies only for its own audience, and going back to the first application
+// returns the token minted for it rather than a new signature.
+func TestAppTokensPerAudience(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) {
+		c.AppAudiences = map[string]string{"x.example.com": "app-x", "y.example.com": "app-y"}
+	}})
+	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
+	assertion := func(host string) string {
+		v := verify(t, h.r, tok, map[string]string{"X-Forwarded-Host": host})
+		if v.StatusCode != http.StatusOK {
+			t.Fatalf("verify for %s = %d", host, v.StatusCode)
+		}
+		return v.Header.Get(HeaderJWTAssertion)
+	}
+	x1, y1, x2, y2 := assertion("x.example.com"), assertion("y.example.com"), assertion("x.example.com"), assertion("y.example.com")
+	if x1 != x2 || y1 != y2 {
+		t.Errorf("alternating between two apps re-minted their tokens (x same: %v, y same: %v)", x1 == x2, y1 == y2)
+	}
+	ctx := context.Background()
+	ks := oidc.NewRemoteKeySet(ctx, h.r.url+"/certs")
+	for _, c := range []struct {
+		tok, aud string
+		ok       bool
+	}{{x1, "app-x", true}, {x1, "app-y", false}, {y1, "app-y", true}, {y1, "app-x", false}} {
+		_, err := oidc.NewVerifier(h.r.srv.issuer, ks, &oidc.Config{ClientID: c.aud, SupportedSigningAlgs: []string{"ES256"}}).Verify(ctx, c.tok)
+		if (err == nil) != c.ok {
+			t.Errorf("token checked as %s: err = %v, want ok=%v", c.aud, err, c.ok)
+		}
+	}
+}
+
+// TestGroupsHeaderEncoding: the list splits unambiguously and the header value never carries a
+// control character, whatever group names an IdP sends.
+func TestGroupsHeaderEncoding(t *testing.T) {
+	for _, c := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"Eng", "Ops"}, "Eng,Ops"},
+		{[]string{"On, Call", "100%"}, "On%2C Call,100%25"},
+		{[]string{"a\r\nX-Scimflow-Email: ceo@x.com"}, "a%0D%0AX-Scimflow-Email: ceo@x.com"},
+		{[]string{"nul\x00", "tab\t", "del\x7f"}, "nul%00,tab%09,del%7F"},
+		{[]string{"Équipe ünïcode"}, "Équipe ünïcode"},
+		{nil, ""},
+	} {
+		var gs []events.Group
+		for _, n := range c.names {
+			gs = append(gs, events.Group{Name: n})
+		}
+		if got := groupsHeader(gs); got != c.want {
+			t.Errorf("groupsHeader(%q) = %q, want %q", c.names, got, c.want)
+		}
+	}
+}

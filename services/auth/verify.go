@@ -59,14 +59,23 @@ type cachedSession struct {
 	acc    atomic.Pointer[accessIdentCache]
 }
 
+// appTokenCache holds the app tokens minted for one identity of a session, one per audience: a
+// person moving between applications would otherwise re-sign (ECDSA) on every request. It is
+// replaced as a whole when the identity or the signing key changes; at most maxAppAudiences are kept.
 type appTokenCache struct {
-	audience string
-	version  uint64 // user record version the token was built from
+	version  uint64 // user record version the tokens were built from
 	identKey string // snapshot or token identity, to notice a switch between them
 	kid      string
-	token    string
-	refresh  time.Time // mint a new one after this
+	groups   string // X-Scimflow-Groups for this identity
+	tokens   map[string]appTokenEntry
 }
+
+type appTokenEntry struct {
+	token   string
+	refresh time.Time // mint a new one after this
+}
+
+const maxAppAudiences = 16
 
 func newSessionCache() *sessionCache {
 	c := &sessionCache{seed: maphash.MakeSeed()}
@@ -225,34 +234,51 @@ func groupNames(gs []events.Group) []string {
 	return out
 }
 
-// groupsHeader joins group names with commas; a comma or percent sign inside a name is
-// percent-encoded so the list splits unambiguously.
+// groupsHeader joins group names with commas; a comma, a percent sign or a control character
+// inside a name is percent-encoded so the list splits unambiguously and the header value stays
+// valid (a raw NUL or newline would make a proxy reject the whole response).
 func groupsHeader(gs []events.Group) string {
 	var b strings.Builder
 	for i, g := range gs {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		n := g.Name
-		if strings.ContainsAny(n, ",%\r\n") {
-			n = strings.NewReplacer("%", "%25", ",", "%2C", "\r", "%0D", "\n", "%0A").Replace(n)
+		for j := 0; j < len(g.Name); j++ {
+			c := g.Name[j]
+			if c == ',' || c == '%' || c < 0x20 || c == 0x7f {
+				b.WriteByte('%')
+				b.WriteByte("0123456789ABCDEF"[c>>4])
+				b.WriteByte("0123456789ABCDEF"[c&15])
+				continue
+			}
+			b.WriteByte(c)
 		}
-		b.WriteString(n)
 	}
 	return b.String()
 }
 
-// appToken returns a cached or fresh app token for the session and audience. It is re-minted when
-// half its lifetime has passed, when the user's record changed, or when the signing key rotated.
-func (s *server) appToken(cs *cachedSession, id identity, aud string, now time.Time) (string, error) {
-	ring := s.keys.keys()
+// identityCache returns the session's token cache for identity id, replacing it when the identity
+// or the signing key changed since it was filled.
+func (s *server) identityCache(cs *cachedSession, id identity, kid string) *appTokenCache {
 	identKey := "t"
 	if id.fromSnap {
 		identKey = "s"
 	}
-	if a := cs.app.Load(); a != nil && a.audience == aud && a.version == id.version && a.identKey == identKey &&
-		a.kid == ring.current.kid && now.Before(a.refresh) {
-		return a.token, nil
+	if a := cs.app.Load(); a != nil && a.version == id.version && a.identKey == identKey && a.kid == kid {
+		return a
+	}
+	a := &appTokenCache{version: id.version, identKey: identKey, kid: kid, groups: groupsHeader(id.Groups)}
+	cs.app.Store(a)
+	return a
+}
+
+// appToken returns a cached or fresh app token for the session and audience. It is re-minted when
+// half its lifetime has passed, when the user's record changed, or when the signing key rotated.
+func (s *server) appToken(cs *cachedSession, id identity, aud string, now time.Time) (string, *appTokenCache, error) {
+	ring := s.keys.keys()
+	a := s.identityCache(cs, id, ring.current.kid)
+	if e, ok := a.tokens[aud]; ok && now.Before(e.refresh) {
+		return e.token, a, nil
 	}
 	ttl := s.cfg.AppTokenTTL.D()
 	exp := now.Add(ttl)
@@ -265,11 +291,20 @@ func (s *server) appToken(cs *cachedSession, id identity, aud string, now time.T
 		IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: exp.Unix(),
 	})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	cs.app.Store(&appTokenCache{audience: aud, version: id.version, identKey: identKey, kid: ring.current.kid, token: tok,
-		refresh: now.Add(ttl / 2)})
-	return tok, nil
+	// Copy on write: concurrent requests of one session read the map without a lock. A lost race
+	// only costs one more signature later.
+	next := &appTokenCache{version: a.version, identKey: a.identKey, kid: a.kid, groups: a.groups,
+		tokens: make(map[string]appTokenEntry, min(len(a.tokens)+1, maxAppAudiences))}
+	if len(a.tokens) < maxAppAudiences {
+		for k, v := range a.tokens {
+			next.tokens[k] = v
+		}
+	}
+	next.tokens[aud] = appTokenEntry{token: tok, refresh: now.Add(ttl / 2)}
+	cs.app.Store(next)
+	return tok, next, nil
 }
 
 // forwarded is the request the browser made to the reverse proxy: X-Forwarded-Host, -Uri and -Proto
@@ -365,7 +400,7 @@ func (s *server) handleVerify(w http.ResponseWriter, r *http.Request) {
 
 // allow answers 200 with the identity headers and the app token.
 func (s *server) allow(w http.ResponseWriter, r *http.Request, cs *cachedSession, id identity, fw forwarded, now time.Time) {
-	tok, err := s.appToken(cs, id, s.audienceFor(fw), now)
+	tok, cache, err := s.appToken(cs, id, s.audienceFor(fw), now)
 	if err != nil {
 		s.log.Error("mint app token", "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
 		http.Error(w, "internal error", http.StatusInternalServerError)
@@ -378,7 +413,7 @@ func (s *server) allow(w http.ResponseWriter, r *http.Request, cs *cachedSession
 	h.Set(HeaderUserID, id.UserID)
 	h.Set(HeaderIdP, id.IdP)
 	h.Set(HeaderEmail, id.Email)
-	h.Set(HeaderGroups, groupsHeader(id.Groups))
+	h.Set(HeaderGroups, cache.groups)
 	h.Set(HeaderJWTAssertion, tok)
 	w.WriteHeader(http.StatusOK)
 	s.metrics.verifyOK.Inc()

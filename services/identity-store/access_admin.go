@@ -16,6 +16,7 @@ import (
 
 	"github.com/scimflow/scimflow/access"
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
@@ -60,7 +61,7 @@ func (s *service) loadApp(w http.ResponseWriter, r *http.Request) (access.App, b
 		return a, false
 	}
 	if !found {
-		s.fail(w, r, errorf(kindNotFound, "access application %q not found", id))
+		s.fail(w, r, fault.E(fault.NotFound, "access application %q not found", id))
 		return a, false
 	}
 	return a, true
@@ -80,7 +81,7 @@ func parseAppBody(r *http.Request) (access.App, error) {
 	}
 	a, err := access.ParseApp(raw)
 	if err != nil {
-		return a, errorf(kindInvalid, "%v", err)
+		return a, fault.E(fault.Invalid, "%v", err)
 	}
 	return a, nil
 }
@@ -178,7 +179,7 @@ func (s *service) saveApp(w http.ResponseWriter, r *http.Request, a access.App, 
 		return
 	}
 	if probs = append(pre, probs...); len(probs) > 0 {
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	first := false
@@ -201,7 +202,7 @@ func (s *service) saveApp(w http.ResponseWriter, r *http.Request, a access.App, 
 		return err
 	})
 	if stored != evID {
-		s.fail(w, r, errorf(kindConflict, "application %s conflicts with a concurrent change (same domain and path?); reload and retry", a.ID))
+		s.fail(w, r, fault.E(fault.Conflict, "application %s conflicts with a concurrent change (same domain and path?); reload and retry", a.ID))
 		return
 	}
 	msgs := []string{}
@@ -275,7 +276,7 @@ func decodeTestBody(raw []byte) (testBody, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return b, errorf(kindInvalid, "invalid JSON body: %v", err)
+		return b, fault.E(fault.Invalid, "invalid JSON body: %v", err)
 	}
 	var probs []string
 	if len(b.Emails) > maxTestEmails {
@@ -285,7 +286,7 @@ func decodeTestBody(raw []byte) (testBody, error) {
 		probs = append(probs, "path: must start with /")
 	}
 	if len(probs) > 0 {
-		return b, &adminError{kind: kindInvalid, msgs: probs}
+		return b, fault.Invalids(probs)
 	}
 	return b, nil
 }
@@ -329,12 +330,12 @@ func (s *service) testDraftApp(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil || len(env.App) == 0 {
-		s.fail(w, r, errorf(kindInvalid, "want a JSON body {\"app\": {...}, \"emails\": [...], \"path\": \"/\"}"))
+		s.fail(w, r, fault.E(fault.Invalid, "want a JSON body {\"app\": {...}, \"emails\": [...], \"path\": \"/\"}"))
 		return
 	}
 	a, err := access.ParseApp(env.App)
 	if err != nil {
-		s.fail(w, r, errorf(kindInvalid, "app: %v", err))
+		s.fail(w, r, fault.E(fault.Invalid, "app: %v", err))
 		return
 	}
 	tb, _ := json.Marshal(testBody{Emails: env.Emails, Path: env.Path})
@@ -347,12 +348,12 @@ func (s *service) testDraftApp(w http.ResponseWriter, r *http.Request) {
 		a.ID = "draft"
 	}
 	if probs := a.Validate(); len(probs) > 0 {
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	c, err := access.CompileApp(a)
 	if err != nil {
-		s.fail(w, r, errorf(kindInvalid, "%v", err))
+		s.fail(w, r, fault.E(fault.Invalid, "%v", err))
 		return
 	}
 	s.writeTest(w, r, c, b)
@@ -375,10 +376,7 @@ func (s *service) writeTest(w http.ResponseWriter, r *http.Request, c *access.Co
 func (s *service) accessLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var probs []string
-	limit, err := intParam(r, "limit", 100, 1, 1000)
-	if err != nil {
-		probs = append(probs, err.Error())
-	}
+	limit := intParam(r, "limit", 100, 1, 1000, &probs)
 	parseT := func(name string) time.Time {
 		v := q.Get(name)
 		if v == "" {
@@ -403,7 +401,7 @@ func (s *service) accessLogs(w http.ResponseWriter, r *http.Request) {
 		probs = append(probs, "decision: want allow, deny or bypass")
 	}
 	if len(probs) > 0 {
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	apps := map[string]bool{}
@@ -416,7 +414,7 @@ func (s *service) accessLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	email := normEmail(q.Get("email"))
 	out := []accessRow{}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return scanTimeLog(tx, bkAccessLog, since, until, dir == "asc", func(v []byte) (bool, error) {
 			var row accessRow
 			if err := json.Unmarshal(v, &row); err != nil {

@@ -19,46 +19,16 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
-// Error kinds of the admin API; writeError maps them to statuses.
-type kind int
+// internal is an internal error: "internal error" for the caller, err for the log.
+func internal(err error) *fault.Error { return fault.Wrap(fault.Internal, err, "internal error") }
 
-const (
-	kindInternal kind = iota
-	kindInvalid
-	kindUnauthorized
-	kindNotFound
-	kindConflict
-	kindUnavailable
-)
-
-var kindStatus = map[kind]int{
-	kindInternal: http.StatusInternalServerError, kindInvalid: http.StatusBadRequest,
-	kindUnauthorized: http.StatusUnauthorized, kindNotFound: http.StatusNotFound,
-	kindConflict: http.StatusConflict, kindUnavailable: http.StatusServiceUnavailable,
-}
-
-// adminError is an error as data: a kind and one message per problem.
-type adminError struct {
-	kind kind
-	msgs []string
-	err  error // internal cause, logged, never shown
-}
-
-func (e *adminError) Error() string { return strings.Join(e.msgs, "; ") }
-
-func errorf(k kind, format string, args ...any) *adminError {
-	return &adminError{kind: k, msgs: []string{fmt.Sprintf(format, args...)}}
-}
-
-func internal(err error) *adminError {
-	return &adminError{kind: kindInternal, msgs: []string{"internal error"}, err: err}
-}
-
-func unavailable(err error) *adminError {
-	return &adminError{kind: kindUnavailable, msgs: []string{"NATS is unavailable; retry later"}, err: err}
+// unavailable is NATS failing under an admin request: the caller may retry, err goes to the log.
+func unavailable(err error) *fault.Error {
+	return fault.Wrap(fault.Unavailable, err, "NATS is unavailable; retry later")
 }
 
 // envelope is Cloudflare's API response shape.
@@ -108,26 +78,36 @@ func writeResultMessages(w http.ResponseWriter, status int, result any, info *re
 func (s *service) checkAgainstProvider(r *http.Request, p events.IdP) ([]string, error) {
 	res := s.probe(r.Context(), p.Config)
 	if len(res.Problems) > 0 {
-		return nil, &adminError{kind: kindInvalid, msgs: res.Problems}
+		return nil, fault.Invalids(res.Problems)
 	}
 	return res.Warnings, nil
 }
 
-// writeError is the one place that maps error kinds to statuses; only internal errors are logged.
+// writeError is the admin API's one error writer: the status comes from the error's kind
+// (fault.Kind.Status), the envelope lists each field-level problem as an error of its own (or the
+// message), every error's code is the status. Only errors the fault package says are worth logging
+// are logged, with their cause; a cause never reaches the body.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var ae *adminError
-	if !errors.As(err, &ae) {
-		ae = internal(err)
+	fe := fault.From(err)
+	if fe.Logged() {
+		log.Error("admin API error", "err", fe.Err, "path", r.URL.Path, "request_id", httpserv.RequestIDFrom(r.Context()))
 	}
-	status := kindStatus[ae.kind]
-	if ae.kind == kindInternal || ae.kind == kindUnavailable {
-		log.Error("admin API error", "err", ae.err, "path", r.URL.Path, "request_id", httpserv.RequestIDFrom(r.Context()))
+	status := fe.Kind.Status()
+	writeJSON(w, status, errorEnvelope(fe))
+}
+
+// errorEnvelope is fe in the admin API's envelope: success false, one {code, message} per problem.
+func errorEnvelope(fe *fault.Error) envelope {
+	status := fe.Kind.Status()
+	msgs := fe.Problems
+	if len(msgs) == 0 {
+		msgs = []string{fe.Message}
 	}
 	env := envelope{Success: false, Messages: []string{}, Errors: []apiError{}}
-	for _, m := range ae.msgs {
+	for _, m := range msgs {
 		env.Errors = append(env.Errors, apiError{Code: status, Message: m})
 	}
-	writeJSON(w, status, env)
+	return env
 }
 
 func (s *service) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -139,9 +119,9 @@ func readBody(r *http.Request) ([]byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errorf(kindInvalid, "body larger than %d bytes", mbe.Limit)
+			return nil, fault.E(fault.Invalid, "body larger than %d bytes", mbe.Limit)
 		}
-		return nil, errorf(kindInvalid, "read body: %v", err)
+		return nil, fault.E(fault.Invalid, "read body: %v", err)
 	}
 	return b, nil
 }
@@ -165,7 +145,7 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := decodeBody(raw)
 	if err != nil {
-		s.fail(w, r, errorf(kindInvalid, "%v", err))
+		s.fail(w, r, fault.E(fault.Invalid, "%v", err))
 		return
 	}
 	var probs []string
@@ -187,7 +167,7 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 	p := b.toIdP()
 	p.ID = newUUID()
 	if probs = append(probs, validateIdP(p, all)...); len(probs) > 0 {
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	warnings, err := s.checkAgainstProvider(r, p)
@@ -235,7 +215,7 @@ func (s *service) loadIdP(w http.ResponseWriter, r *http.Request) (jetstream.Key
 	id := r.PathValue("id")
 	p, rev, err := getIdP(r.Context(), kv, id)
 	if errors.Is(err, errNotFound) {
-		s.fail(w, r, errorf(kindNotFound, "identity provider %q not found", id))
+		s.fail(w, r, fault.E(fault.NotFound, "identity provider %q not found", id))
 		return nil, p, 0, false
 	}
 	if err != nil {
@@ -259,7 +239,7 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := decodeBody(raw)
 	if err != nil {
-		s.fail(w, r, errorf(kindInvalid, "%v", err))
+		s.fail(w, r, fault.E(fault.Invalid, "%v", err))
 		return
 	}
 	kv, old, rev, ok := s.loadIdP(w, r)
@@ -284,7 +264,7 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if probs = append(probs, validateIdP(p, all)...); len(probs) > 0 {
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	warnings, err := s.checkAgainstProvider(r, p)
@@ -299,7 +279,7 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 	enc, _ := json.Marshal(p)
 	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			s.fail(w, r, errorf(kindConflict, "identity provider %s changed concurrently; retry", p.ID))
+			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
 		}
 		s.fail(w, r, unavailable(err))
@@ -360,7 +340,7 @@ func (s *service) refreshSecret(w http.ResponseWriter, r *http.Request) {
 	enc, _ := json.Marshal(p)
 	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			s.fail(w, r, errorf(kindConflict, "identity provider %s changed concurrently; retry", p.ID))
+			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
 		}
 		s.fail(w, r, unavailable(err))
@@ -390,16 +370,19 @@ func summary(u *user) userSummary {
 		Locked: u.Locked, LastSeen: u.LastLoginAt, SCIMUserID: u.SCIMUserID, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 }
 
-func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
+// intParam reads the integer query parameter name (def when absent); a bad value is added to probs,
+// so a request reports every bad parameter at once.
+func intParam(r *http.Request, name string, def, lo, hi int, probs *[]string) int {
 	v := r.URL.Query().Get(name)
 	if v == "" {
-		return def, nil
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
-		return 0, errorf(kindInvalid, "%s: want an integer in [%d, %d]", name, lo, hi)
+		*probs = append(*probs, fmt.Sprintf("%s: want an integer in [%d, %d]", name, lo, hi))
+		return 0
 	}
-	return n, nil
+	return n
 }
 
 // errPageFull stops a scan once a page of users is complete.
@@ -425,14 +408,15 @@ func countUsers(tx *bolt.Tx, idp, status string) (int, error) {
 func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	email, idp, status := normEmail(q.Get("email")), q.Get("idp_id"), q.Get("status")
-	page, err1 := intParam(r, "page", 1, 1, 1<<30)
-	perPage, err2 := intParam(r, "per_page", 50, 1, 1000)
-	if err := errors.Join(err1, err2); err != nil {
-		s.fail(w, r, errorf(kindInvalid, "%v", err))
+	var probs []string
+	page := intParam(r, "page", 1, 1, 1<<30, &probs)
+	perPage := intParam(r, "per_page", 50, 1, 1000, &probs)
+	if len(probs) > 0 {
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	if status != "" && status != events.StatusActive && status != events.StatusInactive && status != events.StatusProvisioned {
-		s.fail(w, r, errorf(kindInvalid, "status: want provisioned, active or inactive"))
+		s.fail(w, r, fault.E(fault.Invalid, "status: want provisioned, active or inactive"))
 		return
 	}
 	var out []userSummary
@@ -449,7 +433,7 @@ func (s *service) listUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	qs := q.Get("q")
 	if len(qs) > maxQueryLen {
-		s.fail(w, r, errorf(kindInvalid, "q: at most %d bytes", maxQueryLen))
+		s.fail(w, r, fault.E(fault.Invalid, "q: at most %d bytes", maxQueryLen))
 		return
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -623,15 +607,17 @@ type userDetail struct {
 // first, ?history_limit, default 100). ?at=RFC3339 adds identity_at: the identity as it was then.
 func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	limit, err := intParam(r, "history_limit", 100, 0, 10000)
-	if err != nil {
-		s.fail(w, r, err)
+	var probs []string
+	limit := intParam(r, "history_limit", 100, 0, 10000, &probs)
+	if len(probs) > 0 {
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	var at time.Time
+	var err error
 	if v := r.URL.Query().Get("at"); v != "" {
 		if at, err = time.Parse(time.RFC3339Nano, v); err != nil {
-			s.fail(w, r, errorf(kindInvalid, "at: want an RFC 3339 time"))
+			s.fail(w, r, fault.E(fault.Invalid, "at: want an RFC 3339 time"))
 			return
 		}
 	}
@@ -694,11 +680,11 @@ func (s *service) getUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		s.fail(w, r, errorf(kindNotFound, "user %q not found", id))
+		s.fail(w, r, fault.E(fault.NotFound, "user %q not found", id))
 		return
 	}
 	if !at.IsZero() && d.IdentityAt == nil {
-		s.fail(w, r, errorf(kindNotFound, "user %q did not exist at %s", id, at.Format(time.RFC3339)))
+		s.fail(w, r, fault.E(fault.NotFound, "user %q did not exist at %s", id, at.Format(time.RFC3339)))
 		return
 	}
 	writeResult(w, http.StatusOK, d, nil)
@@ -717,7 +703,7 @@ func (s *service) loadUser(w http.ResponseWriter, r *http.Request) (*user, bool)
 		return nil, false
 	}
 	if u == nil {
-		s.fail(w, r, errorf(kindNotFound, "user %q not found", id))
+		s.fail(w, r, fault.E(fault.NotFound, "user %q not found", id))
 		return nil, false
 	}
 	return u, true
@@ -766,6 +752,19 @@ func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload
 		if err != nil {
 			return nil, false, internal(err)
 		}
+		// A revocation is a security fact: a copy goes on IDENTITY_PRIORITY first, so it reaches every
+		// auth replica ahead of whatever backlog the IDENTITY stream holds (auth merges revoked_before
+		// as a maximum, so the two copies apply in either order; priority.go).
+		if revocation(p) {
+			pe := events.Derived(e, priorityIndex, p)
+			pdata, err := events.Marshal(pe)
+			if err != nil {
+				return nil, false, internal(err)
+			}
+			if _, err := s.d.JS.Publish(r.Context(), events.PriorityPrefix+pe.Subject, pdata, jetstream.WithMsgID(pe.ID)); err != nil {
+				return nil, false, unavailable(err)
+			}
+		}
 		ack, err := s.d.JS.Publish(r.Context(), e.Subject, data, jetstream.WithMsgID(e.ID))
 		if err != nil {
 			return nil, false, unavailable(err)
@@ -776,6 +775,15 @@ func (s *service) publishFacts(r *http.Request, idp string, ps ...events.Payload
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	return ids, waitCursor(ctx, s.ident.Cursor, last), nil
+}
+
+// revocation reports whether an admin fact ends sessions (and so also travels on the priority lane).
+func revocation(p events.Payload) bool {
+	switch p.(type) {
+	case events.SessionsRevoked, events.IdPSessionsRevoked:
+		return true
+	}
+	return false
 }
 
 // idpActionResult is the answer of an action on a whole IdP.
@@ -942,20 +950,14 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 	statuses, types, methods := enum("status"), enum("resource_type"), enum("request_method")
 	userEmail, groupName := normEmail(q.Get("resource_user_email")), q.Get("resource_group_name")
 	cfID, idpResID := q.Get("cf_resource_id"), q.Get("idp_resource_id")
-	page, err := intParam(r, "page", 1, 1, 1<<30)
-	if err != nil {
-		probs = append(probs, err.Error())
-	}
+	page := intParam(r, "page", 1, 1, 1<<30, &probs)
 	// limit is the older name of per_page; both may be given only with the same value.
-	perPage, err := intParam(r, "per_page", 100, 1, 1000)
-	if err != nil {
-		probs = append(probs, err.Error())
-	}
+	perPage := intParam(r, "per_page", 100, 1, 1000, &probs)
 	if q.Has("limit") {
-		limit, err := intParam(r, "limit", 100, 1, 1000)
+		bad := len(probs)
+		limit := intParam(r, "limit", 100, 1, 1000, &probs)
 		switch {
-		case err != nil:
-			probs = append(probs, err.Error())
+		case len(probs) > bad: // a bad limit is already a problem
 		case q.Has("per_page") && limit != perPage:
 			probs = append(probs, "limit: an alias of per_page; give one, or both with the same value")
 		default:
@@ -986,12 +988,12 @@ func (s *service) scimLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(probs) > 0 {
 		slices.Sort(probs) // map order above; a stable answer reads better
-		s.fail(w, r, &adminError{kind: kindInvalid, msgs: probs})
+		s.fail(w, r, fault.Invalids(probs))
 		return
 	}
 	out := []logView{}
 	total, skip := 0, (page-1)*perPage
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(bkSCIMLog)).Cursor()
 		var k, v []byte
 		if dir == "asc" {

@@ -319,6 +319,29 @@ func TestAdminUsers(t *testing.T) {
 	if got := h.metric("scimflow_identity_store_revocations_total", "reason", "admin"); got != 1 {
 		t.Errorf("revocations_total{reason=admin} = %v, want 1", got)
 	}
+	// Both revocations (revoke, seat removal) also went on the priority lane, ahead of any IDENTITY
+	// backlog: same user and revoked_before as the ordered copy, a different event id.
+	ordered := map[time.Time]string{}
+	for _, e := range h.streamEvents(events.StreamIdentity) {
+		if p, ok := e.Data.(events.SessionsRevoked); ok && isAdminEvent(e) {
+			ordered[p.RevokedBefore] = e.ID
+		}
+	}
+	var prio int
+	for _, e := range h.streamEvents(events.StreamIdentityPriority) {
+		p, ok := e.Data.(events.SessionsRevoked)
+		if !ok || p.UserID != uid {
+			t.Errorf("priority lane carries %s %+v, want only the user's revocations", e.Type, e.Data)
+			continue
+		}
+		if id, ok := ordered[p.RevokedBefore]; !ok || id == e.ID {
+			t.Errorf("priority revocation %s at %v: ordered copy %q, want one with another id", e.ID, p.RevokedBefore, id)
+		}
+		prio++
+	}
+	if prio != 2 {
+		t.Errorf("priority revocations = %d, want 2 (revoke, seat removal)", prio)
+	}
 	h.oracle()
 }
 

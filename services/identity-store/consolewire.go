@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/broker"
 	"github.com/scimflow/scimflow/services/identity-store/console"
 )
 
@@ -58,9 +61,13 @@ func (s *service) handler() (http.Handler, error) {
 }
 
 // consoleStats reads the overview's figures: the per-IdP counters of the stats bucket, each IdP's
-// newest provisioning-log row, and the outbox.
-func (s *service) consoleStats(context.Context) (console.Stats, error) {
+// newest provisioning-log row, the outbox, and the admission-control state scim-ingest publishes.
+func (s *service) consoleStats(ctx context.Context) (console.Stats, error) {
 	st := console.Stats{IdPs: map[string]console.IdPStats{}, OutboxDepth: s.relay.Depth(), OutboxOldestAge: s.relay.OldestAge()}
+	var err error
+	if st.Admission, err = s.admissionStates(ctx); err != nil {
+		st.AdmissionError = err.Error()
+	}
 	get := func(idp string) console.IdPStats {
 		v, ok := st.IdPs[idp]
 		if !ok {
@@ -68,7 +75,7 @@ func (s *service) consoleStats(context.Context) (console.Stats, error) {
 		}
 		return v
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket([]byte(bkStats)).ForEach(func(k, v []byte) error {
 			if len(v) != 8 {
 				return nil
@@ -111,6 +118,49 @@ func (s *service) consoleStats(context.Context) (console.Stats, error) {
 		})
 	})
 	return st, err
+}
+
+// admissionStates reads every scim-ingest instance's admission-control state from the admission
+// bucket (events.AdmissionState). No bucket yet (no scim-ingest has started) is no state. The bucket
+// holds one entry per running instance, so a key listing and a get each stay a few round trips.
+func (s *service) admissionStates(ctx context.Context) ([]events.AdmissionState, error) {
+	if s.d.JS == nil {
+		return nil, nil
+	}
+	// Its own bound, shorter than the page's: a refused or slow read shows as an error on the
+	// overview instead of holding the whole page.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	kv, err := s.d.JS.KeyValue(ctx, broker.KVAdmission)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", broker.KVAdmission, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", broker.KVAdmission, err)
+	}
+	var out []events.AdmissionState
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue // the instance stopped meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", broker.KVAdmission, err)
+		}
+		var a events.AdmissionState
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			s.d.Log().Warn("admission state does not decode", "instance", k, "err", err)
+			continue
+		}
+		a.Instance = k
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b events.AdmissionState) int { return strings.Compare(a.Instance, b.Instance) })
+	return out, nil
 }
 
 func beUint64(b []byte) uint64 {

@@ -5,6 +5,8 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/scimflow/scimflow/internal/fault"
 )
 
 // routes lists every endpoint of the admin API (docs/admin-api.md). All need the admin bearer token.
@@ -33,7 +35,7 @@ func (s *service) routes() http.Handler {
 	mux.HandleFunc("POST /api/v1/access/apps/{id}/test", s.testSavedApp)
 	mux.HandleFunc("GET /api/v1/logs/access", s.accessLogs)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, s.d.Log(), errorf(kindNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		writeError(w, r, s.d.Log(), fault.E(fault.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s.authenticate(mux)
 }
@@ -43,7 +45,7 @@ func (s *service) authenticate(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(s.token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/api/") {
-			writeError(w, r, s.d.Log(), errorf(kindNotFound, "not found"))
+			writeError(w, r, s.d.Log(), fault.E(fault.NotFound, "not found"))
 			return
 		}
 		h := r.Header.Get("Authorization")
@@ -51,7 +53,7 @@ func (s *service) authenticate(next http.Handler) http.Handler {
 		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scimflow admin"`)
-			writeError(w, r, s.d.Log(), errorf(kindUnauthorized, "missing or invalid admin token"))
+			writeError(w, r, s.d.Log(), fault.E(fault.Unauthorized, "missing or invalid admin token"))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -37,9 +39,16 @@ type admission struct {
 	relay    *outbox.Relay
 	js       jetstream.JetStream
 	now      func() time.Time
+	replicas int // of the admission bucket, as the streams'
+	log      *slog.Logger
 
 	downstream atomic.Int64 // identity-store's SCIM lag as last measured, nanoseconds
 	active     atomic.Bool  // the last check found the pipeline lagging
+
+	nRejected, nAdmitted atomic.Uint64 // the counters below, readable for the published state
+
+	// The published state (publish, called from run's goroutine only).
+	pub publication
 
 	lagG     prometheus.GaugeFunc
 	activeG  prometheus.GaugeFunc
@@ -47,8 +56,9 @@ type admission struct {
 	admitted prometheus.Counter
 }
 
-func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now func() time.Time) *admission {
-	a := &admission{maxLag: cfg.AdmissionMaxLag.D(), maxDepth: cfg.OutboxMaxDepth, relay: relay, js: js, now: now}
+func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now func() time.Time, replicas int, log *slog.Logger) *admission {
+	a := &admission{maxLag: cfg.AdmissionMaxLag.D(), maxDepth: cfg.OutboxMaxDepth, relay: relay, js: js, now: now, replicas: replicas, log: log}
+	a.pub.instance, a.pub.host = instanceName()
 	const p = "scimflow_scim_ingest_admission_"
 	a.lagG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "lag_seconds",
 		Help: "Pipeline lag admission control compares with admission_max_lag: the older of the outbox's oldest record and identity-store's oldest unapplied SCIM event."},
@@ -93,18 +103,21 @@ func (a *admission) check(security bool) error {
 	}
 	if security {
 		a.admitted.Inc()
+		a.nAdmitted.Add(1)
 		return nil
 	}
 	a.rejected.Inc()
+	a.nRejected.Add(1)
 	wait := max(time.Duration(math.Ceil(a.lag().Seconds()))*time.Second, retryAfter)
-	return &apiError{status: http.StatusTooManyRequests, detail: "the provisioning pipeline is behind; retry later",
-		retryAfter: int(wait.Seconds())}
+	return &fault.Error{Kind: fault.RateLimited, Message: "the provisioning pipeline is behind; retry later", RetryAfter: wait}
 }
 
-// run measures identity-store's lag every interval until ctx ends.
+// run measures identity-store's lag every interval, and publishes the resulting state to the
+// admission bucket, until ctx ends; then it removes this instance's entry.
 func (a *admission) run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	defer a.unpublish()
 	for {
 		select {
 		case <-ctx.Done():
@@ -112,10 +125,11 @@ func (a *admission) run(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 			mctx, cancel := context.WithTimeout(ctx, interval*4)
 			d, err := a.measure(mctx)
-			cancel()
 			if err == nil {
 				a.downstream.Store(int64(d))
 			}
+			a.publish(mctx)
+			cancel()
 		}
 	}
 }

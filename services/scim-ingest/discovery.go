@@ -8,6 +8,7 @@ import (
 	"github.com/elimity-com/scim/optional"
 	"github.com/elimity-com/scim/schema"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
@@ -58,7 +59,7 @@ func (s *server) discovery(w http.ResponseWriter, r *http.Request, rt route, inf
 	r2.URL.RawPath = ""
 	lib.ServeHTTP(rec, r2)
 	if rec.Code >= 400 {
-		return errorf(rec.Code, "", "%s %q not found", rt.endpoint, rt.id)
+		return fault.E(fault.KindOf(rec.Code), "%s %q not found", rt.endpoint, rt.id)
 	}
 	writeRaw(w, rec.Code, rec.Body.Bytes())
 	return nil

@@ -2,11 +2,10 @@ package scimingest
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -23,29 +22,8 @@ const (
 	scimInvalidValue  = "invalidValue"
 )
 
-// apiError is an error as data: the HTTP status and SCIM type a request fails with. Handlers return
-// it; writeError is the one place that turns any error into an RFC 7644 error response. Any other
-// error is internal: it is logged with the request id and answered with a bare 500.
-type apiError struct {
-	status     int
-	scimType   string
-	detail     string
-	retryAfter int // seconds; sets Retry-After when > 0
-}
-
-func (e *apiError) Error() string {
-	if e.scimType != "" {
-		return fmt.Sprintf("%d %s: %s", e.status, e.scimType, e.detail)
-	}
-	return fmt.Sprintf("%d: %s", e.status, e.detail)
-}
-
-func errorf(status int, scimType, format string, args ...any) *apiError {
-	return &apiError{status: status, scimType: scimType, detail: fmt.Sprintf(format, args...)}
-}
-
-func notFound(kind, id string) *apiError {
-	return errorf(http.StatusNotFound, "", "%s %q not found", kind, id)
+func notFound(kind, id string) *fault.Error {
+	return fault.E(fault.NotFound, "%s %q not found", kind, id)
 }
 
 // scimErrorBody is the RFC 7644 §3.12 error response; status is a string, as the RFC says.
@@ -56,27 +34,35 @@ type scimErrorBody struct {
 	Detail   string   `json:"detail,omitempty"`
 }
 
-// writeError answers r with err in RFC 7644 form and returns the status written. Internal errors are
-// logged here (once) and never leak their text to the client.
+// writeError is the one place that turns any error into an RFC 7644 error response, and returns the
+// status written. Handlers return a *fault.Error: its kind gives the status (fault.Kind.Status), its
+// Code the scimType, its Message the detail. Any other error is internal: it is logged here (once)
+// with the request id and answered with a bare 500; no cause ever reaches the body.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) int {
-	var ae *apiError
-	if !errors.As(err, &ae) {
+	fe := fault.From(err)
+	if fe.Logged() {
 		s.log.Error("internal error", "err", err, "request_id", httpserv.RequestIDFrom(r.Context()),
 			"method", r.Method, "path", r.URL.Path)
-		ae = &apiError{status: http.StatusInternalServerError, detail: "internal error"}
-	}
-	if ae.status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="scimflow"`)
-	}
-	if ae.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
 	}
 	if info := infoFrom(r); info != nil {
-		info.errDetail = ae.detail
+		info.errDetail = fe.Message
 	}
-	body, _ := json.Marshal(scimErrorBody{Schemas: []string{scimschema.Error}, Status: strconv.Itoa(ae.status), ScimType: ae.scimType, Detail: ae.detail})
-	writeRaw(w, ae.status, body)
-	return ae.status
+	return renderSCIMError(w, fe)
+}
+
+// renderSCIMError writes fe as RFC 7644 §3.12 error JSON: the headers a kind calls for
+// (WWW-Authenticate on 401, Retry-After), status and scimType. Only the public fields are written.
+func renderSCIMError(w http.ResponseWriter, fe *fault.Error) int {
+	status := fe.Kind.Status()
+	if fe.Kind == fault.Unauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="scimflow"`)
+	}
+	if n := fe.RetryAfterSeconds(); n > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(n))
+	}
+	body, _ := json.Marshal(scimErrorBody{Schemas: []string{scimschema.Error}, Status: strconv.Itoa(status), ScimType: fe.Code, Detail: fe.Message})
+	writeRaw(w, status, body)
+	return status
 }
 
 // writeJSON answers with v as application/scim+json, with Content-Length (never chunked).

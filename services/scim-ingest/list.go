@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
@@ -43,7 +44,7 @@ func intParam(r *http.Request, name string, def int) (int, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil {
-		return 0, errorf(http.StatusBadRequest, scimInvalidValue, "%s must be an integer", name)
+		return 0, fault.Coded(fault.Invalid, scimInvalidValue, "%s must be an integer", name)
 	}
 	return n, nil
 }
@@ -64,11 +65,11 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, kind string, info 
 	var f filter
 	if raw, ok := queryParam(r, "filter"); ok && strings.TrimSpace(raw) != "" {
 		if len(raw) > s.cfg.MaxFilterLength {
-			return errorf(http.StatusBadRequest, scimInvalidFilter, "filter longer than %d bytes", s.cfg.MaxFilterLength)
+			return fault.Coded(fault.Invalid, scimInvalidFilter, "filter longer than %d bytes", s.cfg.MaxFilterLength)
 		}
 		var err error
 		if f, err = parseFilter(raw); err != nil {
-			return errorf(http.StatusBadRequest, scimInvalidFilter, "%s", err.Error())
+			return fault.Coded(fault.Invalid, scimInvalidFilter, "%s", err.Error())
 		}
 	}
 	start, err := intParam(r, "startIndex", 1)
@@ -196,7 +197,7 @@ func (st *store) list(ctx context.Context, q listQuery) (int, []listed, error) {
 		c := tx.Bucket([]byte(bucket)).Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			if scanned++; scanned > q.scanLimit {
-				return errorf(http.StatusBadRequest, scimTooMany,
+				return fault.Coded(fault.Invalid, scimTooMany,
 					"the filter uses no indexed equality and would scan more than %d resources; add userName, externalId, emails or displayName eq", q.scanLimit)
 			}
 			if scanned%scanCheckEvery == 0 {
@@ -204,7 +205,7 @@ func (st *store) list(ctx context.Context, q listQuery) (int, []listed, error) {
 					return err
 				}
 				if st.now().Sub(start) > q.scanTimeout {
-					return errorf(http.StatusBadRequest, scimTooMany,
+					return fault.Coded(fault.Invalid, scimTooMany,
 						"the filter uses no indexed equality and its scan took longer than %s; add userName, externalId, emails or displayName eq", q.scanTimeout)
 				}
 			}

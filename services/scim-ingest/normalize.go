@@ -1,10 +1,10 @@
 package scimingest
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -131,7 +131,7 @@ func memberIDs(v any, maxMembers int) ([]string, error) {
 		list = []any{x}
 	}
 	if len(list) > maxMembers {
-		return nil, errorf(http.StatusBadRequest, scimTooMany, "%d members in one request; the limit is %d", len(list), maxMembers)
+		return nil, fault.Coded(fault.Invalid, scimTooMany, "%d members in one request; the limit is %d", len(list), maxMembers)
 	}
 	ids := make([]string, 0, len(list))
 	for _, e := range list {
@@ -146,11 +146,11 @@ func memberIDs(v any, maxMembers int) ([]string, error) {
 				}
 			}
 			if id == "" {
-				return nil, errorf(http.StatusBadRequest, scimInvalidValue, "a member has no value")
+				return nil, fault.Coded(fault.Invalid, scimInvalidValue, "a member has no value")
 			}
 			ids = append(ids, id)
 		default:
-			return nil, errorf(http.StatusBadRequest, scimInvalidValue, "a member is neither an object nor an id")
+			return nil, fault.Coded(fault.Invalid, scimInvalidValue, "a member is neither an object nor an id")
 		}
 	}
 	return ids, nil
@@ -261,22 +261,22 @@ func (s *server) parsePatch(body []byte) ([]patchOp, error) {
 			}
 			list, ok := v.([]any)
 			if !ok {
-				return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "Operations must be a list")
+				return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "Operations must be a list")
 			}
 			rawOps = list
 		}
 	}
 	if !found {
-		return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "a PatchOp body needs Operations")
+		return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "a PatchOp body needs Operations")
 	}
 	if len(rawOps) > s.cfg.MaxPatchOps {
-		return nil, errorf(http.StatusBadRequest, scimTooMany, "%d operations in one PATCH; the limit is %d", len(rawOps), s.cfg.MaxPatchOps)
+		return nil, fault.Coded(fault.Invalid, scimTooMany, "%d operations in one PATCH; the limit is %d", len(rawOps), s.cfg.MaxPatchOps)
 	}
 	ops := make([]patchOp, 0, len(rawOps))
 	for i, ro := range rawOps {
 		om, ok := ro.(map[string]any)
 		if !ok {
-			return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "operation %d is not an object", i)
+			return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "operation %d is not an object", i)
 		}
 		var op patchOp
 		for k, v := range om {
@@ -294,15 +294,15 @@ func (s *server) parsePatch(body []byte) ([]patchOp, error) {
 		switch op.Op {
 		case "add", "replace", "remove":
 		default:
-			return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "operation %d: op must be add, replace or remove", i)
+			return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "operation %d: op must be add, replace or remove", i)
 		}
 		if op.Op != "remove" && op.Path == "" {
 			if _, ok := op.Value.(map[string]any); !ok {
-				return nil, errorf(http.StatusBadRequest, scimInvalidValue, "operation %d: a %s without path needs an object value", i, op.Op)
+				return nil, fault.Coded(fault.Invalid, scimInvalidValue, "operation %d: a %s without path needs an object value", i, op.Op)
 			}
 		}
 		if op.Op == "remove" && op.Path == "" {
-			return nil, errorf(http.StatusBadRequest, scimNoTarget, "operation %d: remove needs a path", i)
+			return nil, fault.Coded(fault.Invalid, scimNoTarget, "operation %d: remove needs a path", i)
 		}
 		ops = append(ops, normalizeOp(op)...)
 	}

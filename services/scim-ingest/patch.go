@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
@@ -54,7 +55,7 @@ func (s *server) patchGroup(w http.ResponseWriter, r *http.Request, gid string, 
 		}
 	}
 	if n > s.cfg.MaxMembersPerRequest {
-		return errorf(http.StatusBadRequest, scimTooMany, "more than %d members in one request", s.cfg.MaxMembersPerRequest)
+		return fault.Coded(fault.Invalid, scimTooMany, "more than %d members in one request", s.cfg.MaxMembersPerRequest)
 	}
 	rest, delta, byDelta, err := s.groupPatch(ops)
 	if err != nil {

@@ -2,9 +2,9 @@ package scimingest
 
 import (
 	"errors"
-	"net/http"
 	"strings"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimpatch"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -25,7 +25,7 @@ func toPatchOps(ops []patchOp) []scimpatch.Operation {
 func patchError(err error) error {
 	var pe *scimpatch.Error
 	if errors.As(err, &pe) {
-		return errorf(http.StatusBadRequest, pe.ScimType, "%s", pe.Detail)
+		return fault.Coded(fault.Invalid, pe.ScimType, "%s", pe.Detail)
 	}
 	return err
 }
@@ -139,7 +139,7 @@ func topAttr(path string) string {
 // applied.
 func (s *server) checkPatchWork(ops []patchOp, attrs map[string]any, members int) error {
 	if w := patchWork(ops, attrs, members); w > s.cfg.MaxPatchWork {
-		return errorf(http.StatusBadRequest, scimTooMany,
+		return fault.Coded(fault.Invalid, scimTooMany,
 			"this PATCH would cost about %d value comparisons (operations times the values they scan); the limit is %d: split it into smaller requests", w, s.cfg.MaxPatchWork)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	scimerrors "github.com/elimity-com/scim/errors"
 
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/person"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -27,10 +28,10 @@ func decodeJSON(body []byte) (map[string]any, error) {
 	d.UseNumber()
 	var m map[string]any
 	if err := d.Decode(&m); err != nil || m == nil {
-		return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "request body is not a JSON object")
+		return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "request body is not a JSON object")
 	}
 	if d.More() {
-		return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "trailing data after the JSON object")
+		return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "trailing data after the JSON object")
 	}
 	return m, nil
 }
@@ -107,7 +108,7 @@ func (sc schemas) validateUser(m map[string]any) (map[string]any, error) {
 	}
 	attrs = canonical(attrs)
 	if strings.TrimSpace(strAttr(attrs, "userName")) == "" {
-		return nil, errorf(http.StatusBadRequest, scimInvalidValue, "userName is required")
+		return nil, fault.Coded(fault.Invalid, scimInvalidValue, "userName is required")
 	}
 	if err := checkEmails(attrs); err != nil {
 		return nil, err
@@ -125,7 +126,7 @@ func (sc schemas) validateUser(m map[string]any) (map[string]any, error) {
 func checkEmails(attrs map[string]any) error {
 	if u := strAttr(attrs, "userName"); strings.Contains(u, "@") {
 		if err := person.CheckEmail(u); err != nil {
-			return errorf(http.StatusBadRequest, scimInvalidValue, "userName: %v", err)
+			return fault.Coded(fault.Invalid, scimInvalidValue, "userName: %v", err)
 		}
 	}
 	for i, e := range emailValues(attrs) {
@@ -133,7 +134,7 @@ func checkEmails(attrs map[string]any) error {
 			continue
 		}
 		if err := person.CheckEmail(e); err != nil {
-			return errorf(http.StatusBadRequest, scimInvalidValue, "emails[%d].value: %v", i, err)
+			return fault.Coded(fault.Invalid, scimInvalidValue, "emails[%d].value: %v", i, err)
 		}
 	}
 	return nil
@@ -162,7 +163,7 @@ func (sc schemas) validateGroup(m map[string]any, maxMembers int) (map[string]an
 	}
 	attrs = canonical(attrs)
 	if strings.TrimSpace(strAttr(attrs, "displayName")) == "" {
-		return nil, nil, errorf(http.StatusBadRequest, scimInvalidValue, "displayName is required")
+		return nil, nil, fault.Coded(fault.Invalid, scimInvalidValue, "displayName is required")
 	}
 	if hasMembers && members == nil {
 		members = []string{}
@@ -192,7 +193,7 @@ func libError(e *scimerrors.ScimError, what string) error {
 	if scimType == "" {
 		scimType = scimInvalidValue
 	}
-	return errorf(http.StatusBadRequest, scimType, "invalid %s: %s", what, e.Detail)
+	return fault.Coded(fault.Invalid, scimType, "invalid %s: %s", what, e.Detail)
 }
 
 // render builds the SCIM representation of a stored resource. related is a group's member ids, or a

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
@@ -169,19 +169,18 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 	idpID := r.PathValue("idp")
 	idp, ok, loaded := s.lookupIdP(idpID)
 	if !loaded {
-		return &apiError{status: http.StatusServiceUnavailable, detail: "starting", retryAfter: 1}
+		return &fault.Error{Kind: fault.Unavailable, Message: "starting", RetryAfter: time.Second}
 	}
 	if !ok || !events.ValidToken(idpID) {
-		return errorf(http.StatusNotFound, "", "no SCIM endpoint here")
+		return fault.E(fault.NotFound, "no SCIM endpoint here")
 	}
 	if !s.authenticate(r, idp) {
 		info.failedIdP = idp.ID
-		return errorf(http.StatusUnauthorized, "", "missing or invalid bearer token")
+		return fault.E(fault.Unauthorized, "missing or invalid bearer token")
 	}
 	info.idp, info.authed = idp, true
 	if wait, ok := s.allow(idp.ID); !ok {
-		return &apiError{status: http.StatusTooManyRequests, detail: "rate limit exceeded for this IdP",
-			retryAfter: int(math.Ceil(max(wait, retryAfter).Seconds()))}
+		return &fault.Error{Kind: fault.RateLimited, Message: "rate limit exceeded for this IdP", RetryAfter: max(wait, retryAfter)}
 	}
 	write := r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch || r.Method == http.MethodDelete
 	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
@@ -203,21 +202,21 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request, rt route, info *
 // readBody reads at most MaxBodyBytes; a longer body is refused with 413 without reading the rest.
 func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, errorf(http.StatusRequestEntityTooLarge, "", "request body larger than %d bytes", s.cfg.MaxBodyBytes)
+		return nil, fault.E(fault.TooLarge, "request body larger than %d bytes", s.cfg.MaxBodyBytes)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errorf(http.StatusRequestEntityTooLarge, "", "request body larger than %d bytes", s.cfg.MaxBodyBytes)
+			return nil, fault.E(fault.TooLarge, "request body larger than %d bytes", s.cfg.MaxBodyBytes)
 		}
-		return nil, errorf(http.StatusBadRequest, scimInvalidSyntax, "reading the request body failed")
+		return nil, fault.Coded(fault.Invalid, scimInvalidSyntax, "reading the request body failed")
 	}
 	return body, nil
 }
 
 func methodNotAllowed(allowed string) error {
-	return errorf(http.StatusMethodNotAllowed, "", "method not allowed; allowed: %s", allowed)
+	return fault.E(fault.MethodNotAllowed, "method not allowed; allowed: %s", allowed)
 }
 
 func (s *server) dispatch(w http.ResponseWriter, r *http.Request, rt route, info *reqInfo) error {
@@ -266,7 +265,7 @@ func (s *server) dispatch(w http.ResponseWriter, r *http.Request, rt route, info
 		w.Header().Set("Allow", "GET, PUT, PATCH, DELETE")
 		return methodNotAllowed("GET, PUT, PATCH, DELETE")
 	}
-	return errorf(http.StatusNotFound, "", "no such SCIM endpoint")
+	return fault.E(fault.NotFound, "no such SCIM endpoint")
 }
 
 // logEvent builds the provisioning-log record of a request.

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
@@ -42,7 +42,7 @@ func (st *store) appendEvents(tx *bolt.Tx, now time.Time, evs []events.Event) er
 			return err
 		}
 		if len(b) > maxEventBytes {
-			return errorf(http.StatusRequestEntityTooLarge, "", "the resource is too large to publish (%d bytes encoded)", len(b))
+			return fault.E(fault.TooLarge, "the resource is too large to publish (%d bytes encoded)", len(b))
 		}
 	}
 	cb, err := tx.CreateBucketIfNotExists([]byte(commitBucket))

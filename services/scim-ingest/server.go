@@ -64,7 +64,7 @@ func newServer(cfg Config, d Deps, db *bolt.DB, relay *outbox.Relay) (*server, e
 			"users", shared)
 	}
 	s.m = newMetrics()
-	s.adm = newAdmission(cfg, relay, d.JS, s.now)
+	s.adm = newAdmission(cfg, relay, d.JS, s.now, d.Streams.Replicas, s.log)
 	s.authErr = newAuthFailures(s.log)
 	if d.Registry != nil {
 		if err := s.m.register(d.Registry); err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 )
 
 // store is scim-ingest's resource store: it owns the bbolt transaction, uniqueness, the indexes,
@@ -70,7 +70,7 @@ var errStale = errors.New("resource changed while the update was computed")
 const maxUpdateAttempts = 16
 
 func staleError() error {
-	return &apiError{status: http.StatusServiceUnavailable, detail: "the resource is being changed concurrently; retry", retryAfter: 1}
+	return &fault.Error{Kind: fault.Unavailable, Message: "the resource is being changed concurrently; retry", RetryAfter: time.Second}
 }
 
 // write runs fn in a write transaction shared with concurrent writers (committer) and appends the
@@ -109,7 +109,7 @@ func ifMatch(header string, version int64) error {
 	if header == "" || matchesETag(header, version) {
 		return nil
 	}
-	return errorf(http.StatusPreconditionFailed, "", "resource version is %s", etag(version))
+	return fault.E(fault.PreconditionFailed, "resource version is %s", etag(version))
 }
 
 // get returns a stored resource and, when related is set, a group's member ids or a user's groups
@@ -215,7 +215,7 @@ func (st *store) UpdateUser(ctx context.Context, w writeReq, uid string, fn func
 		}
 		attrs := u.Attrs
 		if strings.TrimSpace(strAttr(attrs, "userName")) == "" {
-			return nil, errorf(http.StatusBadRequest, scimInvalidValue, "userName is required")
+			return nil, fault.Coded(fault.Invalid, scimInvalidValue, "userName is required")
 		}
 		changed := changedAttrs(old.Attrs, attrs)
 		now := st.now()
@@ -275,11 +275,11 @@ func (st *store) UpdateUser(ctx context.Context, w writeReq, uid string, fn func
 func checkUserUnique(tx *bolt.Tx, idp, uid string, old, attrs map[string]any) error {
 	u := userNameKey(strAttr(attrs, "userName"))
 	if other := lookupUnique(tx, bucketUserName, idp, u); other != "" && other != uid && (old == nil || userNameKey(strAttr(old, "userName")) != u) {
-		return errorf(http.StatusConflict, scimUniqueness, "userName is already taken (case-insensitively)")
+		return fault.Coded(fault.Conflict, scimUniqueness, "userName is already taken (case-insensitively)")
 	}
 	if p := personKey(attrs); p != "" && (old == nil || personKey(old) != p) {
 		if other := lookupUnique(tx, bucketPerson, idp, p); other != "" && other != uid {
-			return errorf(http.StatusConflict, scimUniqueness,
+			return fault.Coded(fault.Conflict, scimUniqueness,
 				"another resource of this IdP (%s) already links to the person with this email; delete it first", other)
 		}
 	}
@@ -546,7 +546,7 @@ func checkMembers(tx *bolt.Tx, idp string, ids []string) error {
 	b := tx.Bucket([]byte(bucketUsers))
 	for _, id := range ids {
 		if b.Get(key(idp, id)) == nil {
-			return errorf(http.StatusBadRequest, scimInvalidValue, "member %q is not a user of this IdP", id)
+			return fault.Coded(fault.Invalid, scimInvalidValue, "member %q is not a user of this IdP", id)
 		}
 	}
 	return nil
@@ -555,7 +555,7 @@ func checkMembers(tx *bolt.Tx, idp string, ids []string) error {
 // checkGroupName refuses a displayName another group of the IdP has (case-insensitively).
 func checkGroupName(tx *bolt.Tx, idp, gid string, attrs map[string]any) error {
 	if other := lookupUnique(tx, bucketGroupName, idp, strAttr(attrs, "displayName")); other != "" && other != gid {
-		return errorf(http.StatusConflict, scimUniqueness, "a group with this displayName exists (case-insensitively)")
+		return fault.Coded(fault.Conflict, scimUniqueness, "a group with this displayName exists (case-insensitively)")
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/boltdb"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/outbox"
 )
 
@@ -71,8 +72,8 @@ func outboxEvents(t *testing.T, st *store) []events.Event {
 
 func wantStatus(t *testing.T, err error, status int, scimType string) {
 	t.Helper()
-	var ae *apiError
-	if !errors.As(err, &ae) || ae.status != status || ae.scimType != scimType {
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind.Status() != status || fe.Code != scimType {
 		t.Fatalf("err = %v, want %d %s", err, status, scimType)
 	}
 }

@@ -1,20 +1,28 @@
 package prometheus
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"sigs.k8s.io/yaml"
+
+	"github.com/scimflow/scimflow/internal/broker"
 )
 
 // TestNATSClusterConfig: every node of the cluster variant keeps principle 4 (file store, fsync on
 // every write) and routes to all three nodes, by nats-server's own parser, and has the same users
 // and permissions as nats.conf (parseNATSConf; not parallel: it sets the password variables).
 func TestNATSClusterConfig(t *testing.T) {
+	setClusterRouteEnv(t, "route-pw")
 	opts := parseNATSConf(t, filepath.Join(deployDir, "nats-cluster.conf"))
 	if !opts.JetStream || opts.StoreDir == "" || !opts.SyncAlways || opts.MaxPayload != 0 {
 		t.Errorf("nats-cluster.conf: jetstream %v store %q sync always %v max_payload %d; want JetStream on a file store, sync_interval: always, default max_payload",
@@ -22,6 +30,137 @@ func TestNATSClusterConfig(t *testing.T) {
 	}
 	if opts.Cluster.Name == "" || len(opts.Routes) != 3 {
 		t.Errorf("nats-cluster.conf: cluster %q with %d routes, want a named cluster routing to 3 nodes", opts.Cluster.Name, len(opts.Routes))
+	}
+	if opts.Cluster.Username != broker.RouteUser || opts.Cluster.Password != "route-pw" {
+		t.Errorf("nats-cluster.conf: route authorization user %q password %q, want %q with $%s", opts.Cluster.Username, opts.Cluster.Password, broker.RouteUser, broker.RoutePasswordVar)
+	}
+	for _, u := range opts.Routes {
+		if pw, _ := u.User.Password(); u.User.Username() != broker.RouteUser || pw != "route-pw" {
+			t.Errorf("nats-cluster.conf: route %s does not present the route credentials", u.Redacted())
+		}
+	}
+}
+
+// setClusterRouteEnv sets the route variables nats-cluster.conf reads the way the nats services
+// of compose.cluster.yaml do: NATS_ROUTE_PASSWORD, and NATS_ROUTES from the compose file's own
+// value with the password interpolated (as compose does from .env).
+func setClusterRouteEnv(t *testing.T, password string) {
+	t.Helper()
+	nats := readCompose(t, "compose.cluster.yaml")["nats"]
+	routes := nats.Environment[broker.RoutesVar]
+	pwRef := "${" + broker.RoutePasswordVar + "}"
+	if !strings.Contains(routes, pwRef) || !strings.HasPrefix(nats.Environment[broker.RoutePasswordVar], "${"+broker.RoutePasswordVar+":?") {
+		t.Fatalf("compose.cluster.yaml: nats environment %s = %q, %s = %q; want route URLs with %s and the password required from .env",
+			broker.RoutesVar, routes, broker.RoutePasswordVar, nats.Environment[broker.RoutePasswordVar], pwRef)
+	}
+	t.Setenv(broker.RoutePasswordVar, password)
+	t.Setenv(broker.RoutesVar, strings.ReplaceAll(routes, pwRef, password))
+}
+
+// TestNATSClusterRouteAuth is the attack on the cluster port (issue 12): something on the back
+// network connects to a node's route port 6222 and tries to join as a route. A node running
+// nats-cluster.conf (nats-server's own parser and server, on free loopback ports) refuses a route
+// CONNECT without credentials and one with a wrong password, and a second node with the file's
+// credentials joins (so the refusal is the credentials, not a broken route). It was seen failing
+// with the cluster block's authorization removed: the bare CONNECT was answered PONG.
+func TestNATSClusterRouteAuth(t *testing.T) {
+	setClusterRouteEnv(t, "0123456789abcdef0123456789abcdef")
+	for _, r := range broker.Roles {
+		t.Setenv(broker.NATSConfPasswordVar(r), "pw-"+string(r))
+	}
+	conf := filepath.Join(deployDir, "nats-cluster.conf")
+	node := func(name string) *server.Server {
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Fatalf("ProcessConfigFile(%s) = %v", conf, err)
+		}
+		opts.ServerName = name
+		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+		opts.HTTPHost, opts.HTTPPort = "", 0
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", server.RANDOM_PORT
+		opts.Routes = nil // the compose host names; the second node is pointed at the first below
+		// JetStream off: route authorization does not depend on it, and a clustered JetStream
+		// node refuses to start without routes.
+		opts.JetStream = false
+		opts.NoSigs, opts.NoLog = true, true
+		return startNode(t, opts)
+	}
+	first := node("nats-1")
+	routeAddr := first.ClusterAddr().String()
+
+	for _, c := range []struct{ name, connect string }{
+		{"no credentials", `{"verbose":false,"pedantic":false,"name":"intruder","cluster":"scimflow"}`},
+		{"wrong password", `{"verbose":false,"pedantic":false,"user":"route","pass":"guess","name":"intruder","cluster":"scimflow"}`},
+		{"a client user's password", `{"verbose":false,"pedantic":false,"user":"auth","pass":"pw-auth","name":"intruder","cluster":"scimflow"}`},
+	} {
+		if got := rawRouteConnect(t, routeAddr, c.connect); !strings.Contains(got, "-ERR 'Authorization Violation'") {
+			t.Errorf("route CONNECT with %s to %s: the node answered %q, want -ERR 'Authorization Violation'", c.name, routeAddr, got)
+		}
+	}
+
+	// The legitimate second node: the route URL with the credentials compose builds.
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, _ := opts.Routes[0].User.Password()
+	opts.Routes = server.RoutesFromStr("nats-route://" + opts.Routes[0].User.Username() + ":" + pw + "@" + routeAddr)
+	opts.ServerName = "nats-2"
+	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	opts.HTTPHost, opts.HTTPPort = "", 0
+	opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", server.RANDOM_PORT
+	opts.JetStream = false
+	opts.NoSigs, opts.NoLog = true, true
+	second := startNode(t, opts)
+	deadline := time.Now().Add(30 * time.Second)
+	for first.NumRoutes() == 0 || second.NumRoutes() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a node with the route credentials did not join: routes %d and %d", first.NumRoutes(), second.NumRoutes())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startNode starts a nats-server and shuts it down when the test ends.
+func startNode(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("server.NewServer = %v", err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(20 * time.Second) {
+		t.Fatalf("nats-server %s not ready", opts.ServerName)
+	}
+	return s
+}
+
+// rawRouteConnect speaks the route protocol as an intruder would: read the node's INFO, send a
+// route CONNECT and a PING, and return what the node answers until it closes the connection or
+// answers the PING (the authorization timeout bounds the wait).
+func rawRouteConnect(t *testing.T, addr, connect string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
+		t.Fatalf("route port %s: first line %q %v, want INFO", addr, info, err)
+	}
+	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect); err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		got.WriteString(line)
+		if err != nil || strings.HasPrefix(line, "PONG") || strings.HasPrefix(line, "-ERR") {
+			return got.String()
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimflow/scimflow/events"
 	"github.com/scimflow/scimflow/internal/httpserv"
 )
 
@@ -73,9 +74,21 @@ type Stats struct {
 	IdPs            map[string]IdPStats
 	OutboxDepth     int64
 	OutboxOldestAge time.Duration
-	// Admission is the admission-control state ("on", "off", …); empty: identity-store does not
-	// report one.
-	Admission string
+	// Admission is every running scim-ingest's admission-control state, as each published it in the
+	// admission bucket (events.AdmissionState), sorted by instance. Empty: no instance reported in
+	// the bucket's TTL. AdmissionError says why the bucket could not be read.
+	Admission      []events.AdmissionState
+	AdmissionError string
+}
+
+// AdmissionOn reports whether any scim-ingest instance is refusing bulk writes.
+func (s Stats) AdmissionOn() bool {
+	for _, a := range s.Admission {
+		if a.Active {
+			return true
+		}
+	}
+	return false
 }
 
 // IdPStats are one IdP's registry counters and its newest provisioning-log row.

@@ -92,7 +92,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, idpRow{IdP: p, Stats: st.IdPs[p.ID]})
 	}
 	c.render(w, r, sessionOf(r), http.StatusOK, "overview.html", "Overview", map[string]any{"IdPs": rows, "Stats": st,
-		"Streams": streams, "Prom": prom, "HasJS": c.b.JS != nil})
+		"Streams": streams, "Prom": prom, "HasJS": c.b.JS != nil, "AdmissionTTL": events.AdmissionTTL})
 }
 
 // pipeline reads every stream's state and every durable consumer's position from JetStream.
