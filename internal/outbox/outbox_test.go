@@ -473,3 +473,40 @@ func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestForeignMessageDoesNotBlockTheChain: a message another publisher put into the stream between
+// two of the relay's (an operator, a test's poison message) makes JetStream refuse the relay's next
+// message for its predecessor; the relay republishes it without one (everything before it is
+// acknowledged) and goes on.
+func TestForeignMessageDoesNotBlockTheChain(t *testing.T) {
+	t.Parallel()
+	_, js, db := setup(t)
+	first := appendTx(t, db, 2, false)
+	r, _, _ := runRelay(t, db, js)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, first[0].Subject, []byte("not an event")); err != nil {
+		t.Fatal(err)
+	}
+	second := appendTx(t, db, 2, false)
+	r.Notify()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatalf("WaitDrained after a foreign message = %v", err)
+	}
+	st, err := js.Stream(ctx, events.StreamIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := events.DecodeMessage(m.Subject, m.Data)
+	if err != nil || len(evs) != 2 || evs[0].ID != second[0].ID || evs[1].ID != second[1].ID {
+		t.Errorf("message 3 = %d events %v, want the second transaction's", len(evs), err)
+	}
+}
