@@ -404,6 +404,67 @@ func (f *droppedFuture) Ok() <-chan *jetstream.PubAck { return nil }
 func (f *droppedFuture) Err() <-chan error            { return f.err }
 func (f *droppedFuture) Msg() *nats.Msg               { return f.msg }
 
+// lateJS is a JetStream whose n-th async publish reaches the server only after the (n+1)-th was
+// answered, and succeeds: what nats.go's retry of a no-responders publish (each message on its own
+// 250 ms timer) does when a new stream leader takes over between two retry waves — the later
+// message's retry lands first, the earlier one's next retry after it, and the relay sees no error.
+type lateJS struct {
+	jetstream.JetStream
+	mu    sync.Mutex
+	calls int
+	late  int
+	held  *nats.Msg
+	hopts []jetstream.PublishOpt
+	hfut  *forwardFuture
+}
+
+func (d *lateJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	d.mu.Lock()
+	d.calls++
+	n := d.calls
+	d.mu.Unlock()
+	switch n {
+	case d.late:
+		d.held, d.hopts = m, opts
+		d.hfut = &forwardFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+		return d.hfut, nil
+	case d.late + 1:
+		f, err := d.JetStream.PublishMsgAsync(m, opts...)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+			}
+			hf, err := d.JetStream.PublishMsgAsync(d.held, d.hopts...)
+			if err != nil {
+				d.hfut.err <- err
+				return
+			}
+			select {
+			case a := <-hf.Ok():
+				d.hfut.ok <- a
+			case err := <-hf.Err():
+				d.hfut.err <- err
+			}
+		}()
+		return f, nil
+	}
+	return d.JetStream.PublishMsgAsync(m, opts...)
+}
+
+type forwardFuture struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *forwardFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *forwardFuture) Err() <-chan error            { return f.err }
+func (f *forwardFuture) Msg() *nats.Msg               { return f.msg }
+
 // streamOrder returns the event ids of stream in stream order, first copies only.
 func streamOrder(t *testing.T, js jetstream.JetStream, stream string) []string {
 	t.Helper()
@@ -438,19 +499,27 @@ func streamOrder(t *testing.T, js jetstream.JetStream, stream string) []string {
 	return out
 }
 
-// TestDroppedPublishKeepsStreamOrder: when the server drops one message of a burst of async
-// publishes (no stream leader at that instant) and stores the ones after it (a new leader took
-// over), the relay's retry must not append the dropped message after its successors. The stream
-// is the apply order of every projection; out of order, identity-store applied a user's deletion
-// before the user's creation, recorded the SCIM user as deleted, then skipped the creation as
-// stale, and the registry never held the user (the registry loss of docs/reliability.md).
+// TestDroppedPublishKeepsStreamOrder: a burst of async publishes that reaches a stream out of order
+// — one message dropped while the ones after it are stored (no leader at that instant, then a new
+// one), or one message arriving after its successor without any error (nats.go retries each
+// no-responders publish on its own timer; the new leader took over between two retry waves) — must
+// still be stored in commit order. The stream is the apply order of every projection; out of
+// order, identity-store applied a user's deletion before the user's creation, recorded the SCIM
+// user as deleted, then skipped the creation as stale, and the registry never held the user (the
+// registry loss of docs/reliability.md).
 func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
 	t.Parallel()
 	for _, lane := range []struct {
 		name   string
 		prio   bool
 		stream string
-	}{{"ordered", false, events.StreamIdentity}, {"priority", true, events.StreamIdentityPriority}} {
+		js     func(jetstream.JetStream) jetstream.JetStream
+	}{
+		{"dropped/ordered", false, events.StreamIdentity, func(js jetstream.JetStream) jetstream.JetStream { return &dropJS{JetStream: js, drop: 2} }},
+		{"dropped/priority", true, events.StreamIdentityPriority, func(js jetstream.JetStream) jetstream.JetStream { return &dropJS{JetStream: js, drop: 2} }},
+		{"late/ordered", false, events.StreamIdentity, func(js jetstream.JetStream) jetstream.JetStream { return &lateJS{JetStream: js, late: 2} }},
+		{"late/priority", true, events.StreamIdentityPriority, func(js jetstream.JetStream) jetstream.JetStream { return &lateJS{JetStream: js, late: 2} }},
+	} {
 		t.Run(lane.name, func(t *testing.T) {
 			t.Parallel()
 			_, js, db := setup(t)
@@ -460,7 +529,7 @@ func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
 					want = append(want, e.ID)
 				}
 			}
-			r, _, _ := runRelay(t, db, &dropJS{JetStream: js, drop: 2})
+			r, _, _ := runRelay(t, db, lane.js(js))
 			r.Notify()
 			ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
 			defer stop()
