@@ -4,10 +4,10 @@
 //
 // The stream holds a lane's records in the order they were committed: every projection applies its
 // streams in stream order, and a rebuild must reproduce what live apply did. Publishing is
-// asynchronous, so the server can drop one message of a burst (no stream leader at that instant)
-// and store the ones after it (a new leader took over); each message therefore names its
-// predecessor (Nats-Expected-Last-Msg-Id) and the server refuses it unless that predecessor is the
-// stream's last message. See Relay.
+// asynchronous, so a burst can reach the server out of order (a message dropped or retried while
+// the new stream leader stores the ones after it); each message therefore carries the stream
+// sequence it must follow (Nats-Expected-Last-Sequence) and the server refuses it anywhere else.
+// See Relay.
 //
 // NATS down means records accumulate (the depth is a metric and a back-pressure signal), never that
 // they are lost; a restart resumes from the records still in the file.
@@ -113,9 +113,9 @@ type RelayConfig struct {
 	PublishWait   time.Duration // how long to wait for JetStream acks of one round; default 10s
 	MaxBackoff    time.Duration // longest pause after a failed round; default 5s
 	// SharedStreams says other publishers write the same streams (the auth replicas share AUTH).
-	// Messages are then not chained to their predecessor (Nats-Expected-Last-Msg-Id): every message
-	// of another writer would break the chain and cost a republish. Without the chain, a message the
-	// server dropped can be stored after later ones of this relay (see Relay).
+	// Messages then carry no expected sequence: every message of another writer would make the
+	// relay's next one refused and republished. Without it, a message the server dropped or
+	// delayed can be stored after later ones of this relay (see Relay).
 	SharedStreams bool
 }
 
@@ -132,18 +132,28 @@ type lane struct {
 
 // Relay publishes outbox records in order, per lane. Exactly one Relay runs per bbolt file.
 //
-// Order. Messages are published asynchronously, several rounds ahead of their acks. When a stream's
-// leader dies or is partitioned away, the server can drop one message (nobody leads the stream for
-// a moment: "no response from stream") and store the ones sent just after it (the new leader has
-// taken over). Retrying from the first unacknowledged record then stores the dropped message after
-// its successors, and a projection applies them out of commit order — identity-store applied a
-// user's deletion before the user's creation, recorded the SCIM user as deleted and skipped the
-// creation as stale, so the registry never held the user (docs/reliability.md). So, unless
-// SharedStreams, each message carries Nats-Expected-Last-Msg-Id = the id of the message published
-// before it to the same stream: the server stores it only right after that one. The first message
-// after a (re)start carries none; every record before it is acknowledged, so it cannot overtake
-// anything. A message refused for its predecessor restarts the lane from the first unacknowledged
-// record at once (…_outbox_order_refusals_total).
+// Order. Messages are published asynchronously, several rounds ahead of their acks. While a
+// stream has no leader (its leader SIGKILLed or partitioned away) every publish gets "no response
+// from stream", and nats.go retries each one on its own 250 ms timer; a new leader that takes over
+// between two retry waves stores the later wave first, with no error at all, and a message that
+// fails for good can be followed by later ones that land. Retrying from the first unacknowledged
+// record then stores it after its successors, and a projection applies them out of commit order —
+// identity-store applied a user's deletion before the user's creation, recorded the SCIM user as
+// deleted and skipped the creation as stale, so the registry never held the user
+// (docs/reliability.md). So, unless SharedStreams, every message carries
+// Nats-Expected-Last-Sequence: at the start of each attempt (after a start, a failure or a refusal)
+// the relay reads the stream's last sequence L, and the attempt's n-th message must follow L+n-1.
+// The server stores a message only at its place, so nothing overtakes a message that is missing; a
+// refused message restarts the lane from the first unacknowledged record at once
+// (…_outbox_order_refusals_total). A message already stored (acknowledged but not yet deleted when
+// the relay stopped) is acknowledged as a duplicate without taking a place, so the next one is
+// refused once and the next attempt starts after it.
+//
+// Not Nats-Expected-Last-Msg-Id: in a cluster (nats-server 2.15) every replica checks it when it
+// applies the message, against its own last message id, which a replica that caught up after a
+// restart does not update; such a replica refuses what the leader stored and never becomes current
+// again. The expected sequence is checked once, by the stream leader, before it proposes the
+// message.
 type Relay struct {
 	db      *bolt.DB
 	js      jetstream.JetStream
@@ -350,19 +360,18 @@ type round struct {
 // errRestart makes a lane republish from its first record at once (after a dead letter).
 var errRestart = errors.New("restart from the first record")
 
-// errCodeWrongLastMsgID is JetStream's error for a message whose Nats-Expected-Last-Msg-Id is not
-// the stream's last message id (nats-server's JSStreamWrongLastMsgIDErrF; nats.go names no constant).
-const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
-
-// wrongPredecessor reports whether err is JetStream refusing a message for its predecessor.
+// wrongPredecessor reports whether err is JetStream refusing a message whose expected last
+// sequence is not the stream's (a replicated stream may answer with the "constant" variant).
 func wrongPredecessor(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastMsgID
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// chain maps a stream to the id of the last message this lane published to it since it last
-// (re)started from its first unacknowledged record; nil when the relay does not chain.
-type chain map[string]string
+// chain maps a stream to the sequence the next message this lane publishes to it must follow, in
+// the current attempt; a stream not in it is asked for its last sequence first. nil when the relay
+// does not chain (SharedStreams).
+type chain map[string]uint64
 
 // runLane is a lane's loop. Up to InFlight rounds are published before the oldest one's acks are
 // awaited, so the round trip to JetStream and the delete transaction overlap with the next rounds'
@@ -375,7 +384,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	defer tick.Stop()
 	var inflight []*round
 	var next []byte // first key not yet published; nil: the bucket's first
-	var last chain  // predecessors of the next messages; reset whenever next is
+	var last chain  // places of the next messages; reset whenever next is
 	restart := func() {
 		var abandoned []jetstream.PubAckFuture
 		for _, rd := range inflight {
@@ -445,10 +454,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			continue
 		}
 		if wrongPredecessor(err) {
-			// The message before it was dropped (or another writer published in between): publish
-			// again from the first unacknowledged record, whose predecessors are all stored.
+			// A message before it is missing, was a duplicate that took no place, or another writer
+			// published in between: publish again from the first unacknowledged record, at the
+			// stream's last sequence as it is now.
 			r.reorders.Inc()
-			r.log.Info("outbox message refused for its predecessor; republishing in order", "lane", l.bucket, "err", err)
+			r.log.Info("outbox message refused for its place in the stream; republishing in order", "lane", l.bucket, "err", err)
 			continue
 		}
 		r.failures.Inc()
@@ -468,9 +478,9 @@ func successor(k []byte) []byte {
 }
 
 // publishRound reads up to BatchSize records from 'from' on (finishing the last transaction's
-// records), groups them into messages and publishes them asynchronously, each chained to its
-// predecessor in last (which it updates) unless last is nil. It returns nil when there is nothing
-// to publish.
+// records), groups them into messages and publishes them asynchronously, each expected at the
+// place last gives (which it updates) unless last is nil. It returns nil when there is nothing to
+// publish.
 func (r *Relay) publishRound(l *lane, from []byte, last chain) (*round, error) {
 	var recs []pending
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -506,20 +516,41 @@ func (r *Relay) publishRound(l *lane, from []byte, last chain) (*round, error) {
 		msg := &nats.Msg{Subject: m.subject, Data: m.data, Header: nats.Header{}}
 		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.id)}
 		stream := events.StreamOf(m.subject)
-		if prev := last[stream]; prev != "" {
-			opts = append(opts, jetstream.WithExpectLastMsgID(prev))
+		if last != nil {
+			prev, ok := last[stream]
+			if !ok {
+				var err error
+				if prev, err = r.lastSeq(stream); err != nil {
+					rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
+					break
+				}
+			}
+			opts = append(opts, jetstream.WithExpectLastSequence(prev))
+			last[stream] = prev + 1
 		}
 		f, err := r.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
 			rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
 			break
 		}
-		if last != nil {
-			last[stream] = m.id
-		}
 		rd.futs = append(rd.futs, f)
 	}
 	return rd, nil
+}
+
+// lastSeq reads a stream's last sequence, where the first message of an attempt must go.
+func (r *Relay) lastSeq(stream string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PublishWait)
+	defer cancel()
+	st, err := r.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %q: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", stream, err)
+	}
+	return info.State.LastSeq, nil
 }
 
 // group splits records into messages: consecutive records of one transaction share a message, up to
@@ -634,8 +665,8 @@ wait:
 }
 
 // countRefusals waits (up to PublishWait) for the outcome of messages a failed round left behind and
-// counts those JetStream refused for their predecessor: each is a message that, unchained, would
-// have been stored out of order.
+// counts those JetStream refused for their place: each is a message that, without its expected
+// sequence, could have been stored out of order.
 func (r *Relay) countRefusals(l *lane, futs []jetstream.PubAckFuture) {
 	timeout := time.NewTimer(r.cfg.PublishWait)
 	defer timeout.Stop()
@@ -653,7 +684,7 @@ func (r *Relay) countRefusals(l *lane, futs []jetstream.PubAckFuture) {
 	}
 	if n > 0 {
 		r.reorders.Add(float64(n))
-		r.log.Info("outbox messages sent after a failed one were refused for their predecessor (kept in order)", "lane", l.bucket, "messages", n)
+		r.log.Info("outbox messages sent after a failed one were refused for their place in the stream (kept in order)", "lane", l.bucket, "messages", n)
 	}
 }
 

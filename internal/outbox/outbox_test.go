@@ -545,8 +545,8 @@ func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
 
 // TestForeignMessageDoesNotBlockTheChain: a message another publisher put into the stream between
 // two of the relay's (an operator, a test's poison message) makes JetStream refuse the relay's next
-// message for its predecessor; the relay republishes it without one (everything before it is
-// acknowledged) and goes on.
+// message, expected at the place the foreign one took; the relay reads the stream's last sequence
+// again, republishes, and goes on.
 func TestForeignMessageDoesNotBlockTheChain(t *testing.T) {
 	t.Parallel()
 	_, js, db := setup(t)

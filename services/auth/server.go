@@ -123,8 +123,8 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	}
 	s.alog = newAccessLog(s.metrics.accessLogDropped)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by Config.Validate
-	// Every auth replica publishes to AUTH, so messages cannot name their predecessor in the stream
-	// (internal/outbox, RelayConfig.SharedStreams).
+	// Every auth replica publishes to AUTH, so a replica's messages cannot claim their place in the
+	// stream (internal/outbox, RelayConfig.SharedStreams).
 	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth", SharedStreams: true}, reg, s.log, d.Now)
 	if err != nil {
 		return fail(err)
