@@ -145,7 +145,10 @@ type lane struct {
 // the relay reads the stream's last sequence L, and the attempt's n-th message must follow L+n-1.
 // The server stores a message only at its place, so nothing overtakes a message that is missing; a
 // refused message restarts the lane from the first unacknowledged record at once
-// (…_outbox_order_refusals_total). A message already stored (acknowledged but not yet deleted when
+// (…_outbox_order_refusals_total), once every message still in flight has been answered (or
+// PublishWait passed): a message of the abandoned attempt landing after the next attempt read the
+// last sequence could otherwise take a place that attempt expects for another message, which a
+// cluster run showed (a 75-commits-old message stored last). A message already stored (acknowledged but not yet deleted when
 // the relay stopped) is acknowledged as a duplicate without taking a place, so the next one is
 // refused once and the next attempt starts after it.
 //
@@ -391,7 +394,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			abandoned = append(abandoned, rd.futs[rd.waited:]...)
 		}
 		if len(abandoned) > 0 {
-			go r.countRefusals(l, abandoned)
+			// Wait until the server has answered what is still in flight: a message of the
+			// abandoned attempt that landed after the next attempt read the stream's last
+			// sequence could take the place that attempt expects for another message (nats.go
+			// keeps retrying a no-responders publish for up to 500 ms after the relay gave up).
+			r.awaitAbandoned(ctx, l, abandoned)
 		}
 		inflight, next = nil, nil
 		if !r.cfg.SharedStreams {
@@ -664,13 +671,14 @@ wait:
 	return err
 }
 
-// countRefusals waits (up to PublishWait) for the outcome of messages a failed round left behind and
-// counts those JetStream refused for their place: each is a message that, without its expected
-// sequence, could have been stored out of order.
-func (r *Relay) countRefusals(l *lane, futs []jetstream.PubAckFuture) {
+// awaitAbandoned waits (up to PublishWait) for the outcome of the messages a failed attempt left in
+// flight and counts those JetStream refused for their place: each is a message that, without its
+// expected sequence, could have been stored out of order.
+func (r *Relay) awaitAbandoned(ctx context.Context, l *lane, futs []jetstream.PubAckFuture) {
 	timeout := time.NewTimer(r.cfg.PublishWait)
 	defer timeout.Stop()
 	n := 0
+wait:
 	for _, f := range futs {
 		select {
 		case <-f.Ok():
@@ -679,6 +687,8 @@ func (r *Relay) countRefusals(l *lane, futs []jetstream.PubAckFuture) {
 				n++
 			}
 		case <-timeout.C:
+			break wait
+		case <-ctx.Done():
 			return
 		}
 	}
