@@ -1,4 +1,4 @@
-//go:build proxies
+//go:build proxies && unix
 
 package e2e
 
@@ -232,12 +232,13 @@ func TestProxySnippets(t *testing.T) {
 	}
 }
 
-// startProxyProc runs the proxy until the test ends (killed with the test binary too).
+// startProxyProc runs the proxy until the test ends (killed with the test binary too), in its own
+// process group, which the cleanup stops as a whole and checks is empty: no worker outlives it.
 func startProxyProc(t *testing.T, dir, bin string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	cmd.SysProcAttr = childAttr()
+	cmd.SysProcAttr = proxyAttr()
 	out := filepath.Join(dir, "proxy.log")
 	f, err := os.Create(out)
 	if err != nil {
@@ -250,8 +251,9 @@ func startProxyProc(t *testing.T, dir, bin string, args ...string) {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); f.Close(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		if err := stopProxyGroup(cmd.Process.Pid, done); err != nil {
+			t.Errorf("stopping %s: %v", filepath.Base(bin), err)
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(out)
 			e, _ := os.ReadFile(filepath.Join(dir, "error.log"))

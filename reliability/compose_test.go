@@ -42,6 +42,9 @@ var repoRoot = filepath.Join("..")
 // whose images cannot be built here.
 var coreServices = []string{"nats", "scim-ingest", "identity-store", "auth"}
 
+// attackerImage is the image of testdata/attacker that TestComposeAttack runs on the compose networks.
+const attackerImage = "scimflow-attacker:test"
+
 var (
 	imagesOnce sync.Once
 	imagesErr  error
@@ -71,8 +74,8 @@ func doBuildImages(t *testing.T) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sdir, ndir := filepath.Join(dir, "scimflow"), filepath.Join(dir, "nats")
-	for _, d := range []string{filepath.Join(sdir, "data"), ndir} {
+	sdir, ndir, adir := filepath.Join(dir, "scimflow"), filepath.Join(dir, "nats"), filepath.Join(dir, "attacker")
+	for _, d := range []string{filepath.Join(sdir, "data"), ndir, adir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -83,6 +86,12 @@ func doBuildImages(t *testing.T) error {
 		if out, err := exec.Command("cp", b.from, b.to).CombinedOutput(); err != nil {
 			return fmt.Errorf("cp %s: %v %s", b.from, err, out)
 		}
+	}
+	// The attacker of TestComposeAttack (testdata/attacker), static like the others.
+	build := exec.Command("go", "build", "-o", filepath.Join(adir, "attacker"), "./testdata/attacker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./testdata/attacker: %v\n%s", err, out)
 	}
 	// The nats image's healthcheck runs wget, which the official alpine image has from busybox;
 	// Debian's busybox-static stands in for it here.
@@ -105,6 +114,7 @@ ENV PATH=/usr/local/bin SCIMFLOW_DATA_DIR=/data
 ENTRYPOINT ["/usr/local/bin/scimflow"]
 CMD ["serve"]
 `,
+		filepath.Join(adir, "Dockerfile"): "FROM scratch\nCOPY attacker /attacker\nENTRYPOINT [\"/attacker\"]\n",
 		filepath.Join(ndir, "Dockerfile"): `FROM scratch
 COPY nats-server /nats-server
 COPY wget /usr/bin/wget
@@ -117,7 +127,7 @@ ENTRYPOINT ["/nats-server"]
 			return err
 		}
 	}
-	for _, b := range []struct{ tag, dir string }{{string(scimflowImage[1]), sdir}, {string(natsImage[1]), ndir}} {
+	for _, b := range []struct{ tag, dir string }{{string(scimflowImage[1]), sdir}, {string(natsImage[1]), ndir}, {attackerImage, adir}} {
 		cmd := exec.Command("docker", "build", "-q", "-t", b.tag, b.dir)
 		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -22,10 +22,14 @@ import (
 // decode. It is called from one goroutine, in bucket order.
 type Func func(id string, idp *events.IdP)
 
+// RevFunc is Func with the entry's revision (the KV stream sequence), for a watcher that also writes
+// the bucket and must not let a late watch update undo its own newer write (identity-store's cache).
+type RevFunc func(id string, idp *events.IdP, rev uint64)
+
 // Watcher follows the bucket until its context ends, re-establishing the watch when it breaks.
 type Watcher struct {
 	kv    jetstream.KeyValue
-	apply Func
+	apply RevFunc
 	log   *slog.Logger
 
 	mu     sync.Mutex // guards the following
@@ -35,6 +39,11 @@ type Watcher struct {
 
 // New returns a watcher of kv that calls apply for each change.
 func New(kv jetstream.KeyValue, apply Func, log *slog.Logger) *Watcher {
+	return NewRev(kv, func(id string, idp *events.IdP, _ uint64) { apply(id, idp) }, log)
+}
+
+// NewRev returns a watcher of kv that calls apply for each change, with the entry's revision.
+func NewRev(kv jetstream.KeyValue, apply RevFunc, log *slog.Logger) *Watcher {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -98,7 +107,7 @@ func (w *Watcher) follow(ctx context.Context, kw jetstream.KeyWatcher) {
 				w.mu.Unlock()
 				continue
 			}
-			w.apply(e.Key(), Decode(e, w.log))
+			w.apply(e.Key(), Decode(e, w.log), e.Revision())
 		}
 	}
 }

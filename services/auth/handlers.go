@@ -20,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/person"
@@ -31,15 +32,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError answers a browser-facing failure as a JSON problem; internal errors are logged with the
-// request id, and no detail of them is shown.
-func (s *server) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string, err error) {
-	if status >= 500 && err != nil {
-		s.log.Error(code, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()), "path", r.URL.Path)
-	}
-	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
 // handleLogin starts an OIDC login: GET /login?idp_id=…&redirect_url=….
@@ -61,12 +53,12 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 	}
 	entry, ok := s.idps.get(idpID)
 	if !ok {
-		s.writeError(w, r, http.StatusNotFound, "unknown_idp", "no such identity provider", nil)
+		s.writeError(w, r, apiForm, fault.Coded(fault.NotFound, "unknown_idp", "no such identity provider"))
 		return
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.loginFailedDetail(w, r, idpID, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
+		s.loginFailed(w, r, idpID, &fault.Error{Kind: fault.Upstream, Code: "idp_unavailable", Message: idpProblem(entry.cfg, err), Err: err})
 		return
 	}
 	now := s.now()
@@ -83,7 +75,7 @@ func (s *server) startLogin(w http.ResponseWriter, r *http.Request, test bool) {
 	name := s.txnCookieName(txn.State)
 	sealed, err := s.keys.keys().seal(txn, name)
 	if err != nil {
-		s.writeError(w, r, http.StatusInternalServerError, "internal", "internal error", err)
+		s.writeError(w, r, apiForm, fault.Wrap(fault.Internal, err, "internal error"))
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: name, Value: sealed, Path: "/", MaxAge: int(s.cfg.LoginTimeout.D().Seconds()),
@@ -157,7 +149,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" || len(state) > 256 {
-		s.loginFailed(w, r, "", "missing_state", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, "", refusal(fault.Invalid, "missing_state", nil))
 		return
 	}
 	name := s.txnCookieName(state)
@@ -165,21 +157,21 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// The transaction is single-use: whatever happens next, the browser forgets it.
 	s.clearCookie(w, name)
 	if err != nil {
-		s.loginFailed(w, r, "", "no_login_transaction", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, "", refusal(fault.Invalid, "no_login_transaction", nil))
 		return
 	}
 	var txn loginTxn
 	if err := s.keys.keys().open(c.Value, name, &txn); err != nil {
-		s.loginFailed(w, r, "", "bad_login_transaction", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, "", refusal(fault.Invalid, "bad_login_transaction", nil))
 		return
 	}
 	now := s.now()
 	switch {
 	case !constantTimeEqual(txn.State, state):
-		s.loginFailed(w, r, txn.IdP, "state_mismatch", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "state_mismatch", nil))
 		return
 	case now.Unix() > txn.Expires:
-		s.loginFailed(w, r, txn.IdP, "login_expired", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "login_expired", nil))
 		return
 	}
 	// Mark the transaction used on every replica before looking at the response: a replayed
@@ -188,11 +180,11 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	_, err = s.txnKV.Create(ctx, txn.ID, nil)
 	cancel()
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		s.loginFailed(w, r, txn.IdP, "login_replayed", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "login_replayed", nil))
 		return
 	}
 	if err != nil {
-		s.loginFailed(w, r, txn.IdP, "txn_store_unavailable", http.StatusServiceUnavailable, err)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Unavailable, "txn_store_unavailable", err))
 		return
 	}
 	// Every SCIM write of this IdP acknowledged before now must shape the session (read-your-writes
@@ -210,29 +202,29 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	entry, ok := s.idps.get(txn.IdP)
 	if !ok {
-		s.loginFailed(w, r, txn.IdP, "unknown_idp", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "unknown_idp", nil))
 		return
 	}
 	rp, err := entry.relyingParty(r.Context(), s)
 	if err != nil {
-		s.loginFailedDetail(w, r, txn.IdP, "idp_unavailable", http.StatusBadGateway, err, idpProblem(entry.cfg, err))
+		s.loginFailed(w, r, txn.IdP, &fault.Error{Kind: fault.Upstream, Code: "idp_unavailable", Message: idpProblem(entry.cfg, err), Err: err})
 		return
 	}
 	if e := q.Get("error"); e != "" {
-		s.loginFailed(w, r, txn.IdP, "idp_error", http.StatusForbidden, fmt.Errorf("idp error %q", e))
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Forbidden, "idp_error", fmt.Errorf("idp error %q", e)))
 		return
 	}
 	// Mix-up defence (RFC 9207): the response's iss, when sent or promised, names this transaction's IdP.
 	issParam, hasIss := q["iss"]
 	if hasIss || rp.issParam {
 		if !hasIss || len(issParam) != 1 || !rp.issuerAllowed(issParam[0]) {
-			s.loginFailed(w, r, txn.IdP, "issuer_mismatch", http.StatusBadRequest, nil)
+			s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "issuer_mismatch", nil))
 			return
 		}
 	}
 	code := q.Get("code")
 	if code == "" {
-		s.loginFailed(w, r, txn.IdP, "missing_code", http.StatusBadRequest, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Invalid, "missing_code", nil))
 		return
 	}
 	claims, sub, lerr := s.exchange(r.Context(), rp, txn, code, now)
@@ -242,12 +234,11 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		lerr = deny("issuer_mismatch", "iss parameter differs from the ID token's iss")
 	}
 	if lerr != nil {
-		var le *loginError
-		if errors.As(lerr, &le) {
-			s.loginFailed(w, r, txn.IdP, le.reason, http.StatusForbidden, le.err)
-		} else {
-			s.loginFailed(w, r, txn.IdP, "error", http.StatusBadGateway, lerr)
+		var fe *fault.Error // a denial (deny) names its reason; anything else is the IdP failing
+		if !errors.As(lerr, &fe) {
+			fe = refusal(fault.Upstream, "error", lerr)
 		}
+		s.loginFailed(w, r, txn.IdP, fe)
 		return
 	}
 	if barrier != nil {
@@ -397,22 +388,21 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	idSeq := s.identityRn.Cursor()
 	li, err := s.resolveIdentity(rp, claims)
 	if err != nil {
-		var le *loginError
-		errors.As(err, &le)
-		s.recordDenied(rp.idp.ID, li.userID, "", sub, le.reason)
-		s.loginFailed(w, r, txn.IdP, le.reason, http.StatusForbidden, le.err)
+		fe := fault.From(err) // a denial (deny) whose Code is the reason
+		s.recordDenied(rp.idp.ID, li.userID, "", sub, fe.Code)
+		s.loginFailed(w, r, txn.IdP, fe)
 		return
 	}
 	// The lock is read now, at the callback, not at /login: a deprovision that lands during the
 	// login still stops it (R3). A stale projection cannot tell, so the login fails closed.
 	if err := s.staleness(); err != nil {
 		s.metrics.failClosed.WithLabelValues("callback").Inc()
-		s.loginFailed(w, r, txn.IdP, "fail_closed", http.StatusServiceUnavailable, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Unavailable, "fail_closed", nil))
 		return
 	}
 	if u, ok := s.state.user(li.userID); ok && s.state.locked(u) {
 		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, "locked")
-		s.loginFailed(w, r, txn.IdP, "locked", http.StatusForbidden, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Forbidden, "locked", nil))
 		return
 	}
 	// The person is bound to the OIDC sub of their first login (identity-store decides, from the
@@ -421,7 +411,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 	// another replica, before the binding reached this one, is revoked by identity-store instead.
 	if bound := s.state.boundSub(li.userID, rp.idp.ID); bound != "" && bound != sub {
 		s.recordDenied(rp.idp.ID, li.userID, li.email, sub, events.ReasonSubMismatch)
-		s.loginFailed(w, r, txn.IdP, events.ReasonSubMismatch, http.StatusForbidden, nil)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Forbidden, events.ReasonSubMismatch, nil))
 		return
 	}
 	if txn.Test {
@@ -447,7 +437,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		tok, err = s.keys.keys().sign(sc)
 	}
 	if err != nil {
-		s.loginFailed(w, r, txn.IdP, "error", http.StatusInternalServerError, err)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Internal, "error", err))
 		return
 	}
 	// The claim always travels: identity-store decides, as this login did, whether SCIM knows the
@@ -476,7 +466,7 @@ func (s *server) completeLogin(w http.ResponseWriter, r *http.Request, rp *relyi
 		}
 		return outbox.Append(tx, now, evs...)
 	}); err != nil {
-		s.loginFailed(w, r, txn.IdP, "error", http.StatusInternalServerError, err)
+		s.loginFailed(w, r, txn.IdP, refusal(fault.Internal, "error", err))
 		return
 	}
 	s.relay.Notify()
@@ -525,8 +515,8 @@ func (s *server) recordDenied(idp, userID, email, sub, reason string) {
 // failure answers), counted by cause (timeout, unavailable).
 func (s *server) catchUpFailed(w http.ResponseWriter, r *http.Request, idp, cause string, err error) {
 	s.metrics.catchUpRefused.WithLabelValues(cause).Inc()
-	w.Header().Set("Retry-After", "1")
-	s.loginFailed(w, r, idp, "identity_catching_up", http.StatusServiceUnavailable, fmt.Errorf("%s: %w", cause, err))
+	s.loginFailed(w, r, idp, &fault.Error{Kind: fault.Unavailable, Code: "identity_catching_up", RetryAfter: time.Second,
+		Err: fmt.Errorf("%s: %w", cause, err)})
 }
 
 // idpProblem is what the login error page (and /test) says about an IdP whose relying party could
@@ -540,26 +530,27 @@ func idpProblem(cfg events.IdP, err error) string {
 	return fmt.Sprintf("The identity provider could not be reached (discovery at %s); retry later.", cfg.Config.Issuer)
 }
 
-// loginFailed answers a refused or failed login and counts it.
-func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error) {
-	s.loginFailedDetail(w, r, idp, reason, status, err, "")
+// refusal is a refused or failed login: the reason (Code) is what metrics, events and the caller see;
+// cause, when not nil, goes to the log only.
+func refusal(k fault.Kind, reason string, cause error) *fault.Error {
+	return &fault.Error{Kind: k, Code: reason, Err: cause}
 }
 
-// loginFailedDetail is loginFailed with a sentence for the user or admin (empty: none): an HTML page
-// for browsers, a JSON problem (error_detail) otherwise.
-func (s *server) loginFailedDetail(w http.ResponseWriter, r *http.Request, idp, reason string, status int, err error, detail string) {
+// loginFailed answers a refused or failed login (a fault whose Code is the reason and whose Message,
+// when set, is a sentence about this failure for the user or admin) and counts it.
+func (s *server) loginFailed(w http.ResponseWriter, r *http.Request, idp string, fe *fault.Error) {
 	result := "denied"
-	if status >= 500 {
+	if fe.Kind.Status() >= 500 {
 		result = "error"
 	}
 	if idp == "" {
 		idp = "unknown"
 	}
-	s.metrics.logins.WithLabelValues(idp, result, reason).Inc()
-	if err != nil {
-		s.log.Warn("login refused", "idp_id", idp, "reason", reason, "err", err, "request_id", httpserv.RequestIDFrom(r.Context()))
+	s.metrics.logins.WithLabelValues(idp, result, fe.Code).Inc()
+	if fe.Err != nil {
+		s.log.Warn("login refused", "idp_id", idp, "reason", fe.Code, "err", fe.Err, "request_id", httpserv.RequestIDFrom(r.Context()))
 	}
-	s.writeLoginError(w, r, status, reason, detail)
+	s.writeError(w, r, loginForm, fe)
 }
 
 // handleLogout ends the session on every replica: it is recorded here at once (with the LoggedOut
@@ -594,7 +585,7 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 				tx.OnCommit(func() { s.state.putLoggedOut(h, exp) })
 				return outbox.Append(tx, now, ev)
 			}); err != nil {
-				s.writeError(w, r, http.StatusInternalServerError, "internal", "logout failed", err)
+				s.writeError(w, r, apiForm, fault.Wrap(fault.Internal, err, "logout failed"))
 				return
 			}
 			s.relay.Notify()
@@ -665,10 +656,10 @@ func (s *server) handleGetIdentity(w http.ResponseWriter, r *http.Request) {
 	case sessionValid:
 	case sessionStale:
 		s.metrics.failClosed.WithLabelValues("get_identity").Inc()
-		s.writeError(w, r, http.StatusServiceUnavailable, "unavailable", "revocation state unavailable", nil)
+		s.writeError(w, r, apiForm, fault.E(fault.Unavailable, "revocation state unavailable"))
 		return
 	default:
-		s.writeError(w, r, http.StatusUnauthorized, "unauthenticated", why, nil)
+		s.writeError(w, r, apiForm, fault.Coded(fault.Unauthorized, "unauthenticated", "%s", why))
 		return
 	}
 	id := s.identityOf(cs.claims)

@@ -54,24 +54,3 @@ func writePage(w http.ResponseWriter, status int, t *template.Template, data any
 	w.WriteHeader(status)
 	_ = t.Execute(w, data)
 }
-
-// writeLoginError answers a refused login: an HTML page for a browser, the JSON problem otherwise.
-// detail, when not empty, is a sentence about this particular failure (why an IdP cannot work) shown
-// instead of the reason's general text, and sent to JSON callers as error_detail.
-func (s *server) writeLoginError(w http.ResponseWriter, r *http.Request, status int, reason, detail string) {
-	if !wantsHTML(r) {
-		if detail == "" {
-			s.writeError(w, r, status, "login_failed", reason, nil)
-			return
-		}
-		writeJSON(w, status, map[string]string{"error": "login_failed", "error_description": reason, "error_detail": detail})
-		return
-	}
-	text, ok := loginReasons[reason]
-	if detail != "" {
-		text = detail
-	} else if !ok {
-		text = "The sign-in could not be completed. Start again from the application."
-	}
-	writePage(w, status, errorPage, struct{ Text, Code string }{text, reason})
-}

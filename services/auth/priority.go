@@ -37,13 +37,17 @@ func fenced(u *userRecord, mark uint64) bool {
 }
 
 // applyPriority projects one IDENTITY_PRIORITY event: a revocation (of a user, or an admin's of a
-// whole IdP) moves revoked_before, a lock raises the fence. Nothing else is read from this lane.
+// whole IdP) moves revoked_before, a lock raises the fence, a single session's revocation (a login
+// with another OIDC sub than the bound one: a possible account hijack) ends that session exactly as
+// its ordered copy will. Nothing else is read from this lane.
 func (s *server) applyPriority(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 	e := m.Event
 	var id, email string
 	var revoking bool
 	var change func(u *userRecord)
 	switch p := e.Data.(type) {
+	case events.SessionRevoked:
+		return s.revokeSession(tx, p)
 	case events.SessionsRevoked:
 		id, email = p.UserID, p.Email
 		change = func(u *userRecord) {

@@ -195,3 +195,45 @@ func TestFenceRule(t *testing.T) {
 		}
 	}
 }
+
+// TestPrioritySessionRevoked: identity-store's session_revoked for a login with another OIDC sub
+// than the bound one (a possible account hijack) also travels on the priority lane; from that lane
+// alone, ahead of the IDENTITY stream, it ends that session on every replica and leaves the person's
+// other session alone, and the ordered copy arriving later changes nothing.
+func TestPrioritySessionRevoked(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	r2 := h.secondReplica()
+	uid := events.UserID("idp-a", aliceEmail)
+	tok1 := h.mustLogin(newBrowser(), h.r, "idp-a")
+	tok2 := h.mustLogin(newBrowser(), h.r, "idp-a")
+	cs, _, err := h.r.srv.verifySession(t.Context(), tok1, h.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := events.New("idp-a", h.clock.Now(), "login-x", "", events.SessionRevoked{UserID: uid, Email: aliceEmail,
+		SessionIDHash: hashSID(cs.SID), ExpiresAt: cs.expires(), Reason: events.ReasonSubMismatch})
+	h.n.publishBatch(t, []events.Event{rev}, true)
+	waitVerify(t, h.r, tok1, http.StatusUnauthorized)
+	waitVerify(t, r2, tok1, http.StatusUnauthorized)
+	if c := h.r.srv.identityRn.Cursor(); c != 0 {
+		t.Errorf("IDENTITY cursor = %d: the revocation came by the ordered lane, want the priority lane", c)
+	}
+	if got := verify(t, h.r, tok2, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("the other session: verify = %d, want 200", got)
+	}
+	ordered := events.New("idp-a", rev.OccurredAt, "login-x", "", rev.Data)
+	h.n.publish(t, ordered)
+	waitFor(t, "ordered copy applied", 10*time.Second, func() error {
+		if h.r.srv.identityRn.Cursor() == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	if got := verify(t, h.r, tok1, nil).StatusCode; got != http.StatusUnauthorized {
+		t.Errorf("revoked session after the ordered copy: verify = %d, want 401", got)
+	}
+	if got := verify(t, h.r, tok2, nil).StatusCode; got != http.StatusOK {
+		t.Errorf("the other session after the ordered copy: verify = %d, want 200", got)
+	}
+}

@@ -33,16 +33,7 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	case events.IdPSessionsRevoked, events.IdPSubBindingsReset:
 		return s.applyIdPFacts(tx, m)
 	case events.SessionRevoked:
-		// One session, refused after the fact (a login whose sub lost the race for the person's
-		// binding): recorded like a logout, so it expires out of the set the same way.
-		if p.SessionIDHash == "" {
-			return nil
-		}
-		if err := putLoggedOut(tx, p.SessionIDHash, p.ExpiresAt); err != nil {
-			return err
-		}
-		tx.OnCommit(func() { s.state.putLoggedOut(p.SessionIDHash, p.ExpiresAt) })
-		return nil
+		return s.revokeSession(tx, p)
 	case events.SubBound:
 		id, email = p.UserID, p.Email
 		change = func(u *userRecord) { u.Sub, u.SubBoundAt = p.Sub, e.OccurredAt }
@@ -127,6 +118,20 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 			s.metrics.revocationLatency.Observe(time.Since(occurred).Seconds())
 		}
 	})
+	return nil
+}
+
+// revokeSession ends one session, refused after the fact (a login whose sub lost the race for the
+// person's binding): recorded like a logout, so it expires out of the set the same way. Either lane
+// may carry it (priority.go); recording it twice changes nothing.
+func (s *server) revokeSession(tx *bolt.Tx, p events.SessionRevoked) error {
+	if p.SessionIDHash == "" {
+		return nil
+	}
+	if err := putLoggedOut(tx, p.SessionIDHash, p.ExpiresAt); err != nil {
+		return err
+	}
+	tx.OnCommit(func() { s.state.putLoggedOut(p.SessionIDHash, p.ExpiresAt) })
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/scimflow/scimflow/events"
+	"github.com/scimflow/scimflow/internal/fault"
 	"github.com/scimflow/scimflow/internal/oidcprobe"
 )
 
@@ -298,16 +299,10 @@ type idToken struct {
 	claims map[string]any
 }
 
-// loginError is a refused login with the reason recorded in metrics and events.
-type loginError struct {
-	reason string
-	err    error
-}
-
-func (e *loginError) Error() string { return e.reason + ": " + e.err.Error() }
-
+// deny is a login refused for reason (recorded in metrics and events, shown to the user); the
+// formatted explanation is the cause, for the log only.
 func deny(reason string, format string, args ...any) error {
-	return &loginError{reason: reason, err: fmt.Errorf(format, args...)}
+	return refusal(fault.Forbidden, reason, fmt.Errorf(format, args...))
 }
 
 // verifyIDToken runs go-oidc's checks (signature with an allow-listed alg, iss, aud, exp with leeway,

@@ -209,7 +209,7 @@ func (s *service) saveApp(w http.ResponseWriter, r *http.Request, a access.App, 
 	if first {
 		msgs = append(msgs, msgFirstApp)
 	}
-	writeJSON(w, status, envelope{Success: true, Errors: []apiError{}, Messages: msgs, Result: a})
+	writeJSON(w, status, envelope{Success: true, Errors: []envelopeError{}, Messages: msgs, Result: a})
 }
 
 func (s *service) deleteApp(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +229,7 @@ func (s *service) deleteApp(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
-	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []apiError{}, Messages: msgs, Result: map[string]string{"id": a.ID}})
+	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []envelopeError{}, Messages: msgs, Result: map[string]string{"id": a.ID}})
 }
 
 // publishAppChange publishes an admin change to IDENTITY and waits (5 s at most) for the identity
@@ -251,7 +251,7 @@ func (s *service) publishAppChange(w http.ResponseWriter, r *http.Request, p eve
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	if !waitCursor(ctx, s.ident.Cursor, ack.Sequence) {
-		writeJSON(w, http.StatusAccepted, envelope{Success: true, Errors: []apiError{},
+		writeJSON(w, http.StatusAccepted, envelope{Success: true, Errors: []envelopeError{},
 			Messages: []string{"the change is recorded (event " + e.ID + ") but not applied yet; GET the application to see it"},
 			Result:   map[string]any{"id": p.AppID, "event_id": e.ID, "applied": false}})
 		return "", false
@@ -366,7 +366,7 @@ func (s *service) writeTest(w http.ResponseWriter, r *http.Request, c *access.Co
 		s.fail(w, r, internal(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []apiError{}, Result: rep, Messages: []string{
+	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []envelopeError{}, Result: rep, Messages: []string{
 		"decisions use the identity each person's next login would get from the registry; a live session may hold other groups or claims until it is renewed (docs/access-policies.md); ip selectors never match here",
 	}})
 }

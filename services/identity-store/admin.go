@@ -33,14 +33,15 @@ func unavailable(err error) *fault.Error {
 
 // envelope is Cloudflare's API response shape.
 type envelope struct {
-	Success    bool        `json:"success"`
-	Errors     []apiError  `json:"errors"`
-	Messages   []string    `json:"messages"`
-	Result     any         `json:"result"`
-	ResultInfo *resultInfo `json:"result_info,omitempty"`
+	Success    bool            `json:"success"`
+	Errors     []envelopeError `json:"errors"`
+	Messages   []string        `json:"messages"`
+	Result     any             `json:"result"`
+	ResultInfo *resultInfo     `json:"result_info,omitempty"`
 }
 
-type apiError struct {
+// envelopeError is one entry of a failed response's errors: code is the HTTP status (writeError).
+type envelopeError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
 }
@@ -69,7 +70,7 @@ func writeResultMessages(w http.ResponseWriter, status int, result any, info *re
 	if msgs == nil {
 		msgs = []string{}
 	}
-	writeJSON(w, status, envelope{Success: true, Errors: []apiError{}, Messages: msgs, Result: result, ResultInfo: info})
+	writeJSON(w, status, envelope{Success: true, Errors: []envelopeError{}, Messages: msgs, Result: result, ResultInfo: info})
 }
 
 // checkAgainstProvider runs the save-time check of an IdP that passed validateIdP: problems refuse
@@ -103,9 +104,9 @@ func errorEnvelope(fe *fault.Error) envelope {
 	if len(msgs) == 0 {
 		msgs = []string{fe.Message}
 	}
-	env := envelope{Success: false, Messages: []string{}, Errors: []apiError{}}
+	env := envelope{Success: false, Messages: []string{}, Errors: []envelopeError{}}
 	for _, m := range msgs {
-		env.Errors = append(env.Errors, apiError{Code: status, Message: m})
+		env.Errors = append(env.Errors, envelopeError{Code: status, Message: m})
 	}
 	return env
 }
@@ -183,22 +184,30 @@ func (s *service) createIdP(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	p.SCIMConfig.SecretSHA256, p.CreatedAt, p.UpdatedAt = digest, now, now
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Create(r.Context(), p.ID, enc); err != nil {
-		s.fail(w, r, unavailable(err))
-		return
-	}
-	writeResultMessages(w, http.StatusCreated, s.view(p, secret), nil, warnings)
-}
-
-func (s *service) listIdPs(w http.ResponseWriter, r *http.Request) {
-	kv, ok := s.kvOrFail(w, r)
-	if !ok {
-		return
-	}
-	all, err := listIdPs(r.Context(), kv)
+	newRev, err := kv.Create(r.Context(), p.ID, enc)
 	if err != nil {
 		s.fail(w, r, unavailable(err))
 		return
+	}
+	s.idpc.wrote(p, newRev)
+	writeResultMessages(w, http.StatusCreated, s.view(p, secret), nil, warnings)
+}
+
+// listIdPs serves the list from the in-memory copy of idp_config (idpcache.go), which shows this
+// process's own writes at once and others' as the watch delivers them; until the watch has
+// delivered the bucket's contents, from the bucket itself.
+func (s *service) listIdPs(w http.ResponseWriter, r *http.Request) {
+	all, cached := s.idpc.list()
+	if !cached {
+		kv, ok := s.kvOrFail(w, r)
+		if !ok {
+			return
+		}
+		var err error
+		if all, err = listIdPs(r.Context(), kv); err != nil {
+			s.fail(w, r, unavailable(err))
+			return
+		}
 	}
 	out := make([]idpView, 0, len(all))
 	for _, p := range all {
@@ -277,7 +286,8 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 	p.SCIMConfig.SecretRotatedAt = old.SCIMConfig.SecretRotatedAt
 	p.CreatedAt, p.UpdatedAt = old.CreatedAt, s.now().UTC()
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
+	newRev, err := kv.Update(r.Context(), p.ID, enc, rev)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
@@ -285,11 +295,12 @@ func (s *service) updateIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.wrote(p, newRev)
 	writeResultMessages(w, http.StatusOK, s.view(p, ""), nil, warnings)
 }
 
 func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
-	kv, p, _, ok := s.loadIdP(w, r)
+	kv, p, rev, ok := s.loadIdP(w, r)
 	if !ok {
 		return
 	}
@@ -310,6 +321,7 @@ func (s *service) deleteIdP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.deleted(p.ID, rev)
 	// A login already past /login when the first revocation was applied could still finish before
 	// auth's idp_config watch drops the IdP. A second revocation, once the IdP is gone from the
 	// bucket, covers it (auth revokes every session built before it applies one). Its failure leaves
@@ -338,7 +350,8 @@ func (s *service) refreshSecret(w http.ResponseWriter, r *http.Request) {
 	p.SCIMConfig.PreviousSecretSHA256 = p.SCIMConfig.SecretSHA256
 	p.SCIMConfig.SecretSHA256, p.SCIMConfig.SecretRotatedAt, p.UpdatedAt = digest, now, now
 	enc, _ := json.Marshal(p)
-	if _, err := kv.Update(r.Context(), p.ID, enc, rev); err != nil {
+	newRev, err := kv.Update(r.Context(), p.ID, enc, rev)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.fail(w, r, fault.E(fault.Conflict, "identity provider %s changed concurrently; retry", p.ID))
 			return
@@ -346,6 +359,7 @@ func (s *service) refreshSecret(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, unavailable(err))
 		return
 	}
+	s.idpc.wrote(p, newRev)
 	writeResult(w, http.StatusOK, s.view(p, secret), nil)
 }
 

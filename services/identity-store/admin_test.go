@@ -34,7 +34,7 @@ func newAPI(t *testing.T, s *service) *api {
 
 type response struct {
 	Success    bool            `json:"success"`
-	Errors     []apiError      `json:"errors"`
+	Errors     []envelopeError `json:"errors"`
 	Messages   []string        `json:"messages"`
 	Result     json.RawMessage `json:"result"`
 	ResultInfo *resultInfo     `json:"result_info"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -102,6 +103,17 @@ func newConsoleBench(b *testing.B, idps, users int) *consoleBench {
 			b.Fatal(err)
 		}
 	}
+	// The IdP list comes from the watched copy of idp_config, as in a running identity-store.
+	wctx, stop := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); _ = s.runIdPCache(wctx, kv) }()
+	b.Cleanup(func() { stop(); <-watchDone })
+	for {
+		if all, ok := s.idpc.list(); ok && len(all) == idps {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	h, err := s.handler()
 	if err != nil {
 		b.Fatal(err)
@@ -134,10 +146,14 @@ func (cb *consoleBench) get(path string) *httptest.ResponseRecorder {
 	return rec
 }
 
-// run times each request of paths in turn and reports p50 and p99 per page.
+// run requests paths in turn, b.N requests in all, each a full page rendered through the console's
+// handler (session check, admin API call in process, bbolt read, template). It reports the latency
+// of one page over all b.N requests — p50, p99 (the figure the targets name: docs/console.md,
+// "Performance") and the slowest — and, as worst-path-p99-ms, the p99 of the slowest kind of page;
+// each path's own figures go to the log when every path ran at least ten times.
 func (cb *consoleBench) run(b *testing.B, paths []string, want string) {
 	lat := make([]time.Duration, 0, b.N)
-	worst := map[string]time.Duration{}
+	per := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := range b.N {
 		path := paths[i%len(paths)]
@@ -145,30 +161,51 @@ func (cb *consoleBench) run(b *testing.B, paths []string, want string) {
 		rec := cb.get(path)
 		d := time.Since(t0)
 		lat = append(lat, d)
-		worst[path] = max(worst[path], d)
+		per[path] = append(per[path], d)
 		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
 			b.Fatalf("GET %s = %d, want 200 with %q:\n%.2000s", path, rec.Code, want, rec.Body.String())
 		}
 	}
 	b.StopTimer()
+	var worst time.Duration
 	for _, p := range paths {
-		b.Logf("slowest %-45s %v", p, worst[p])
+		l := per[p]
+		if len(l) == 0 {
+			continue
+		}
+		slices.Sort(l)
+		worst = max(worst, quantile(l, 0.99))
+		if b.N >= 10*len(paths) {
+			b.Logf("%-50s p50 %6.2f ms  p99 %6.2f ms  (%d requests)", p, ms(quantile(l, 0.5)), ms(quantile(l, 0.99)), len(l))
+		}
 	}
 	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(ms(quantile(lat, 0.5)), "p50-ms")
+	b.ReportMetric(ms(quantile(lat, 0.99)), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(ms(worst), "worst-path-p99-ms")
 }
 
-// BenchmarkConsolePeople renders the people page of a registry with 100,000 users (10 IdPs): plain
-// pages deep into the list, prefix searches by email and by name (with and without filters), and
-// the status filter, each a page of 50.
+// quantile is the nearest-rank q-quantile of sorted latencies.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkConsolePeople renders the people page of a registry with 100,000 users (10 IdPs) in a
+// real bbolt file: plain pages deep into the list, prefix searches by email and by name (with and
+// without filters) and the status filter, each a page of 50. The heaviest is the one-letter search
+// "s", which matches 28,000 users (Sofia's email and name, Schmidt's name) that are all counted and
+// sorted for total_count and the page.
 func BenchmarkConsolePeople(b *testing.B) {
 	cb := newConsoleBench(b, 10, 100_000)
 	paths := []string{
 		"/ui/people", "/ui/people?page=1500", "/ui/people?idp_id=idp03&page=150",
 		"/ui/people?q=lena.schmidt00", "/ui/people?q=weber", "/ui/people?q=anna+lenz", "/ui/people?q=m&page=20",
 		"/ui/people?q=jonas&idp_id=idp03", "/ui/people?status=provisioned&page=400", "/ui/people?status=active&idp_id=idp07&page=50",
-		"/ui/people?q=noah&status=active",
+		"/ui/people?q=noah&status=active", "/ui/people?q=s&page=100",
 	}
 	cb.run(b, paths, "<tbody>")
 }

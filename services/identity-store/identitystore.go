@@ -33,6 +33,7 @@ import (
 	"github.com/scimflow/scimflow/internal/config"
 	"github.com/scimflow/scimflow/internal/consumer"
 	"github.com/scimflow/scimflow/internal/httpserv"
+	"github.com/scimflow/scimflow/internal/idpwatch"
 	"github.com/scimflow/scimflow/internal/oidcprobe"
 	"github.com/scimflow/scimflow/internal/outbox"
 	"github.com/scimflow/scimflow/internal/platform"
@@ -128,6 +129,7 @@ type service struct {
 	relay *outbox.Relay
 	token string
 	now   func() time.Time
+	idpc  *idpCache // the idp_config bucket in memory (idpcache.go)
 
 	scim, auth, ident, prio *consumer.Runner
 
@@ -174,6 +176,7 @@ func newService(cfg Config, d Deps) (*service, error) {
 		return nil, fmt.Errorf("build access identity index: %w", err)
 	}
 	s := &service{cfg: cfg, d: d, db: db, proj: &projector{logRetention: cfg.retention()}, token: token, now: d.Clock(),
+		idpc:        newIdPCache(),
 		probe:       defaultProbe,
 		appSyncKick: make(chan struct{}, 1),
 		appSyncFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: metricsPrefix + "_access_apps_sync_failures_total",
@@ -219,7 +222,7 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 			return err
 		}
 	}
-	out, err := s.proj.apply(tx, m.Event)
+	out, prio, err := s.proj.apply(tx, m.Event)
 	if err != nil {
 		return err
 	}
@@ -228,6 +231,13 @@ func (s *service) handle(_ context.Context, tx *bolt.Tx, m consumer.Msg) error {
 	}
 	if len(out) == 0 {
 		return nil
+	}
+	// Both lanes in one transaction: a kill between publishing one and the other leaves the other's
+	// records in the outbox for the restarted relay (docs/architecture.md, "Lanes").
+	if len(prio) > 0 {
+		if err := outbox.AppendPriority(tx, s.now(), prio...); err != nil {
+			return err
+		}
 	}
 	if err := outbox.Append(tx, s.now(), out...); err != nil {
 		return err
@@ -245,6 +255,11 @@ func (s *service) serve(ctx context.Context) error {
 	return platform.Serve(ctx, platform.Service{
 		Name: Name, Addr: s.cfg.Listen, MetricsAddr: s.cfg.MetricsListen, Handler: h, Ready: ready,
 		Start: func(ctx context.Context, g *errgroup.Group) error {
+			kv, err := s.kv(ctx)
+			if err != nil {
+				return fmt.Errorf("idp_config bucket: %w", err)
+			}
+			g.Go(func() error { return s.runIdPCache(ctx, kv) })
 			if err := s.seed(ctx); err != nil {
 				return err
 			}
@@ -263,6 +278,17 @@ func (s *service) serve(ctx context.Context) error {
 			return nil
 		},
 	}, s.d)
+}
+
+// runIdPCache keeps the in-memory copy of idp_config (idpcache.go) until ctx ends.
+func (s *service) runIdPCache(ctx context.Context, kv jetstream.KeyValue) error {
+	w := idpwatch.NewRev(kv, s.idpc.apply, s.d.Log())
+	go func() {
+		if w.WaitSynced(ctx) == nil {
+			s.idpc.markSynced()
+		}
+	}()
+	return w.Run(ctx)
 }
 
 func consumerCheck(r *consumer.Runner) httpserv.Check {

@@ -353,8 +353,9 @@ func (s *service) seedOne(ctx context.Context, kv jetstream.KeyValue, b idpBody)
 		}
 		p.UpdatedAt = now
 		raw, _ := json.Marshal(p)
-		_, err := kv.Update(ctx, p.ID, raw, rev)
+		newRev, err := kv.Update(ctx, p.ID, raw, rev)
 		if err == nil {
+			s.idpc.wrote(p, newRev)
 			s.d.Log().Info("identity provider updated from config", "idp_id", p.ID)
 		}
 		return err
@@ -362,9 +363,11 @@ func (s *service) seedOne(ctx context.Context, kv jetstream.KeyValue, b idpBody)
 	p.SCIMConfig.SecretSHA256 = digest
 	p.CreatedAt, p.UpdatedAt = now, now
 	raw, _ := json.Marshal(p)
-	if _, err := kv.Create(ctx, p.ID, raw); err != nil {
+	newRev, err := kv.Create(ctx, p.ID, raw)
+	if err != nil {
 		return err
 	}
+	s.idpc.wrote(p, newRev)
 	if digest == "" {
 		s.d.Log().Warn("identity provider seeded without a SCIM secret; POST /api/v1/identity_providers/{id}/refresh_scim_secret to get one", "idp_id", p.ID)
 	} else {

@@ -30,8 +30,9 @@ type txn struct {
 	tx      *bolt.Tx
 	ev      events.Event
 	out     []events.Event
-	discard bool       // replay: nothing is published
-	cache   *userCache // replay: user records decoded once and written once per transaction
+	prio    []events.Event // copies for IDENTITY_PRIORITY (publishPriority)
+	discard bool           // replay: nothing is published
+	cache   *userCache     // replay: user records decoded once and written once per transaction
 }
 
 // userCache holds the users a replay transaction touched; flush writes them before the commit. The
@@ -102,6 +103,20 @@ func (t *txn) publish(p events.Payload) {
 	t.out = append(t.out, events.Derived(t.ev, len(t.out), p))
 }
 
+// publishPriority publishes p like publish and a copy on the priority lane (IDENTITY_PRIORITY), so a
+// security fact reaches every auth replica ahead of whatever backlog the IDENTITY stream holds. The
+// copy's id is derived at priorityIndex + the ordered copy's index, so it never equals an ordered id
+// (events.DeriveID), and it is as deterministic as the ordered one. A rebuild (discard) publishes
+// neither, and the priority outbox is transport state (DumpSkip).
+func (t *txn) publishPriority(p events.Payload) {
+	if t.discard {
+		return
+	}
+	i := len(t.out)
+	t.out = append(t.out, events.Derived(t.ev, i, p))
+	t.prio = append(t.prio, events.Derived(t.ev, priorityIndex+i, p))
+}
+
 func (t *txn) at() time.Time { return t.ev.OccurredAt.UTC() }
 
 // errBadEvent marks events the projection refuses for good (termed as poison by the runner).
@@ -111,9 +126,12 @@ func permanent(format string, args ...any) error {
 	return consumer.Permanent(fmt.Errorf("%w: "+format, append([]any{errBadEvent}, args...)...))
 }
 
-// apply applies ev inside tx and returns the IDENTITY events to publish.
-func (p *projector) apply(tx *bolt.Tx, ev events.Event) ([]events.Event, error) {
-	return p.applyTo(&txn{tx: tx, ev: ev})
+// apply applies ev inside tx and returns the IDENTITY events to publish, in order (out) and the
+// copies for the priority lane (prio).
+func (p *projector) apply(tx *bolt.Tx, ev events.Event) (out, prio []events.Event, err error) {
+	t := &txn{tx: tx, ev: ev}
+	out, err = p.applyTo(t)
+	return out, t.prio, err
 }
 
 // applyDiscard applies ev without building the events it would publish, with a transaction-wide
@@ -972,7 +990,8 @@ func (p *projector) loggedIn(t *txn, d events.LoggedIn) error {
 	bound := u.boundSub(ip)
 	if d.Sub != "" && bound != "" && d.Sub != bound {
 		if d.SessionIDHash != "" {
-			t.publish(events.SessionRevoked{UserID: u.ID, Email: u.Email, SessionIDHash: d.SessionIDHash, ExpiresAt: d.ExpiresAt.UTC(),
+			// A possible account hijack: the revocation must not wait behind a bulk backlog on IDENTITY.
+			t.publishPriority(events.SessionRevoked{UserID: u.ID, Email: u.Email, SessionIDHash: d.SessionIDHash, ExpiresAt: d.ExpiresAt.UTC(),
 				Reason: events.ReasonSubMismatch})
 		}
 		c.note("login refused: OIDC sub %q is not the bound sub; its session is revoked", d.Sub)

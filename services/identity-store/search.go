@@ -135,17 +135,25 @@ type searchHit struct{ email, idp, id string }
 // user record is decoded. idp, when set, keeps that IdP's users only.
 func searchUsers(tx *bolt.Tx, q, idp string) ([]searchHit, error) {
 	q = strings.ToLower(strings.Join(strings.Fields(q), " "))
-	seen := map[string]bool{}
+	// A short prefix can match a large part of the registry, and every match is counted
+	// (total_count) and sorted, so the scans filter and deduplicate on the index bytes and allocate
+	// only for a user kept (lookups with string(b) do not allocate).
+	seen := map[string]struct{}{}
 	var hits []searchHit
-	add := func(h searchHit) {
-		if (idp == "" || h.idp == idp) && !seen[h.id] {
-			seen[h.id] = true
-			hits = append(hits, h)
+	add := func(email, hidp, id []byte) {
+		if idp != "" && string(hidp) != idp {
+			return
 		}
+		if _, dup := seen[string(id)]; dup {
+			return
+		}
+		h := searchHit{email: string(email), idp: string(hidp), id: string(id)}
+		seen[h.id] = struct{}{}
+		hits = append(hits, h)
 	}
 	err := prefixScan(tx, bkEmail, []byte(q), func(k, v []byte) error {
 		email, kidp, _ := bytes.Cut(k, []byte{0})
-		add(searchHit{string(email), string(kidp), string(v)})
+		add(email, kidp, v)
 		return nil
 	})
 	if err != nil {
@@ -153,15 +161,19 @@ func searchUsers(tx *bolt.Tx, q, idp string) ([]searchHit, error) {
 	}
 	err = prefixScan(tx, bkNames, []byte(q), func(k, v []byte) error {
 		email, vidp, _ := bytes.Cut(v, []byte{0})
-		add(searchHit{string(email), string(vidp), lastPart(k)})
+		add(email, vidp, k[bytes.LastIndexByte(k, 0)+1:])
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(hits, func(a, b searchHit) int {
+	// Hits from the email index alone are usually in order already (it is keyed by email).
+	byEmail := func(a, b searchHit) int {
 		return cmp.Or(strings.Compare(a.email, b.email), strings.Compare(a.id, b.id))
-	})
+	}
+	if !slices.IsSortedFunc(hits, byEmail) {
+		slices.SortFunc(hits, byEmail)
+	}
 	return hits, nil
 }
 

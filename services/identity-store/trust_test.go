@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/scimflow/scimflow/events"
 )
 
@@ -66,6 +68,36 @@ func TestSubBindingFirstLoginWins(t *testing.T) {
 	}
 	if revoked == nil || revoked.SessionIDHash != "sess-m" || revoked.UserID != uid || revoked.Reason != events.ReasonSubMismatch {
 		t.Errorf("session_revoked for the other sub's login = %+v, want sess-m of %s, reason %s", revoked, uid, events.ReasonSubMismatch)
+	}
+	// A possible account hijack: a copy of the revocation travels on IDENTITY_PRIORITY, so it does not
+	// wait behind a backlog on IDENTITY, with an id of its own (JetStream's dedupe and auth's
+	// consumer_seen would otherwise drop one of the two).
+	var ordered, prio []events.Event
+	for _, e := range h.streamEvents(events.StreamIdentity) {
+		if _, ok := e.Data.(events.SessionRevoked); ok && e.CausationID == l2.ID {
+			ordered = append(ordered, e)
+		}
+	}
+	eventually(t, "priority copy of the sub_mismatch revocation", func() bool {
+		prio = prio[:0]
+		for _, e := range h.streamEvents(events.StreamIdentityPriority) {
+			if _, ok := e.Data.(events.SessionRevoked); ok && e.CausationID == l2.ID {
+				prio = append(prio, e)
+			}
+		}
+		return len(prio) > 0
+	})
+	if len(ordered) != 1 || len(prio) != 1 {
+		t.Fatalf("session_revoked copies for the other sub's login: %d ordered, %d priority, want 1 and 1", len(ordered), len(prio))
+	}
+	if prio[0].ID == ordered[0].ID {
+		t.Errorf("priority copy id = ordered id %s, want a distinct id", prio[0].ID)
+	}
+	if diff := cmp.Diff(events.Payload(*revoked), prio[0].Data); diff != "" {
+		t.Errorf("priority copy differs from the ordered one (-ordered +priority):\n%s", diff)
+	}
+	if !strings.HasPrefix(prio[0].Subject, "identity.") {
+		t.Errorf("priority copy subject = %q, want its identity subject (published with the lane prefix)", prio[0].Subject)
 	}
 	var d userDetail
 	d = userDetail{}

@@ -112,12 +112,15 @@ func (a *admission) check(security bool) error {
 	return &fault.Error{Kind: fault.RateLimited, Message: "the provisioning pipeline is behind; retry later", RetryAfter: wait}
 }
 
-// run measures identity-store's lag every interval, and publishes the resulting state to the
-// admission bucket, until ctx ends; then it removes this instance's entry.
+// run measures identity-store's lag every interval until ctx ends. The state is published to the
+// admission bucket from a goroutine of its own (runPublish), so a slow or refused write there never
+// delays the measurement admission control decides on.
 func (a *admission) run(ctx context.Context, interval time.Duration) error {
+	published := make(chan struct{})
+	go func() { defer close(published); a.runPublish(ctx, interval) }()
+	defer func() { <-published }() // a clean stop removes the entry before Run returns
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	defer a.unpublish()
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,11 +128,10 @@ func (a *admission) run(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 			mctx, cancel := context.WithTimeout(ctx, interval*4)
 			d, err := a.measure(mctx)
+			cancel()
 			if err == nil {
 				a.downstream.Store(int64(d))
 			}
-			a.publish(mctx)
-			cancel()
 		}
 	}
 }

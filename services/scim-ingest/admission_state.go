@@ -22,6 +22,8 @@ import (
 // clean stop deletes it. The state is sampled once per measurement interval, so a flip that lasts
 // less than one interval may not be published; the scimflow_scim_ingest_admission_active gauge is the
 // exact figure.
+//
+// Its fields are used by runPublish's goroutine only.
 type publication struct {
 	instance string
 	host     string
@@ -31,6 +33,8 @@ type publication struct {
 	since    time.Time          // when that state began (as sampled)
 	written  bool               // the state last sampled was written
 	lastPut  time.Time          // when the entry was last written
+	retryAt  time.Time          // after a failed write, no new attempt before this
+	failing  bool               // the last attempt failed (logged once, not at every interval)
 }
 
 // instanceName is a KV key naming this process: the host name (reduced to key-safe characters) and
@@ -66,16 +70,43 @@ func (a *admission) state(now time.Time) events.AdmissionState {
 	}
 }
 
+// runPublish samples the state every interval and publishes it until ctx ends, then removes this
+// instance's entry. Publication is best effort: it returns no error and never stops the service.
+func (a *admission) runPublish(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	defer a.unpublish()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			a.publish(pctx)
+			cancel()
+		}
+	}
+}
+
 // publish samples the state and writes the entry when it changed or the heartbeat is due. A failed
-// write (NATS unreachable) is retried at the next interval; it never affects admission itself.
+// write (NATS unreachable, or a NATS configuration without the bucket's permission rows) is logged
+// once and retried after a heartbeat; it never affects admission itself.
 func (a *admission) publish(ctx context.Context) {
 	now := a.now()
 	p := &a.pub
 	if active := a.lagging(); p.since.IsZero() || active != p.active {
 		p.active, p.since, p.written = active, now, false
 	}
-	if p.written && now.Sub(p.lastPut) < events.AdmissionHeartbeat {
+	if p.written && now.Sub(p.lastPut) < events.AdmissionHeartbeat || now.Before(p.retryAt) {
 		return
+	}
+	fail := func(what string, err error) {
+		p.retryAt = now.Add(events.AdmissionHeartbeat)
+		if !p.failing {
+			a.log.Warn("admission state not published (the console shows it as not reported); retrying", "step", what,
+				"bucket", broker.KVAdmission, "err", err)
+		}
+		p.failing = true
 	}
 	if p.kv == nil {
 		kv, err := a.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -83,7 +114,7 @@ func (a *admission) publish(ctx context.Context) {
 			TTL: events.AdmissionTTL, Storage: jetstream.MemoryStorage, Replicas: max(a.replicas, 1),
 		})
 		if err != nil {
-			a.log.Warn("admission state not published: open bucket", "bucket", broker.KVAdmission, "err", err)
+			fail("open bucket", err)
 			return
 		}
 		p.kv = kv
@@ -91,10 +122,13 @@ func (a *admission) publish(ctx context.Context) {
 	raw, _ := json.Marshal(a.state(now))
 	rev, err := p.kv.Put(ctx, p.instance, raw)
 	if err != nil {
-		a.log.Warn("admission state not published", "bucket", broker.KVAdmission, "err", err)
+		fail("put", err)
 		return
 	}
-	p.rev, p.written, p.lastPut = rev, true, now
+	if p.failing {
+		a.log.Info("admission state published again", "bucket", broker.KVAdmission)
+	}
+	p.rev, p.written, p.lastPut, p.failing = rev, true, now, false
 }
 
 // unpublish deletes this instance's entry at a clean stop (only if it is still the one written last).

@@ -260,7 +260,7 @@ func TestPromtool(t *testing.T) {
 	}
 }
 
-// TestDashboardShape checks the dashboard JSON: the five rows the operations guide describes, and
+// TestDashboardShape checks the dashboard JSON: the six rows the operations guide describes, and
 // every panel on the provisioned datasource with at least one query.
 func TestDashboardShape(t *testing.T) {
 	t.Parallel()
@@ -278,7 +278,7 @@ func TestDashboardShape(t *testing.T) {
 			t.Errorf("panel %q has no queries", p.Title)
 		}
 	}
-	want := []string{"SCIM ingest", "Event pipeline", "Registry and seats", "Auth and sessions", "Revocation latency"}
+	want := []string{"SCIM ingest", "Event pipeline", "Registry and seats", "Auth and sessions", "Revocation latency", "Revocation under load"}
 	if !slices.Equal(rows, want) {
 		t.Errorf("dashboard rows = %q, want %q", rows, want)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/scimflow/scimflow/events"
@@ -43,7 +42,9 @@ func (c *Console) logCaused(w http.ResponseWriter, r *http.Request) {
 			}
 			var hs []historyEntry
 			for _, h := range u.History {
-				if strings.HasSuffix(h.Cause, " "+reqID) || h.Cause == reqID {
+				// A history entry's cause is its event's correlation id as recorded (project.go),
+				// not a sentence to parse: the request's entries are the ones that name it exactly.
+				if h.Cause == reqID {
 					hs = append(hs, h)
 				}
 			}
