@@ -103,6 +103,22 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 		}
 	}
 	auth, ids, scim := s.js[broker.RoleAuth], s.js[broker.RoleIdentityStore], s.js[broker.RoleSCIMIngest]
+	// The outbox relays read the last sequence of the streams they write at the start of every
+	// publishing attempt (internal/outbox: each message claims its place).
+	for _, c := range []struct {
+		who    broker.Role
+		js     jetstream.JetStream
+		stream string
+	}{{broker.RoleSCIMIngest, scim, events.StreamSCIM}, {broker.RoleSCIMIngest, scim, events.StreamSCIMPriority},
+		{broker.RoleIdentityStore, ids, events.StreamIdentity}, {broker.RoleIdentityStore, ids, events.StreamIdentityPriority}} {
+		st, err := c.js.Stream(ctx, c.stream)
+		if err == nil {
+			_, err = st.Info(ctx)
+		}
+		if err != nil {
+			t.Fatalf("%s: stream %s info = %v", c.who, c.stream, err)
+		}
+	}
 	for _, b := range []string{broker.BucketAuthKeys, broker.BucketAuthLoginTxn} {
 		if _, err := auth.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b}); err != nil {
 			t.Fatalf("auth: CreateOrUpdateKeyValue(%s) = %v", b, err)
