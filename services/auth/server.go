@@ -125,7 +125,9 @@ func newServer(cfg Config, d Deps, dbPath string, ready *httpserv.Ready) (*serve
 	}
 	s.alog = newAccessLog(s.metrics.accessLogDropped)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by Config.Validate
-	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, reg, s.log, d.Now)
+	// Every auth replica publishes to AUTH, so a replica's messages cannot claim their place in the
+	// stream (internal/outbox, RelayConfig.SharedStreams).
+	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth", SharedStreams: true}, reg, s.log, d.Now)
 	if err != nil {
 		return fail(err)
 	}
