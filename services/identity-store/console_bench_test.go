@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -241,13 +240,4 @@ func BenchmarkSearchUsers(b *testing.B) {
 			b.ReportMetric(ms(processCPU()-cpu0)/float64(b.N), "cpu-ms/op")
 		})
 	}
-}
-
-// processCPU is the CPU time (user and system) this process used so far, GC included.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
