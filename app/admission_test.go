@@ -124,8 +124,9 @@ func TestConsoleShowsAdmissionControl(t *testing.T) {
 		t.Fatalf("create before admission control reacts = %v %v, want 201", r.Status, err)
 	}
 	page := waitOverview("on", on)
-	if !regexp.MustCompile(`<td class="num warn">\d{3,} ms / 300 ms</td>`).MatchString(page) {
-		t.Errorf("overview with admission control on lacks the lag beyond the 300 ms bound:\n%s", page)
+	// The lag, and the hop it comes from: the outbox, which cannot publish.
+	if !regexp.MustCompile(`<td class="num warn">\d{3,} ms / 300 ms <span class="muted">\(scim_outbox\)</span></td>`).MatchString(page) {
+		t.Errorf("overview with admission control on lacks the lag beyond the 300 ms bound from hop scim_outbox:\n%s", page)
 	}
 	// (CreateUser reports the refusal as an error too; the status is what counts.)
 	if r, _ := scim.CreateUser(ctx, &scenario.SCIMUser{UserName: "refused@admission.test", GivenName: "R", FamilyName: "Efused", Active: true}); r.Status != http.StatusTooManyRequests {
@@ -134,4 +135,29 @@ func TestConsoleShowsAdmissionControl(t *testing.T) {
 
 	setMaxMsgs(-1)
 	waitOverview("off again", off)
+}
+
+// TestAdmissionSeesAuthReplicas: inside `scimflow serve`, with NATS permissions enforced, scim-ingest's
+// admission control finds the running auth replica through its lease (auth_replicas) and measures its
+// IDENTITY consumer: the per-hop gauge has a series for it.
+func TestAdmissionSeesAuthReplicas(t *testing.T) {
+	t.Parallel()
+	metrics := freeAddr(t)
+	startServe(t, map[string]string{"SCIMFLOW_SCIM_INGEST_METRICS_LISTEN": metrics})
+	want := `scimflow_scim_ingest_admission_hop_lag_seconds{hop="auth_replica",replica_id="`
+	var body string
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(body, want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("scim-ingest metrics have no %s…} series:\n%s", want, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+		res, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		body = string(b)
+	}
 }

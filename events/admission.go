@@ -20,15 +20,21 @@ type AdmissionState struct {
 	Since time.Time `json:"since"`
 	// UpdatedAt is when this entry was written (the instance's clock).
 	UpdatedAt time.Time `json:"updated_at"`
-	// The figures of the last check: the pipeline lag it compares with MaxLag — the older of the
-	// outbox's oldest unpublished record (OutboxAge) and identity-store's oldest unapplied SCIM event
-	// (DownstreamLag) — and the outbox depth it compares with MaxDepth.
-	LagMS           int64 `json:"lag_ms"`
-	OutboxAgeMS     int64 `json:"outbox_age_ms"`
-	DownstreamLagMS int64 `json:"downstream_lag_ms"`
-	MaxLagMS        int64 `json:"max_lag_ms"`
-	OutboxDepth     int64 `json:"outbox_depth"`
-	MaxDepth        int64 `json:"max_depth"`
+	// The figures of the last check: the pipeline lag it compares with MaxLag — the largest of the
+	// outbox's oldest unpublished record (OutboxAge), identity-store's oldest unapplied SCIM event
+	// (DownstreamLag) and the oldest IDENTITY message a live auth replica has not applied (AuthLag,
+	// of replica AuthReplica, the one furthest behind) — and the outbox depth it compares with
+	// MaxDepth. Hop names the hop Lag comes from: "scim_outbox", "identity_store" or
+	// "auth_replica:<replica_id>" ("" when nothing lags).
+	LagMS           int64  `json:"lag_ms"`
+	Hop             string `json:"hop,omitempty"`
+	OutboxAgeMS     int64  `json:"outbox_age_ms"`
+	DownstreamLagMS int64  `json:"downstream_lag_ms"`
+	AuthLagMS       int64  `json:"auth_lag_ms"`
+	AuthReplica     string `json:"auth_replica,omitempty"`
+	MaxLagMS        int64  `json:"max_lag_ms"`
+	OutboxDepth     int64  `json:"outbox_depth"`
+	MaxDepth        int64  `json:"max_depth"`
 	// Rejected and SecurityAdmitted count, since the instance started, the bulk writes answered 429
 	// and the security facts admitted while it was refusing bulk writes.
 	Rejected         uint64 `json:"rejected"`

@@ -224,10 +224,14 @@ type figures struct {
 	// (internal/consumer, …_consumer_duplicates_total). Zero is required on one node.
 	StoredTwice int
 	Unexpected  int // events or registry users never attempted
+	// Reordered counts events stored after an event of a later scim-ingest commit (first copies
+	// only): the stream must hold the commits in the order they were made, because every projection
+	// applies it in stream order and a rebuild must reproduce live apply.
+	Reordered int
 }
 
 func (f figures) String() string {
-	return fmt.Sprintf("acked=%d lost=%d duplicated=%d unexpected=%d stored_twice=%d", f.Acked, f.Lost, f.Duplicated, f.Unexpected, f.StoredTwice)
+	return fmt.Sprintf("acked=%d lost=%d duplicated=%d unexpected=%d stored_twice=%d reordered=%d", f.Acked, f.Lost, f.Duplicated, f.Unexpected, f.StoredTwice, f.Reordered)
 }
 
 // checkStream is oracle (1), stream half. Every acknowledged write has its provisioning-log record in
@@ -245,6 +249,8 @@ func checkStream(t testing.TB, w *workload, msgs []streamMsg) figures {
 	created := map[string]int{}
 	givens := map[string]map[string]bool{} // user name -> given names in upserted events
 	deleted := map[string]bool{}
+	var maxCommit uint64
+	var maxSeq uint64
 	for _, m := range msgs {
 		if m.Err != nil {
 			continue
@@ -253,6 +259,16 @@ func checkStream(t testing.TB, w *workload, msgs []streamMsg) figures {
 		if seenID[m.Event.ID] == 2 {
 			f.StoredTwice++
 			t.Logf("event %s stored twice in SCIM (second at seq %d)", m.Event.ID, m.Seq)
+		}
+		if seenID[m.Event.ID] == 1 && m.Event.Commit != 0 {
+			if m.Event.Commit < maxCommit {
+				if f.Reordered++; f.Reordered <= 5 {
+					t.Errorf("SCIM seq %d (msg %s): event %s %s of commit %d stored after commit %d (seq %d): the stream is out of commit order",
+						m.Seq, m.MsgID, m.Event.ID, m.Event.Type, m.Event.Commit, maxCommit, maxSeq)
+				}
+			} else {
+				maxCommit, maxSeq = m.Event.Commit, m.Seq
+			}
 		}
 		var userName string
 		switch p := m.Event.Data.(type) {
@@ -282,6 +298,9 @@ func checkStream(t testing.TB, w *workload, msgs []streamMsg) figures {
 			f.Unexpected++
 			t.Errorf("SCIM event %s (seq %d) is about %q, which the workload never wrote", m.Event.ID, m.Seq, userName)
 		}
+	}
+	if f.Reordered > 5 {
+		t.Errorf("%d events in all stored out of commit order", f.Reordered)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

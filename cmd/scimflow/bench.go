@@ -34,6 +34,10 @@ var benchmarks = map[string]benchmark{
 		summary: "time from a SCIM deprovision's response to /verify rejecting the session, under background SCIM load",
 		run:     benchRevocation,
 	},
+	"people": {
+		summary: "an auth replica's time to ready (replay, snapshot restore, warm restart) and memory with -n people written to the IDENTITY stream",
+		run:     benchPeople,
+	},
 	"pipeline": {
 		summary: "creates per second accepted by scim-ingest and applied end to end by auth, with a plain net/http baseline",
 		run:     benchPipeline,

@@ -103,6 +103,22 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 		}
 	}
 	auth, ids, scim := s.js[broker.RoleAuth], s.js[broker.RoleIdentityStore], s.js[broker.RoleSCIMIngest]
+	// The outbox relays read the last sequence of the streams they write at the start of every
+	// publishing attempt (internal/outbox: each message claims its place).
+	for _, c := range []struct {
+		who    broker.Role
+		js     jetstream.JetStream
+		stream string
+	}{{broker.RoleSCIMIngest, scim, events.StreamSCIM}, {broker.RoleSCIMIngest, scim, events.StreamSCIMPriority},
+		{broker.RoleIdentityStore, ids, events.StreamIdentity}, {broker.RoleIdentityStore, ids, events.StreamIdentityPriority}} {
+		st, err := c.js.Stream(ctx, c.stream)
+		if err == nil {
+			_, err = st.Info(ctx)
+		}
+		if err != nil {
+			t.Fatalf("%s: stream %s info = %v", c.who, c.stream, err)
+		}
+	}
 	for _, b := range []string{broker.BucketAuthKeys, broker.BucketAuthLoginTxn} {
 		if _, err := auth.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b}); err != nil {
 			t.Fatalf("auth: CreateOrUpdateKeyValue(%s) = %v", b, err)
@@ -186,6 +202,38 @@ func TestRolesCanDoWhatTheyNeed(t *testing.T) {
 	consume(ids, broker.RoleIdentityStore, events.StreamIdentity, "identitystore-identity", 1)
 	consume(auth, broker.RoleAuth, events.StreamIdentity, "auth-replica-1", 1)
 	consume(auth, broker.RoleAuth, events.StreamAuth, "auth-logout-replica-1", 1)
+
+	// scim-ingest's admission control reads each live auth replica's lease, its IDENTITY consumer's
+	// state and the message after its ack floor; it writes no lease.
+	leases, err := auth.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: broker.BucketAuthReplicas, TTL: 15 * time.Second})
+	if err != nil {
+		t.Fatalf("auth: CreateOrUpdateKeyValue(%s) = %v", broker.BucketAuthReplicas, err)
+	}
+	if _, err := leases.Put(ctx, "replica-1", []byte(`{"token":"t"}`)); err != nil {
+		t.Fatalf("auth: Put(%s) = %v", broker.BucketAuthReplicas, err)
+	}
+	scimLeases, err := scim.KeyValue(ctx, broker.BucketAuthReplicas)
+	if err != nil {
+		t.Fatalf("scim-ingest: KeyValue(%s) = %v", broker.BucketAuthReplicas, err)
+	}
+	lw, err := scimLeases.WatchAll(ctx)
+	if err != nil {
+		t.Fatalf("scim-ingest: WatchAll(%s) = %v", broker.BucketAuthReplicas, err)
+	}
+	if e := <-lw.Updates(); e == nil || e.Key() != "replica-1" {
+		t.Fatalf("scim-ingest: first lease watched = %v, want replica-1", e)
+	}
+	_ = lw.Stop()
+	scimIdent, err := scim.Stream(ctx, events.StreamIdentity)
+	if err != nil {
+		t.Fatalf("scim-ingest: Stream(IDENTITY) = %v", err)
+	}
+	if _, err := scimIdent.Consumer(ctx, "auth-replica-1"); err != nil {
+		t.Fatalf("scim-ingest: Consumer(IDENTITY, auth-replica-1) = %v", err)
+	}
+	if _, err := scimIdent.GetMsg(ctx, 1); err != nil {
+		t.Fatalf("scim-ingest: GetMsg(IDENTITY, 1) = %v", err)
+	}
 
 	// identity-store's console lists every consumer of IDENTITY, auth replicas' included.
 	idst, err := ids.Stream(ctx, events.StreamIdentity)
@@ -362,6 +410,9 @@ func TestRolesAreRefusedWhatTheyMustNot(t *testing.T) {
 	try("auth: get a SCIM message", request(broker.RoleAuth, "$JS.API.STREAM.MSG.GET.SCIM", `{"seq":1}`))
 	// scim-ingest reads no other stream.
 	try("scim-ingest: create a consumer on IDENTITY", request(broker.RoleSCIMIngest, "$JS.API.CONSUMER.CREATE.IDENTITY.x", `{"stream_name":"IDENTITY","config":{"durable_name":"x"}}`))
+	// scim-ingest observes the auth replicas' leases and IDENTITY consumers, but changes neither.
+	try("scim-ingest: write an auth replica lease", publish(broker.RoleSCIMIngest, "$KV.auth_replicas.replica-x"))
+	try("scim-ingest: delete an auth replica's consumer", request(broker.RoleSCIMIngest, "$JS.API.CONSUMER.DELETE.IDENTITY.auth-replica-1", ""))
 	// Events of another service cannot be forged.
 	try("scim-ingest: publish an IDENTITY event", publish(broker.RoleSCIMIngest, "identity.idp1.user.u1.unlocked"))
 	try("scim-ingest: publish an AUTH event", publish(broker.RoleSCIMIngest, "auth.idp1.user.u1.logged_in"))

@@ -2,6 +2,13 @@
 // bbolt transaction that changes its state, and a Relay publishes them to JetStream with
 // Nats-Msg-Id = event id, deleting each record only after JetStream acknowledged it.
 //
+// The stream holds a lane's records in the order they were committed: every projection applies its
+// streams in stream order, and a rebuild must reproduce what live apply did. Publishing is
+// asynchronous, so a burst can reach the server out of order (a message dropped or retried while
+// the new stream leader stores the ones after it); each message therefore carries the stream
+// sequence it must follow (Nats-Expected-Last-Sequence) and the server refuses it anywhere else.
+// See Relay.
+//
 // NATS down means records accumulate (the depth is a metric and a back-pressure signal), never that
 // they are lost; a restart resumes from the records still in the file.
 package outbox
@@ -105,6 +112,11 @@ type RelayConfig struct {
 	InFlight      int           // rounds published before the oldest is acknowledged; default 3
 	PublishWait   time.Duration // how long to wait for JetStream acks of one round; default 10s
 	MaxBackoff    time.Duration // longest pause after a failed round; default 5s
+	// SharedStreams says other publishers write the same streams (the auth replicas share AUTH).
+	// Messages then carry no expected sequence: every message of another writer would make the
+	// relay's next one refused and republished. Without it, a message the server dropped or
+	// delayed can be stored after later ones of this relay (see Relay).
+	SharedStreams bool
 }
 
 // lane is one bucket and its relay loop.
@@ -119,6 +131,32 @@ type lane struct {
 }
 
 // Relay publishes outbox records in order, per lane. Exactly one Relay runs per bbolt file.
+//
+// Order. Messages are published asynchronously, several rounds ahead of their acks. While a
+// stream has no leader (its leader SIGKILLed or partitioned away) every publish gets "no response
+// from stream", and nats.go retries each one on its own 250 ms timer; a new leader that takes over
+// between two retry waves stores the later wave first, with no error at all, and a message that
+// fails for good can be followed by later ones that land. Retrying from the first unacknowledged
+// record then stores it after its successors, and a projection applies them out of commit order —
+// identity-store applied a user's deletion before the user's creation, recorded the SCIM user as
+// deleted and skipped the creation as stale, so the registry never held the user
+// (docs/reliability.md). So, unless SharedStreams, every message carries
+// Nats-Expected-Last-Sequence: at the start of each attempt (after a start, a failure or a refusal)
+// the relay reads the stream's last sequence L, and the attempt's n-th message must follow L+n-1.
+// The server stores a message only at its place, so nothing overtakes a message that is missing; a
+// refused message restarts the lane from the first unacknowledged record at once
+// (…_outbox_order_refusals_total), once every message still in flight has been answered (or
+// PublishWait passed): a message of the abandoned attempt landing after the next attempt read the
+// last sequence could otherwise take a place that attempt expects for another message, which a
+// cluster run showed (a 75-commits-old message stored last). A message already stored (acknowledged but not yet deleted when
+// the relay stopped) is acknowledged as a duplicate without taking a place, so the next one is
+// refused once and the next attempt starts after it.
+//
+// Not Nats-Expected-Last-Msg-Id: in a cluster (nats-server 2.15) every replica checks it when it
+// applies the message, against its own last message id, which a replica that caught up after a
+// restart does not update; such a replica refuses what the leader stored and never becomes current
+// again. The expected sequence is checked once, by the stream leader, before it proposes the
+// message.
 type Relay struct {
 	db      *bolt.DB
 	js      jetstream.JetStream
@@ -132,6 +170,7 @@ type Relay struct {
 	messages  prometheus.Counter
 	failures  prometheus.Counter
 	dead      prometheus.Counter
+	reorders  prometheus.Counter
 	latency   prometheus.Histogram
 }
 
@@ -164,6 +203,8 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		messages:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "messages_total", Help: "JetStream messages acknowledged (one per event or per batch of events), both lanes."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: p + "publish_failures_total", Help: "Outbox publish rounds that failed and will be retried."}),
 		dead:      prometheus.NewCounter(prometheus.CounterOpts{Name: p + "dead_letters_total", Help: "Records JetStream refused for good, moved to the outbox_dead bucket."}),
+		reorders: prometheus.NewCounter(prometheus.CounterOpts{Name: p + "order_refusals_total",
+			Help: "Messages JetStream refused because the message before them was not the stream's last (it was dropped, or another writer published in between); they are republished in order."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: p + "publish_latency_seconds", Help: "Time from appending a record to its JetStream ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
@@ -174,7 +215,7 @@ func NewRelay(db *bolt.DB, js jetstream.JetStream, cfg RelayConfig, reg promethe
 		return nil, err
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.published, r.messages, r.failures, r.dead, r.latency,
+		for _, c := range []prometheus.Collector{r.published, r.messages, r.failures, r.dead, r.reorders, r.latency,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "depth", Help: "Records of the ordered lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.Depth()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "oldest_age_seconds", Help: "Age of the oldest unpublished record of the ordered lane; 0 when it is empty."}, func() float64 { return r.OldestAge().Seconds() }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "priority_depth", Help: "Records of the priority lane committed but not yet acknowledged by JetStream."}, func() float64 { return float64(r.prio.depth.Load()) }),
@@ -316,10 +357,24 @@ type round struct {
 	futs   []jetstream.PubAckFuture // futs[i] belongs to msgs[i]; shorter when a publish call failed
 	pubErr error                    // why publishing stopped early
 	last   []byte                   // key of the last record read
+	waited int                      // futures settle looked at; the rest are abandoned on failure
 }
 
 // errRestart makes a lane republish from its first record at once (after a dead letter).
 var errRestart = errors.New("restart from the first record")
+
+// wrongPredecessor reports whether err is JetStream refusing a message whose expected last
+// sequence is not the stream's (a replicated stream may answer with the "constant" variant).
+func wrongPredecessor(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// chain maps a stream to the sequence the next message this lane publishes to it must follow, in
+// the current attempt; a stream not in it is asked for its last sequence first. nil when the relay
+// does not chain (SharedStreams).
+type chain map[string]uint64
 
 // runLane is a lane's loop. Up to InFlight rounds are published before the oldest one's acks are
 // awaited, so the round trip to JetStream and the delete transaction overlap with the next rounds'
@@ -332,6 +387,25 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	defer tick.Stop()
 	var inflight []*round
 	var next []byte // first key not yet published; nil: the bucket's first
+	var last chain  // places of the next messages; reset whenever next is
+	restart := func() {
+		var abandoned []jetstream.PubAckFuture
+		for _, rd := range inflight {
+			abandoned = append(abandoned, rd.futs[rd.waited:]...)
+		}
+		if len(abandoned) > 0 {
+			// Wait until the server has answered what is still in flight: a message of the
+			// abandoned attempt that landed after the next attempt read the stream's last
+			// sequence could take the place that attempt expects for another message (nats.go
+			// keeps retrying a no-responders publish for up to 500 ms after the relay gave up).
+			r.awaitAbandoned(ctx, l, abandoned)
+		}
+		inflight, next = nil, nil
+		if !r.cfg.SharedStreams {
+			last = chain{}
+		}
+	}
+	restart()
 	for {
 		if ctx.Err() != nil {
 			return
@@ -341,7 +415,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		// records are never published past a gap.
 		for len(inflight) < r.cfg.InFlight && (len(inflight) == 0 || inflight[len(inflight)-1].pubErr == nil) {
 			var rd *round
-			rd, err = r.publishRound(l, next)
+			rd, err = r.publishRound(l, next, last)
 			if err != nil || rd == nil {
 				break
 			}
@@ -369,19 +443,29 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		if err == nil {
 			rd := inflight[0]
-			inflight = inflight[1:]
 			err = r.settle(ctx, l, rd)
+			if err == nil {
+				inflight = inflight[1:]
+			}
 		}
 		_ = r.refresh(l)
 		if err == nil {
 			backoff = 50 * time.Millisecond
 			continue
 		}
-		inflight, next = nil, nil
+		restart()
 		if ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, errRestart) {
+			continue
+		}
+		if wrongPredecessor(err) {
+			// A message before it is missing, was a duplicate that took no place, or another writer
+			// published in between: publish again from the first unacknowledged record, at the
+			// stream's last sequence as it is now.
+			r.reorders.Inc()
+			r.log.Info("outbox message refused for its place in the stream; republishing in order", "lane", l.bucket, "err", err)
 			continue
 		}
 		r.failures.Inc()
@@ -401,9 +485,10 @@ func successor(k []byte) []byte {
 }
 
 // publishRound reads up to BatchSize records from 'from' on (finishing the last transaction's
-// records), groups them into messages and publishes them asynchronously. It returns nil when there
-// is nothing to publish.
-func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
+// records), groups them into messages and publishes them asynchronously, each expected at the
+// place last gives (which it updates) unless last is nil. It returns nil when there is nothing to
+// publish.
+func (r *Relay) publishRound(l *lane, from []byte, last chain) (*round, error) {
 	var recs []pending
 	err := r.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(l.bucket))
@@ -436,7 +521,21 @@ func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
 	rd := &round{msgs: group(recs), last: recs[len(recs)-1].key}
 	for _, m := range rd.msgs {
 		msg := &nats.Msg{Subject: m.subject, Data: m.data, Header: nats.Header{}}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(m.id))
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.id)}
+		stream := events.StreamOf(m.subject)
+		if last != nil {
+			prev, ok := last[stream]
+			if !ok {
+				var err error
+				if prev, err = r.lastSeq(stream); err != nil {
+					rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
+					break
+				}
+			}
+			opts = append(opts, jetstream.WithExpectLastSequence(prev))
+			last[stream] = prev + 1
+		}
+		f, err := r.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
 			rd.pubErr = fmt.Errorf("publish %s: %w", m.id, err)
 			break
@@ -444,6 +543,21 @@ func (r *Relay) publishRound(l *lane, from []byte) (*round, error) {
 		rd.futs = append(rd.futs, f)
 	}
 	return rd, nil
+}
+
+// lastSeq reads a stream's last sequence, where the first message of an attempt must go.
+func (r *Relay) lastSeq(stream string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PublishWait)
+	defer cancel()
+	st, err := r.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %q: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", stream, err)
+	}
+	return info.State.LastSeq, nil
 }
 
 // group splits records into messages: consecutive records of one transaction share a message, up to
@@ -496,6 +610,7 @@ func (r *Relay) settle(ctx context.Context, l *lane, rd *round) error {
 	defer timeout.Stop()
 wait:
 	for i, f := range rd.futs {
+		rd.waited = i + 1
 		select {
 		case <-f.Ok():
 			acked++
@@ -554,6 +669,33 @@ wait:
 		}
 	}
 	return err
+}
+
+// awaitAbandoned waits (up to PublishWait) for the outcome of the messages a failed attempt left in
+// flight and counts those JetStream refused for their place: each is a message that, without its
+// expected sequence, could have been stored out of order.
+func (r *Relay) awaitAbandoned(ctx context.Context, l *lane, futs []jetstream.PubAckFuture) {
+	timeout := time.NewTimer(r.cfg.PublishWait)
+	defer timeout.Stop()
+	n := 0
+wait:
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if wrongPredecessor(err) {
+				n++
+			}
+		case <-timeout.C:
+			break wait
+		case <-ctx.Done():
+			return
+		}
+	}
+	if n > 0 {
+		r.reorders.Add(float64(n))
+		r.log.Info("outbox messages sent after a failed one were refused for their place in the stream (kept in order)", "lane", l.bucket, "messages", n)
+	}
 }
 
 // permanent reports whether JetStream will refuse the record whatever the retry: it is larger than

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -365,5 +368,214 @@ func TestPriorityLaneIndependent(t *testing.T) {
 	}
 	if r.Depth() != 5 {
 		t.Errorf("ordered depth = %d, want 5 (still waiting)", r.Depth())
+	}
+}
+
+// dropJS is a JetStream whose n-th async publish (counting from 1) never reaches the server and
+// fails the way a publish does when the stream has no leader for a moment (no responders), while
+// the publishes after it go through: what a SIGKILLed or partitioned stream leader does to a burst
+// of async publishes when the new leader takes over in the middle of it.
+type dropJS struct {
+	jetstream.JetStream
+	mu    sync.Mutex
+	calls int
+	drop  int
+}
+
+func (d *dropJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	d.mu.Lock()
+	d.calls++
+	drop := d.calls == d.drop
+	d.mu.Unlock()
+	if drop {
+		f := &droppedFuture{msg: m, err: make(chan error, 1)}
+		f.err <- jetstream.ErrNoStreamResponse
+		return f, nil
+	}
+	return d.JetStream.PublishMsgAsync(m, opts...)
+}
+
+type droppedFuture struct {
+	msg *nats.Msg
+	err chan error
+}
+
+func (f *droppedFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f *droppedFuture) Err() <-chan error            { return f.err }
+func (f *droppedFuture) Msg() *nats.Msg               { return f.msg }
+
+// lateJS is a JetStream whose n-th async publish reaches the server only after the (n+1)-th was
+// answered, and succeeds: what nats.go's retry of a no-responders publish (each message on its own
+// 250 ms timer) does when a new stream leader takes over between two retry waves — the later
+// message's retry lands first, the earlier one's next retry after it, and the relay sees no error.
+type lateJS struct {
+	jetstream.JetStream
+	mu    sync.Mutex
+	calls int
+	late  int
+	held  *nats.Msg
+	hopts []jetstream.PublishOpt
+	hfut  *forwardFuture
+}
+
+func (d *lateJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	d.mu.Lock()
+	d.calls++
+	n := d.calls
+	d.mu.Unlock()
+	switch n {
+	case d.late:
+		d.held, d.hopts = m, opts
+		d.hfut = &forwardFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+		return d.hfut, nil
+	case d.late + 1:
+		f, err := d.JetStream.PublishMsgAsync(m, opts...)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+			}
+			hf, err := d.JetStream.PublishMsgAsync(d.held, d.hopts...)
+			if err != nil {
+				d.hfut.err <- err
+				return
+			}
+			select {
+			case a := <-hf.Ok():
+				d.hfut.ok <- a
+			case err := <-hf.Err():
+				d.hfut.err <- err
+			}
+		}()
+		return f, nil
+	}
+	return d.JetStream.PublishMsgAsync(m, opts...)
+}
+
+type forwardFuture struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *forwardFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *forwardFuture) Err() <-chan error            { return f.err }
+func (f *forwardFuture) Msg() *nats.Msg               { return f.msg }
+
+// streamOrder returns the event ids of stream in stream order, first copies only.
+func streamOrder(t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	seen := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := events.DecodeMessage(m.Subject, m.Data)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		for _, e := range evs {
+			if !seen[e.ID] {
+				seen[e.ID] = true
+				out = append(out, e.ID)
+			}
+		}
+	}
+	return out
+}
+
+// TestDroppedPublishKeepsStreamOrder: a burst of async publishes that reaches a stream out of order
+// — one message dropped while the ones after it are stored (no leader at that instant, then a new
+// one), or one message arriving after its successor without any error (nats.go retries each
+// no-responders publish on its own timer; the new leader took over between two retry waves) — must
+// still be stored in commit order. The stream is the apply order of every projection; out of
+// order, identity-store applied a user's deletion before the user's creation, recorded the SCIM
+// user as deleted, then skipped the creation as stale, and the registry never held the user (the
+// registry loss of docs/reliability.md).
+func TestDroppedPublishKeepsStreamOrder(t *testing.T) {
+	t.Parallel()
+	for _, lane := range []struct {
+		name   string
+		prio   bool
+		stream string
+		js     func(jetstream.JetStream) jetstream.JetStream
+	}{
+		{"dropped/ordered", false, events.StreamIdentity, func(js jetstream.JetStream) jetstream.JetStream { return &dropJS{JetStream: js, drop: 2} }},
+		{"dropped/priority", true, events.StreamIdentityPriority, func(js jetstream.JetStream) jetstream.JetStream { return &dropJS{JetStream: js, drop: 2} }},
+		{"late/ordered", false, events.StreamIdentity, func(js jetstream.JetStream) jetstream.JetStream { return &lateJS{JetStream: js, late: 2} }},
+		{"late/priority", true, events.StreamIdentityPriority, func(js jetstream.JetStream) jetstream.JetStream { return &lateJS{JetStream: js, late: 2} }},
+	} {
+		t.Run(lane.name, func(t *testing.T) {
+			t.Parallel()
+			_, js, db := setup(t)
+			var want []string
+			for range 5 { // five transactions: five messages in one round
+				for _, e := range appendTx(t, db, 2, lane.prio) {
+					want = append(want, e.ID)
+				}
+			}
+			r, _, _ := runRelay(t, db, lane.js(js))
+			r.Notify()
+			ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+			defer stop()
+			if err := r.WaitDrained(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := streamOrder(t, js, lane.stream); !slices.Equal(got, want) {
+				t.Errorf("stream order = %v, want the commit order %v", got, want)
+			}
+		})
+	}
+}
+
+// TestForeignMessageDoesNotBlockTheChain: a message another publisher put into the stream between
+// two of the relay's (an operator, a test's poison message) makes JetStream refuse the relay's next
+// message, expected at the place the foreign one took; the relay reads the stream's last sequence
+// again, republishes, and goes on.
+func TestForeignMessageDoesNotBlockTheChain(t *testing.T) {
+	t.Parallel()
+	_, js, db := setup(t)
+	first := appendTx(t, db, 2, false)
+	r, _, _ := runRelay(t, db, js)
+	r.Notify()
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, first[0].Subject, []byte("not an event")); err != nil {
+		t.Fatal(err)
+	}
+	second := appendTx(t, db, 2, false)
+	r.Notify()
+	if err := r.WaitDrained(ctx); err != nil {
+		t.Fatalf("WaitDrained after a foreign message = %v", err)
+	}
+	st, err := js.Stream(ctx, events.StreamIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := events.DecodeMessage(m.Subject, m.Data)
+	if err != nil || len(evs) != 2 || evs[0].ID != second[0].ID || evs[1].ID != second[1].ID {
+		t.Errorf("message 3 = %d events %v, want the second transaction's", len(evs), err)
 	}
 }

@@ -12,16 +12,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scimflow/scimflow/internal/config"
+	"github.com/scimflow/scimflow/internal/httpserv"
 	"github.com/scimflow/scimflow/internal/platform"
 )
 
@@ -264,6 +267,12 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// servedReplica is the replica behind the listener once Start has opened it.
+type servedReplica struct {
+	s *server
+	h http.Handler
+}
+
 // Deps are the service's dependencies.
 type Deps = platform.Deps
 
@@ -284,25 +293,48 @@ func run(ctx context.Context, cfg Config, d Deps, started func(*server)) error {
 		return err
 	}
 	dbPath := filepath.Join(cfg.DataDir, Name+".db")
-	restored := ""
-	if cfg.snapshotRestore() && cfg.DataDir != "" {
-		if _, err := os.Stat(dbPath); errors.Is(err, os.ErrNotExist) {
-			// A fresh data directory: restore before the file exists, so everything below (replica
-			// identity, consumers, the in-memory state) starts from the restored projection.
-			if restored, err = restoreWithRetry(ctx, d, dbPath, sm); err != nil {
+	// The replica listens at once; the projection (restored from a snapshot on a fresh data
+	// directory, which takes seconds at a million people) is opened in Start, once NATS and the
+	// streams are there. Until then /healthz answers, /readyz says why not, and the auth endpoints
+	// answer 503.
+	ready := &httpserv.Ready{}
+	var live atomic.Pointer[servedReplica]
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sr := live.Load()
+		if sr == nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		sr.h.ServeHTTP(w, r)
+	})
+	defer func() {
+		if sr := live.Load(); sr != nil {
+			sr.s.close()
+		}
+	}()
+	return platform.Serve(ctx, platform.Service{
+		Name: Name, Addr: cfg.Listen, MetricsAddr: cfg.MetricsListen, Handler: handler, Ready: ready,
+		Start: func(ctx context.Context, g *errgroup.Group) error {
+			restored := ""
+			if cfg.snapshotRestore() && cfg.DataDir != "" {
+				if _, err := os.Stat(dbPath); errors.Is(err, os.ErrNotExist) {
+					// A fresh data directory: restore before the file exists, so everything below
+					// (replica identity, consumers, the in-memory state) starts from the restored
+					// projection.
+					ready.Set("snapshot", func() error { return errors.New("restoring the projection from a snapshot") })
+					if restored, err = restoreWithRetry(ctx, d, dbPath, sm); err != nil {
+						return err
+					}
+					ready.Set("snapshot", func() error { return nil })
+				}
+			}
+			s, err := newServer(cfg, d, dbPath, ready)
+			if err != nil {
 				return err
 			}
-		}
-	}
-	s, err := newServer(cfg, d, dbPath)
-	if err != nil {
-		return err
-	}
-	s.snapMetrics, s.restored = sm, restored
-	defer s.close()
-	return platform.Serve(ctx, platform.Service{
-		Name: Name, Addr: cfg.Listen, MetricsAddr: cfg.MetricsListen, Handler: s.routes(), Ready: s.ready,
-		Start: func(ctx context.Context, g *errgroup.Group) error {
+			s.snapMetrics, s.restored = sm, restored
+			live.Store(&servedReplica{s: s, h: s.routes()})
 			if err := s.start(ctx, g); err != nil {
 				return err
 			}

@@ -69,7 +69,9 @@ type server struct {
 	restored    string                // the snapshot this replica's file was restored from; "" if none
 }
 
-func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
+// newServer opens the replica's file at dbPath and builds the replica; its readiness checks go into
+// ready (the listener's, which serves /readyz before the replica exists).
+func newServer(cfg Config, d Deps, dbPath string, ready *httpserv.Ready) (*server, error) {
 	keks, err := cfg.loadKEKs()
 	if err != nil {
 		return nil, err
@@ -90,7 +92,7 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	}
 	s := &server{
 		cfg: cfg, d: d, log: d.Log(), now: d.Clock(), db: db, state: newRevState(db), keks: keks,
-		ready:      &httpserv.Ready{},
+		ready:      ready,
 		redirects:  newRedirectPolicy(cfg.ExternalURL, cfg.AllowedRedirectOrigins),
 		issuer:     strings.TrimSuffix(cfg.ExternalURL, "/"),
 		idpClient:  newIdPClient(),
@@ -123,7 +125,9 @@ func newServer(cfg Config, d Deps, dbPath string) (*server, error) {
 	}
 	s.alog = newAccessLog(s.metrics.accessLogDropped)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by Config.Validate
-	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth"}, reg, s.log, d.Now)
+	// Every auth replica publishes to AUTH, so a replica's messages cannot claim their place in the
+	// stream (internal/outbox, RelayConfig.SharedStreams).
+	s.relay, err = outbox.NewRelay(db, d.JS, outbox.RelayConfig{MetricsPrefix: "scimflow_auth", SharedStreams: true}, reg, s.log, d.Now)
 	if err != nil {
 		return fail(err)
 	}

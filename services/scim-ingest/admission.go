@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,10 @@ import (
 const identityStoreSCIMDurable = "identitystore-scim"
 
 // Admission control by lag (docs/architecture.md, "Admission control"). The pipeline lags when the
-// oldest record of the outbox's ordered lane, or the oldest SCIM event identity-store has not applied
-// yet, is older than admission_max_lag. While it lags, bulk writes get 429 with Retry-After (IdPs
-// honour it and retry), so the backlog stays within about the bound's worth of writes and a
+// oldest record of the outbox's ordered lane, the oldest SCIM event identity-store has not applied
+// yet, or the oldest IDENTITY message a live auth replica has not applied yet (admission_auth.go) is
+// older than admission_max_lag. While it lags, bulk writes get 429 with Retry-After (IdPs honour it
+// and retry), so the backlog stays within about the bound's worth of writes end to end and a
 // deactivation never queues behind minutes of bulk work. Security facts — a user set inactive, a
 // user deleted, a membership removal under the reauth policy — are always admitted: refusing them
 // would keep access that should be gone. The classification reads the body, so it runs after the
@@ -42,8 +44,10 @@ type admission struct {
 	replicas int // of the admission bucket, as the streams'
 	log      *slog.Logger
 
-	downstream atomic.Int64 // identity-store's SCIM lag as last measured, nanoseconds
-	active     atomic.Bool  // the last check found the pipeline lagging
+	meas   atomic.Pointer[measurement] // the downstream hops as last measured (nil: none yet)
+	leases leases                      // the auth replicas' leases (watchLeases)
+
+	identity jetstream.Stream // IDENTITY's handle, looked up once by run's goroutine
 
 	nRejected, nAdmitted atomic.Uint64 // the counters below, readable for the published state
 
@@ -52,8 +56,36 @@ type admission struct {
 
 	lagG     prometheus.GaugeFunc
 	activeG  prometheus.GaugeFunc
+	hops     *hopCollector
 	rejected prometheus.Counter
 	admitted prometheus.Counter
+}
+
+// measurement is one check of the hops downstream of the outbox.
+type measurement struct {
+	identityStore time.Duration            // identity-store's oldest unapplied SCIM event
+	replicas      map[string]time.Duration // each live auth replica's oldest unapplied IDENTITY message
+}
+
+// authLag returns the largest auth replica lag and its replica id ("" when none lags).
+func (m *measurement) authLag() (time.Duration, string) {
+	var d time.Duration
+	var id string
+	for _, r := range sortedKeys(m.replicas) {
+		if m.replicas[r] > d {
+			d, id = m.replicas[r], r
+		}
+	}
+	return d, id
+}
+
+func sortedKeys(m map[string]time.Duration) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now func() time.Time, replicas int, log *slog.Logger) *admission {
@@ -61,7 +93,7 @@ func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now f
 	a.pub.instance, a.pub.host = instanceName()
 	const p = "scimflow_scim_ingest_admission_"
 	a.lagG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "lag_seconds",
-		Help: "Pipeline lag admission control compares with admission_max_lag: the older of the outbox's oldest record and identity-store's oldest unapplied SCIM event."},
+		Help: "Pipeline lag admission control compares with admission_max_lag: the largest of the outbox's oldest record, identity-store's oldest unapplied SCIM event and the live auth replicas' oldest unapplied IDENTITY message (per hop: " + p + "hop_lag_seconds)."},
 		func() float64 { return a.lag().Seconds() })
 	a.activeG = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: p + "active",
 		Help: "1 while admission control refuses bulk writes (the pipeline lags beyond admission_max_lag or the outbox is at outbox_max_depth)."},
@@ -71,6 +103,9 @@ func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now f
 			}
 			return 0
 		})
+	a.hops = &hopCollector{a: a, desc: prometheus.NewDesc(p+"hop_lag_seconds",
+		"Lag of one hop of the pipeline as admission control last measured it: hop scim_outbox (scim-ingest's outbox), identity_store (its SCIM consumer) or auth_replica (one live auth replica's IDENTITY consumer, replica_id set).",
+		[]string{"hop", "replica_id"}, nil)}
 	a.rejected = prometheus.NewCounter(prometheus.CounterOpts{Name: p + "rejected_total",
 		Help: "Bulk writes answered 429 by admission control."})
 	a.admitted = prometheus.NewCounter(prometheus.CounterOpts{Name: p + "security_admitted_total",
@@ -79,7 +114,7 @@ func newAdmission(cfg Config, relay *outbox.Relay, js jetstream.JetStream, now f
 }
 
 func (a *admission) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{a.lagG, a.activeG, a.rejected, a.admitted} {
+	for _, c := range []prometheus.Collector{a.lagG, a.activeG, a.hops, a.rejected, a.admitted} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -87,9 +122,51 @@ func (a *admission) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-// lag is the larger of the outbox's age and identity-store's SCIM lag.
+// hopCollector exports the lag per hop; an auth replica whose lease ended disappears from it.
+type hopCollector struct {
+	a    *admission
+	desc *prometheus.Desc
+}
+
+func (c *hopCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *hopCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, c.a.relay.OldestAge().Seconds(), hopOutbox, "")
+	m := c.a.measured()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, m.identityStore.Seconds(), hopIdentityStore, "")
+	for _, id := range sortedKeys(m.replicas) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, m.replicas[id].Seconds(), hopAuthReplica, id)
+	}
+}
+
+// measured returns the last measurement (zero before the first).
+func (a *admission) measured() *measurement {
+	if m := a.meas.Load(); m != nil {
+		return m
+	}
+	return &measurement{}
+}
+
+// lag is the largest lag of the hops, and the hop it is (as published: the hop name, with
+// ":<replica_id>" for an auth replica; "" when nothing lags).
+func (a *admission) lagHop() (time.Duration, string) {
+	m := a.measured()
+	d, hop := a.relay.OldestAge(), hopOutbox
+	if m.identityStore > d {
+		d, hop = m.identityStore, hopIdentityStore
+	}
+	if ad, id := m.authLag(); ad > d {
+		d, hop = ad, hopAuthReplica+":"+id
+	}
+	if d <= 0 {
+		return 0, ""
+	}
+	return d, hop
+}
+
 func (a *admission) lag() time.Duration {
-	return max(a.relay.OldestAge(), time.Duration(a.downstream.Load()))
+	d, _ := a.lagHop()
+	return d
 }
 
 func (a *admission) lagging() bool {
@@ -112,13 +189,17 @@ func (a *admission) check(security bool) error {
 	return &fault.Error{Kind: fault.RateLimited, Message: "the provisioning pipeline is behind; retry later", RetryAfter: wait}
 }
 
-// run measures identity-store's lag every interval until ctx ends. The state is published to the
+// run measures the downstream hops every interval until ctx ends. The state is published to the
 // admission bucket from a goroutine of its own (runPublish), so a slow or refused write there never
-// delays the measurement admission control decides on.
+// delays the measurement admission control decides on; the auth replicas' leases are followed by
+// another (watchLeases).
 func (a *admission) run(ctx context.Context, interval time.Duration) error {
 	published := make(chan struct{})
 	go func() { defer close(published); a.runPublish(ctx, interval) }()
 	defer func() { <-published }() // a clean stop removes the entry before Run returns
+	watched := make(chan struct{})
+	go func() { defer close(watched); a.watchLeases(ctx) }()
+	defer func() { <-watched }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -127,11 +208,14 @@ func (a *admission) run(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 			mctx, cancel := context.WithTimeout(ctx, interval*4)
-			d, err := a.measure(mctx)
-			cancel()
-			if err == nil {
-				a.downstream.Store(int64(d))
+			prev := a.measured()
+			next := &measurement{identityStore: prev.identityStore}
+			if d, err := a.measure(mctx); err == nil {
+				next.identityStore = d
 			}
+			next.replicas = a.measureReplicas(mctx, prev.replicas)
+			cancel()
+			a.meas.Store(next)
 		}
 	}
 }
@@ -146,10 +230,7 @@ func (a *admission) measure(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
+	info := cons.CachedInfo() // fetched by Consumer just now
 	if info.NumPending == 0 && info.NumAckPending == 0 {
 		return 0, nil
 	}

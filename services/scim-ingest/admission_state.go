@@ -60,11 +60,14 @@ func instanceName() (name, host string) {
 
 // state returns what the instance publishes now.
 func (a *admission) state(now time.Time) events.AdmissionState {
-	outAge, down := a.relay.OldestAge(), time.Duration(a.downstream.Load())
+	m := a.measured()
+	lag, hop := a.lagHop()
+	authLag, authReplica := m.authLag()
 	return events.AdmissionState{
 		Instance: a.pub.instance, Host: a.pub.host, PID: os.Getpid(),
 		Active: a.pub.active, Since: a.pub.since.UTC(), UpdatedAt: now.UTC(),
-		LagMS: max(outAge, down).Milliseconds(), OutboxAgeMS: outAge.Milliseconds(), DownstreamLagMS: down.Milliseconds(),
+		LagMS: lag.Milliseconds(), Hop: hop, OutboxAgeMS: a.relay.OldestAge().Milliseconds(), DownstreamLagMS: m.identityStore.Milliseconds(),
+		AuthLagMS: authLag.Milliseconds(), AuthReplica: authReplica,
 		MaxLagMS: a.maxLag.Milliseconds(), OutboxDepth: a.relay.Depth(), MaxDepth: a.maxDepth,
 		Rejected: a.nRejected.Load(), SecurityAdmitted: a.nAdmitted.Load(),
 	}
