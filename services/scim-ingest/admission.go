@@ -61,23 +61,26 @@ type admission struct {
 	admitted prometheus.Counter
 }
 
-// measurement is one check of the hops downstream of the outbox.
+// measurement is one check of the hops downstream of the outbox. It is not changed once stored.
 type measurement struct {
 	identityStore time.Duration            // identity-store's oldest unapplied SCIM event
 	replicas      map[string]time.Duration // each live auth replica's oldest unapplied IDENTITY message
+	auth          time.Duration            // the largest of replicas (computed once: check reads it per request)
+	authReplica   string                   // its replica id ("" when none lags)
+}
+
+func newMeasurement(identityStore time.Duration, replicas map[string]time.Duration) *measurement {
+	m := &measurement{identityStore: identityStore, replicas: replicas}
+	for _, r := range sortedKeys(replicas) {
+		if replicas[r] > m.auth {
+			m.auth, m.authReplica = replicas[r], r
+		}
+	}
+	return m
 }
 
 // authLag returns the largest auth replica lag and its replica id ("" when none lags).
-func (m *measurement) authLag() (time.Duration, string) {
-	var d time.Duration
-	var id string
-	for _, r := range sortedKeys(m.replicas) {
-		if m.replicas[r] > d {
-			d, id = m.replicas[r], r
-		}
-	}
-	return d, id
-}
+func (m *measurement) authLag() (time.Duration, string) { return m.auth, m.authReplica }
 
 func sortedKeys(m map[string]time.Duration) []string {
 	ks := make([]string, 0, len(m))
@@ -209,13 +212,13 @@ func (a *admission) run(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 			mctx, cancel := context.WithTimeout(ctx, interval*4)
 			prev := a.measured()
-			next := &measurement{identityStore: prev.identityStore}
+			ids := prev.identityStore
 			if d, err := a.measure(mctx); err == nil {
-				next.identityStore = d
+				ids = d
 			}
-			next.replicas = a.measureReplicas(mctx, prev.replicas)
+			replicas := a.measureReplicas(mctx, prev.replicas)
 			cancel()
-			a.meas.Store(next)
+			a.meas.Store(newMeasurement(ids, replicas))
 		}
 	}
 }

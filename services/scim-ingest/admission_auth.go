@@ -81,18 +81,32 @@ func (l *leases) note(e jetstream.KeyValueEntry) {
 
 // watchLeases keeps a.leases up to date until ctx ends. The bucket is auth's: until an auth replica
 // created it there is no replica to wait for, and the watch is retried.
+//
+// A failure other than a missing bucket (a NATS configuration without scim-ingest's read row for
+// the bucket, NATS unreachable) is logged once: admission control then does not see the auth
+// replicas' lag until the watch works again.
 func (a *admission) watchLeases(ctx context.Context) {
+	logged := false
 	for ctx.Err() == nil {
-		if kv, err := a.js.KeyValue(ctx, authReplicasBucket); err == nil {
-			if w, err := kv.WatchAll(ctx); err == nil {
-				a.leases.reset()
-				for e := range w.Updates() {
-					if e != nil { // nil marks the end of the initial values
-						a.leases.note(e)
-					}
+		kv, err := a.js.KeyValue(ctx, authReplicasBucket)
+		var w jetstream.KeyWatcher
+		if err == nil {
+			w, err = kv.WatchAll(ctx)
+		}
+		switch {
+		case err == nil:
+			logged = false
+			a.leases.reset()
+			for e := range w.Updates() {
+				if e != nil { // nil marks the end of the initial values
+					a.leases.note(e)
 				}
-				_ = w.Stop()
 			}
+			_ = w.Stop()
+		case !errors.Is(err, jetstream.ErrBucketNotFound) && ctx.Err() == nil && !logged:
+			logged = true
+			a.log.Warn("auth replicas' leases not readable: admission control does not count the auth replicas' IDENTITY lag; retrying",
+				"bucket", authReplicasBucket, "err", err)
 		}
 		select {
 		case <-ctx.Done():
