@@ -293,6 +293,11 @@ func run(ctx context.Context, cfg Config, d Deps, started func(*server)) error {
 		return err
 	}
 	dbPath := filepath.Join(cfg.DataDir, Name+".db")
+	if cfg.DataDir != "" {
+		// app locks data_dir (app.LockDataDir) before any service runs, so no other process is
+		// writing these files.
+		removeSnapshotLeftovers(cfg.DataDir, d.Log())
+	}
 	// The replica listens at once; the projection (restored from a snapshot on a fresh data
 	// directory, which takes seconds at a million people) is opened in Start, once NATS and the
 	// streams are there. Until then /healthz answers, /readyz says why not, and the auth endpoints

@@ -102,11 +102,12 @@ func (s *server) applyPriority(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	}
 	occurred := e.OccurredAt
 	tx.OnCommit(func() {
-		s.state.putUser(u, oldKey)
+		// Counted before the state changes: whoever sees the revocation enforced also sees it counted.
 		if revoking {
 			s.metrics.revocationLatency.Observe(time.Since(occurred).Seconds())
 			s.metrics.priorityRevocations.Inc()
 		}
+		s.state.putUser(u, oldKey)
 	})
 	return nil
 }

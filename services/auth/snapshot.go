@@ -506,7 +506,7 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, dbPath string,
 			m.restores.WithLabelValues("restored").Inc()
 			log.Info("projection restored from snapshot", "snapshot", si.name, "bytes", si.size, "created_at", si.created,
 				"from_replica", si.replica, "identity_seq", si.seqs[events.StreamIdentity], "auth_seq", si.seqs[events.StreamAuth],
-				"priority_seq", si.seqs[events.StreamIdentityPriority], "took", time.Since(start).Round(time.Millisecond))
+				"priority_seq", si.seqs[events.StreamIdentityPriority], "took", time.Since(start).Round(time.Millisecond).String())
 			return si.name, nil
 		case errors.As(err, &ref):
 			m.restores.WithLabelValues("refused_" + ref.reason).Inc()
@@ -628,7 +628,7 @@ func restoreWithRetry(ctx context.Context, d Deps, dbPath string, m *snapshotMet
 	if d.JS == nil {
 		return "", nil
 	}
-	log := d.Log().With("service", Name)
+	log := d.Log()
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		name, err := restoreSnapshot(tctx, d.JS, dbPath, m, log)
@@ -649,6 +649,19 @@ func restoreWithRetry(ctx context.Context, d Deps, dbPath string, m *snapshotMet
 		case <-ctx.Done():
 			return "", ctx.Err()
 		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// removeSnapshotLeftovers deletes the temporary files of a snapshot or restore that a crash
+// interrupted (each can be as large as the projection).
+func removeSnapshotLeftovers(dataDir string, log *slog.Logger) {
+	for _, pattern := range []string{"snapshot-*.db", "snapshot-*.db.gz", "restore-*.db.gz", Name + ".db.restore"} {
+		files, _ := filepath.Glob(filepath.Join(dataDir, pattern))
+		for _, f := range files {
+			if err := os.Remove(f); err == nil {
+				log.Info("removed an interrupted snapshot's temporary file", "file", f)
+			}
 		}
 	}
 }
