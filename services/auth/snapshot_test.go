@@ -228,6 +228,11 @@ func TestSnapshotRestoreOnTruncatedStreams(t *testing.T) {
 	if got := metricValue(t, r.reg, "scimflow_auth_snapshot_restores_total", map[string]string{"result": "restored"}); got != 1 {
 		t.Errorf("restores{restored} = %v, want 1", got)
 	}
+	// The replica identity is the data directory's own, never the snapshot producer's: the same lease
+	// token would let one take over the other's replica id and durable consumers.
+	if r.srv.leaseToken == w.r.srv.leaseToken {
+		t.Errorf("restored replica's lease token is the producer's (%s)", r.srv.leaseToken)
+	}
 	got := w.decisions(t, r)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("restored replica's decisions differ from the full history's (-full +restored):\n%s", diff)

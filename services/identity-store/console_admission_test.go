@@ -50,10 +50,10 @@ func TestConsoleOverviewShowsAdmission(t *testing.T) {
 		}
 	}
 	put(events.AdmissionState{Instance: "ingest-a-0001", PID: 11, Active: true, Since: since, UpdatedAt: since.Add(time.Second),
-		LagMS: 4321, OutboxAgeMS: 12, DownstreamLagMS: 4321, MaxLagMS: 1000, OutboxDepth: 7, MaxDepth: 100000, Rejected: 17, SecurityAdmitted: 3})
+		LagMS: 4321, Hop: "auth_replica:r-east", OutboxAgeMS: 12, DownstreamLagMS: 40, AuthLagMS: 4321, AuthReplica: "r-east", MaxLagMS: 1000, OutboxDepth: 7, MaxDepth: 100000, Rejected: 17, SecurityAdmitted: 3})
 	put(events.AdmissionState{Instance: "ingest-b-0002", PID: 12, Since: since, UpdatedAt: since.Add(time.Second), MaxLagMS: 1000, MaxDepth: 100000})
 	page := overview()
-	for _, want := range []string{`<strong class="bad">On</strong>: bulk SCIM writes get 429`, "<code>ingest-a-0001</code>", "4321 ms / 1000 ms",
+	for _, want := range []string{`<strong class="bad">On</strong>: bulk SCIM writes get 429`, "<code>ingest-a-0001</code>", "4321 ms / 1000 ms", "(auth_replica:r-east)", "4321 ms <code>r-east</code>",
 		"<code>ingest-b-0002</code>", "7 / 100000", ">17<", "2026-12-06 10:00:00 UTC"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("overview while ingest-a lags lacks %q:\n%s", want, page)

@@ -16,22 +16,23 @@ import (
 	"github.com/scimflow/scimflow/services/scim-ingest/scimschema"
 )
 
-// admissionEntries reads the admission bucket: every instance's published state.
-func (h *harness) admissionEntries() map[string]events.AdmissionState {
+// admissionEntries reads the admission bucket: every instance's published state (an error: the
+// read did not complete, e.g. a timeout on a loaded machine).
+func (h *harness) admissionEntries() (map[string]events.AdmissionState, error) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out := map[string]events.AdmissionState{}
 	kv, err := h.js.KeyValue(ctx, broker.KVAdmission)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return out
+		return out, nil
 	}
 	if err != nil {
-		h.t.Fatalf("KeyValue(%s) = %v", broker.KVAdmission, err)
+		return nil, err
 	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, err
 	}
 	for k := range keys.Keys() {
 		e, err := kv.Get(ctx, k)
@@ -44,12 +45,18 @@ func (h *harness) admissionEntries() map[string]events.AdmissionState {
 		}
 		out[k] = st
 	}
-	return out
+	return out, nil
 }
 
-// onlyAdmission returns the one instance's state, or ok false when there is not exactly one entry.
+// onlyAdmission returns the one instance's state, or ok false when there is not exactly one entry
+// (or the bucket could not be read this time). It polls at most every 50 ms: each read creates a
+// short-lived consumer.
 func (h *harness) onlyAdmission() (events.AdmissionState, bool) {
-	all := h.admissionEntries()
+	time.Sleep(50 * time.Millisecond)
+	all, err := h.admissionEntries()
+	if err != nil {
+		return events.AdmissionState{}, false
+	}
 	for _, st := range all {
 		return st, len(all) == 1
 	}
@@ -117,7 +124,7 @@ func TestAdmissionStatePublished(t *testing.T) {
 	}
 
 	h.stopService()
-	if all := h.admissionEntries(); len(all) != 0 {
-		t.Errorf("admission entries after a clean stop = %v, want none", all)
+	if all, err := h.admissionEntries(); err != nil || len(all) != 0 {
+		t.Errorf("admission entries after a clean stop = %v (err %v), want none", all, err)
 	}
 }
