@@ -310,7 +310,7 @@ func (s *server) publishSnapshot(ctx context.Context) (snapshotInfo, error) {
 	s.snapMetrics.lastSeq.Set(float64(si.seqs[events.StreamIdentity]))
 	s.log.Info("projection snapshot published", "snapshot", si.name, "bytes", si.size, "identity_seq", si.seqs[events.StreamIdentity],
 		"auth_seq", si.seqs[events.StreamAuth], "priority_seq", si.seqs[events.StreamIdentityPriority])
-	if err := s.pruneSnapshots(ctx); err != nil {
+	if err := s.pruneSnapshots(ctx, si); err != nil {
 		s.log.Warn("prune snapshots", "err", err)
 	}
 	return si, nil
@@ -376,10 +376,16 @@ func (s *server) writeSnapshot(ctx context.Context) (snapshotInfo, error) {
 }
 
 // pruneSnapshots deletes all but the newest SnapshotKeep snapshots.
-func (s *server) pruneSnapshots(ctx context.Context) error {
+func (s *server) pruneSnapshots(ctx context.Context, published snapshotInfo) error {
 	list, err := listSnapshots(ctx, s.snapObs)
 	if err != nil {
 		return err
+	}
+	// The listing reads the bucket's metadata stream through a consumer and may not show the
+	// snapshot just put yet; counted or not, it is one of the newest to keep.
+	if !slices.ContainsFunc(list, func(o snapshotInfo) bool { return o.name == published.name }) {
+		list = append(list, published)
+		slices.SortFunc(list, newestFirst)
 	}
 	var errs []error
 	for _, old := range list[min(len(list), s.cfg.SnapshotKeep):] {
