@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/scimflow/scimflow/testkit/oidctest"
 )
 
 // benchClients is the number of concurrent keep-alive connections of the load generator.
@@ -58,9 +61,26 @@ func load(b *testing.B, u string, cookie *http.Cookie, hdr map[string]string, n,
 // BenchmarkVerify measures /verify with a valid session (64 concurrent clients on loopback) against
 // a hello-world net/http handler in the same run, and reports both rates and their ratio. Run with
 // e.g. -bench Verify -benchtime 200000x.
-func BenchmarkVerify(b *testing.B) {
+func BenchmarkVerify(b *testing.B) { benchVerify(b, 0) }
+
+// BenchmarkVerifyManyGroups is BenchmarkVerify with the session of BenchmarkVerifyPolicies (50
+// groups) and no access applications: the control that separates the cost of the policies from the
+// cost of the larger answer (groups header and app token).
+func BenchmarkVerifyManyGroups(b *testing.B) { benchVerify(b, 50) }
+
+func benchVerify(b *testing.B, groups int) {
 	h := newHarness(b, harnessOpts{})
 	tok := h.mustLogin(newBrowser(), h.r, "idp-a")
+	if groups > 0 {
+		var names []string
+		for g := range groups {
+			names = append(names, fmt.Sprintf("Group %d", g))
+		}
+		if err := h.op.AddUser(oidctest.User{Sub: "many", Email: "many@example.com", Name: "Many Groups", Groups: names}); err != nil {
+			b.Fatal(err)
+		}
+		tok = h.loginAs(h.op, "many")
+	}
 	hello := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("hello, world\n"))
 	}))
