@@ -31,7 +31,7 @@ type attackReport struct {
 	Error  string `json:"error"`
 }
 
-// TestComposeAttack is the forged-session attack of docs/security.md (issue 12, finding 1) against
+// TestComposeAttack is the forged-session attack of docs/security.md (finding 1) against
 // the compose stack, from containers on its networks (testdata/attacker in a FROM scratch image):
 //
 //   - on the back network (where NATS is; any container an attacker gets onto it): an anonymous
@@ -178,7 +178,7 @@ func (p *composeProject) runAttacker(network string, env []string, want ...strin
 	return got
 }
 
-// TestComposeClusterRoutes is the attack on the cluster variant's route port (issue 12): the three
+// TestComposeClusterRoutes is the attack on the cluster variant's route port (docs/security.md): the three
 // NATS nodes of compose.cluster.yaml form their cluster through route authorization (every node
 // routes to both others), and a container on the back network that joins nats:6222 as a route —
 // without credentials, with a guessed route password, or with any role's client password — is

@@ -57,7 +57,7 @@ func setClusterRouteEnv(t *testing.T, password string) {
 	t.Setenv(broker.RoutesVar, strings.ReplaceAll(routes, pwRef, password))
 }
 
-// TestNATSClusterRouteAuth is the attack on the cluster port (issue 12): something on the back
+// TestNATSClusterRouteAuth is the attack on the cluster port (docs/security.md): something on the back
 // network connects to a node's route port 6222 and tries to join as a route. A node running
 // nats-cluster.conf (nats-server's own parser and server, on free loopback ports) refuses a route
 // CONNECT without credentials and one with a wrong password, and a second node with the file's

@@ -1,4 +1,4 @@
-// Command attacker is the forged-session attack of docs/security.md (issue 12, finding 1) run from
+// Command attacker is the forged-session attack of docs/security.md (finding 1) run from
 // inside a compose network: reliability/compose_test.go builds it as a static binary into a FROM
 // scratch image and runs it as a container on the network it attacks. It only reports what it
 // managed to do, one JSON object per attempt on stdout; the test decides what must have failed.
