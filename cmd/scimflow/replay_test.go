@@ -72,28 +72,35 @@ func TestReplayRebuildsIdenticalRegistry(t *testing.T) {
 		}
 		return nil
 	})
+	live, fresh := stopAndReplay(t, p, dir, "identity-store")
+	if live == "" || live != fresh {
+		t.Errorf("live dump (%d bytes) != rebuilt dump (%d bytes)", len(live), len(fresh))
+	}
+}
+
+// stopAndReplay stops serve, runs `scimflow replay <service>` over its data directory into a fresh
+// file, and returns the canonical dumps of the live and the rebuilt file.
+func stopAndReplay(t *testing.T, p *proc, dir, service string) (live, rebuilt string) {
+	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("serve exit %d: %s", code, p.stderr)
 	}
-
-	rebuilt := filepath.Join(t.TempDir(), "rebuilt.db")
-	var out, errb bytes.Buffer
+	out := filepath.Join(t.TempDir(), "rebuilt.db")
+	var stdout, errb bytes.Buffer
 	cfg := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(cfg, []byte("data_dir: "+dir+"\n"), 0o600)
-	if code := run([]string{"replay", "identity-store", "-config", cfg, "-out", rebuilt}, &out, &errb); code != 0 {
-		t.Fatalf("replay = %d: %s", code, errb.String())
+	if code := run([]string{"replay", service, "-config", cfg, "-out", out}, &stdout, &errb); code != 0 {
+		t.Fatalf("replay %s = %d: %s", service, code, errb.String())
 	}
-	var live, fresh bytes.Buffer
-	if code := run([]string{"replay", "dump", filepath.Join(dir, "identity-store.db")}, &live, &errb); code != 0 {
-		t.Fatalf("dump live = %d: %s", code, errb.String())
+	dump := func(file string) string {
+		var b bytes.Buffer
+		if code := run([]string{"replay", "dump", file}, &b, &errb); code != 0 {
+			t.Fatalf("dump %s = %d: %s", file, code, errb.String())
+		}
+		return b.String()
 	}
-	if code := run([]string{"replay", "dump", rebuilt}, &fresh, &errb); code != 0 {
-		t.Fatalf("dump rebuilt = %d: %s", code, errb.String())
-	}
-	if live.Len() == 0 || live.String() != fresh.String() {
-		t.Errorf("live dump (%d bytes) != rebuilt dump (%d bytes)", live.Len(), fresh.Len())
-	}
+	return dump(filepath.Join(dir, service+".db")), dump(out)
 }
 
 // TestReplayRebuildsIdenticalSCIMResources: SCIM writes through scim-ingest's HTTP API (creates, a
@@ -165,31 +172,13 @@ func TestReplayRebuildsIdenticalSCIMResources(t *testing.T) {
 		}
 		return nil
 	})
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t, 30*time.Second); code != 0 {
-		t.Fatalf("serve exit %d: %s", code, p.stderr)
-	}
-
-	rebuilt := filepath.Join(t.TempDir(), "rebuilt.db")
-	var out, errb bytes.Buffer
-	cfg := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(cfg, []byte("data_dir: "+dir+"\n"), 0o600)
-	if code := run([]string{"replay", "scim-ingest", "-config", cfg, "-out", rebuilt}, &out, &errb); code != 0 {
-		t.Fatalf("replay = %d: %s", code, errb.String())
-	}
-	var live, fresh bytes.Buffer
-	if code := run([]string{"replay", "dump", filepath.Join(dir, "scim-ingest.db")}, &live, &errb); code != 0 {
-		t.Fatalf("dump live = %d: %s", code, errb.String())
-	}
-	if code := run([]string{"replay", "dump", rebuilt}, &fresh, &errb); code != 0 {
-		t.Fatalf("dump rebuilt = %d: %s", code, errb.String())
-	}
+	live, fresh := stopAndReplay(t, p, dir, "scim-ingest")
 	for _, want := range []string{"user5@example.com", "Engineering", "Renamed"} {
-		if !strings.Contains(live.String(), hex.EncodeToString([]byte(want))) {
+		if !strings.Contains(live, hex.EncodeToString([]byte(want))) {
 			t.Fatalf("live dump lacks %q: the writes were not stored", want)
 		}
 	}
-	if live.String() != fresh.String() {
-		t.Errorf("live dump (%d bytes) != rebuilt dump (%d bytes)\nlive:\n%s\nrebuilt:\n%s", live.Len(), fresh.Len(), live.String(), fresh.String())
+	if live != fresh {
+		t.Errorf("live dump (%d bytes) != rebuilt dump (%d bytes)\nlive:\n%s\nrebuilt:\n%s", len(live), len(fresh), live, fresh)
 	}
 }
