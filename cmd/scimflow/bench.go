@@ -132,16 +132,12 @@ func benchRevocation(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "scimflow bench revocation: -users, -rate, -background-idps and -background-users must be positive")
 		return 2
 	}
-	dir := c.dataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "scimflow-bench-")
-		if err != nil {
-			fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
-			return 1
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := benchDir(c.dataDir, "scimflow-bench-")
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
+		return 1
 	}
+	defer cleanup()
 	r, err := revocation(ctx, c, dir, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "scimflow bench revocation: %v\n", err)
@@ -727,4 +723,17 @@ func (b *burst) run(ctx context.Context, res *revocationResult) {
 		}
 		atomic.AddInt64(&res.bursts, 1)
 	}
+}
+
+// benchDir returns the data directory of a benchmark: dataDir when given (kept), else a new
+// temporary one that cleanup removes.
+func benchDir(dataDir, prefix string) (dir string, cleanup func(), err error) {
+	if dataDir != "" {
+		return dataDir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }

@@ -67,16 +67,12 @@ func benchPeople(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "scimflow bench people: -n and -batch must be positive")
 		return 2
 	}
-	dir := c.dataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "scimflow-bench-people-")
-		if err != nil {
-			fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
-			return 1
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := benchDir(c.dataDir, "scimflow-bench-people-")
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
+		return 1
 	}
+	defer cleanup()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := people(ctx, c, dir, stdout, stderr); err != nil {

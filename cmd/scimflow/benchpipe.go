@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,16 +51,12 @@ func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "scimflow bench pipeline: -clients, -duration, -idps and -admission-max-lag must be positive")
 		return 2
 	}
-	dir := c.dataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "scimflow-bench-")
-		if err != nil {
-			fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
-			return 1
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := benchDir(c.dataDir, "scimflow-bench-")
+	if err != nil {
+		fmt.Fprintf(stderr, "scimflow bench: %v\n", err)
+		return 1
 	}
+	defer cleanup()
 	if err := pipeline(ctx, c, dir, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "scimflow bench pipeline: %v\n", err)
 		return 1

@@ -84,15 +84,10 @@ func (s *server) applyPriority(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	if id == "" {
 		return consumer.Permanent(errMissingUserID)
 	}
-	u, _, err := getUser(tx, id)
+	u, oldKey, err := userForUpdate(tx, id, e.IdPID)
 	if err != nil {
 		return err
 	}
-	oldKey := ""
-	if u.Email != "" {
-		oldKey = emailKey(u.IdP, u.Email)
-	}
-	u.UserID, u.IdP = id, e.IdPID
 	if u.Email == "" && email != "" {
 		u.Email = email
 	}

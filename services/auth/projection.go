@@ -90,15 +90,10 @@ func (s *server) applyIdentity(_ context.Context, tx *bolt.Tx, m consumer.Msg) e
 	if id == "" {
 		return consumer.Permanent(errMissingUserID)
 	}
-	u, _, err := getUser(tx, id)
+	u, oldKey, err := userForUpdate(tx, id, e.IdPID)
 	if err != nil {
 		return err
 	}
-	oldKey := ""
-	if u.Email != "" {
-		oldKey = emailKey(u.IdP, u.Email)
-	}
-	u.UserID, u.IdP = id, e.IdPID
 	if email != "" {
 		u.Email = email
 	}
@@ -193,4 +188,19 @@ func lockRevokes(u *userRecord, at time.Time, seq uint64) {
 		u.RevokedBefore = at
 	}
 	u.RevokedSeq = seq
+}
+
+// userForUpdate reads user id for a change by an event of idp (a user not seen yet starts empty)
+// and returns its email-index key as stored, which putUser replaces if the email changes.
+func userForUpdate(tx *bolt.Tx, id, idp string) (userRecord, string, error) {
+	u, _, err := getUser(tx, id)
+	if err != nil {
+		return u, "", err
+	}
+	oldKey := ""
+	if u.Email != "" {
+		oldKey = emailKey(u.IdP, u.Email)
+	}
+	u.UserID, u.IdP = id, idp
+	return u, oldKey, nil
 }
